@@ -1,0 +1,76 @@
+"""`AttentionMarket`, the mesa model: one tick = acquisition → allocation → consumption → circulation.
+
+Mesa provides the model conventions users know (`step`, `running`, `rng`, a `DataCollector`);
+the populations themselves live in numpy arrays (see `state.py`) so a tick is vectorized.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import mesa
+import numpy as np
+import pandas as pd
+
+from .allocator import make_rule
+from .metrics import INTEGER_COLUMNS, METRIC_COLUMNS, collect
+from .populations import initial_state
+from .scenario import Scenario, load_scenario
+from .stages.acquisition import acquire
+from .stages.allocation import allocate
+from .stages.circulation import circulate
+from .stages.consumption import consume
+
+
+class ConservationError(RuntimeError):
+    """Money appeared or vanished: a bug, never a modelling outcome."""
+
+
+def _latest_metric(model: AttentionMarket, name: str) -> float | int:
+    return model.latest_metrics[name]
+
+
+class AttentionMarket(mesa.Model):
+    """An attention-economy marketplace: users, creators, goods and advertisers under one platform.
+
+    `AttentionMarket(scenario)` takes a validated `Scenario`, a path to a YAML file or a dict;
+    `seed` overrides the scenario's seed. Each `step()` runs one tick and records its metrics.
+    """
+
+    def __init__(self, scenario: Scenario | str | Path | dict[str, Any], *, seed: int | None = None):
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        if seed is not None:
+            scenario = scenario.model_copy(update={"seed": seed})
+        super().__init__(rng=scenario.seed)
+        self.config = scenario
+        self.market = initial_state(scenario, self.rng)
+        self.rule = make_rule(scenario)
+        self.latest_metrics: dict[str, float | int] = {}
+        self.datacollector = mesa.DataCollector(
+            model_reporters={name: partial(_latest_metric, name=name) for name in METRIC_COLUMNS}
+        )
+
+    def step(self) -> None:
+        market, scenario, rng = self.market, self.config, self.rng
+        market.tick += 1
+        arrivals = acquire(market, scenario, rng)
+        allocation = allocate(market, arrivals, self.rule, scenario, rng)
+        consumption = consume(market, allocation, scenario, rng)
+        settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
+        self.latest_metrics = collect(market, arrivals, allocation, consumption, settlement, market.ledger.take_flows())
+        self.datacollector.collect(self)
+        error = self.latest_metrics["money_conservation_error"]
+        if error != 0:
+            raise ConservationError(f"tick {market.tick}: money not conserved (error {error} minor units)")
+        if market.tick >= scenario.ticks:
+            self.running = False
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per tick so far, the columns of `metrics.METRIC_COLUMNS`."""
+        frame = pd.DataFrame(self.datacollector.model_vars, columns=list(METRIC_COLUMNS))
+        return frame.astype({column: np.int64 for column in INTEGER_COLUMNS})
+

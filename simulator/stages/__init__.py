@@ -1,0 +1,1 @@
+"""The four stages of a tick, in order: acquisition, allocation, consumption, circulation."""

@@ -1,0 +1,149 @@
+"""Stage 4, value circulation: money moves through the ledger, creators settle, exit and enter.
+
+Order of postings in a tick: user income in; purchases (user → creator, less the platform's
+take); ad payments (advertiser → platform, per click, never beyond the advertiser's budget for
+the tick); the creator payout pool (a share of the platform's revenue this tick, split by the
+payout rule); production costs out. Then creators update their smoothed profit: sustained
+losses make them leave, and positive average profit draws entrants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..payouts import payout_weights
+from ..populations import add_creators, retire_goods
+from ..scenario import Scenario
+from ..state import MarketState
+from .acquisition import Arrivals
+from .allocation import Allocation
+from .consumption import Consumption
+from ..ledger import split_exactly
+
+
+@dataclass(frozen=True)
+class Settlement:
+    creator_exposure: np.ndarray  # per creator row: exposures this tick
+    creator_income: np.ndarray  # per creator row: sales + payouts this tick (minor units)
+    advertiser_value: int  # value advertisers gained from clicks this tick
+    entries: int
+    exits: int
+
+
+def circulate(
+    state: MarketState,
+    arrivals: Arrivals,
+    allocation: Allocation,
+    consumption: Consumption,
+    scenario: Scenario,
+    rng: np.random.Generator,
+) -> Settlement:
+    ledger = state.ledger
+    creators_born = state.creators_born
+    goods = state.goods
+
+    alive_users = np.flatnonzero(state.users.alive[: state.users_born])
+    ledger.inject("user_income", "users", alive_users, scenario.population.users.income_per_tick)
+
+    sales = _settle_purchases(state, allocation, consumption, scenario)
+    ad_revenue, advertiser_value = _settle_ads(state, arrivals, allocation, consumption, rng)
+
+    shown = allocation.exposures[allocation.exposures >= 0]
+    exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
+    revenue = ledger.flows["platform_take"] + ad_revenue
+    pool = int(np.floor(scenario.circulation.creator_payout.pool_share * revenue))
+    alive = state.creators.alive[:creators_born]
+    weights = payout_weights(scenario.circulation.creator_payout.rule, state, allocation, consumption, exposure)
+    payouts = split_exactly(pool, np.where(alive, weights, 0.0))
+    paid = np.flatnonzero(payouts)
+    ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
+
+    costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
+    charged = np.flatnonzero(costs)
+    ledger.remove("production_costs", "creators", charged, costs[charged])
+
+    income = sales + payouts
+    exits = _settle_creators(state, income - costs, scenario)
+    entries = _admit_creators(state, scenario, rng)
+    # Entrants joined after the money moved: they had no exposure and no income this tick.
+    return Settlement(
+        np.pad(exposure, (0, entries)), np.pad(income, (0, entries)), advertiser_value, entries, exits
+    )
+
+
+def _settle_purchases(state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario) -> np.ndarray:
+    """Buyers pay the creator the price less the platform's take; returns sales per creator."""
+    goods = state.goods
+    user_index, column = np.nonzero(consumption.bought)
+    bought_rows = allocation.exposures[user_index, column]
+    buyers = allocation.users[user_index]
+    price = goods.price[bought_rows]
+    take = np.floor(price * scenario.circulation.platform_take_rate + 1e-9).astype(np.int64)
+    owners = goods.owner[bought_rows].astype(np.int64)
+    state.ledger.transfer("creator_sales", "users", buyers, "creators", owners, price - take)
+    state.ledger.transfer("platform_take", "users", buyers, "platform", np.zeros(len(buyers), dtype=np.int64), take)
+    return np.bincount(owners, weights=price - take, minlength=state.creators_born).astype(np.int64)
+
+
+def _settle_ads(
+    state: MarketState, arrivals: Arrivals, allocation: Allocation, consumption: Consumption, rng: np.random.Generator
+) -> tuple[int, int]:
+    """Charge each click its price, in random order, until the advertiser's tick budget runs out.
+
+    Clicks beyond the budget are delivered free: the platform absorbs the overdelivery, so no
+    advertiser ever pays a minor unit more than its budget.
+    """
+    user_index, slot = np.nonzero(consumption.clicked)
+    if len(user_index) == 0:
+        return 0, 0
+    advertiser = allocation.ads[user_index, slot]
+    price = allocation.ad_prices[user_index, slot]
+    order = np.lexsort((rng.random(len(advertiser)), advertiser))
+    advertiser, price = advertiser[order], price[order]
+    spent_before = np.cumsum(price) - price
+    group_start = np.searchsorted(advertiser, advertiser, side="left")
+    spent_before -= spent_before[group_start]
+    charge = np.clip(arrivals.ad_budgets[advertiser] - spent_before, 0, price)
+    state.ledger.transfer("ad_spend", "advertisers", advertiser, "platform", np.zeros(len(advertiser), dtype=np.int64), charge)
+    value = int(state.advertisers.value_per_click[advertiser].sum())
+    return int(charge.sum()), value
+
+
+def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
+    """Smooth profits; creators with `patience` loss-making ticks in a row leave with their goods."""
+    cfg = scenario.population.creators.exit
+    creators = state.creators
+    rows = np.flatnonzero(creators.alive[: state.creators_born])
+    ema = (1 - cfg.smoothing) * creators.profit_ema[rows] + cfg.smoothing * profit[rows]
+    creators.profit_ema[rows] = ema
+    creators.loss_streak[rows] = np.where(ema < 0, creators.loss_streak[rows] + 1, 0)
+    leaving = rows[creators.loss_streak[rows] >= cfg.patience]
+    if len(leaving):
+        creators.alive[leaving] = False
+        goods = state.goods
+        orphaned = np.flatnonzero(goods.live & np.isin(goods.owner, leaving))
+        retire_goods(state, orphaned)
+    return len(leaving)
+
+
+def _admit_creators(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> int:
+    """While creators profit on average, newcomers arrive; some imitate a profitable niche."""
+    cfg = scenario.population.creators
+    creators = state.creators
+    rows = np.flatnonzero(creators.alive[: state.creators_born])
+    if cfg.entry.rate == 0 or len(rows) == 0:
+        return 0
+    profit = creators.profit_ema[rows]
+    if profit.mean() <= 0:
+        return 0
+    count = int(rng.poisson(cfg.entry.rate * len(rows)))
+    if count == 0:
+        return 0
+    gains = np.maximum(profit, 0.0).astype(np.float64)
+    models = rng.choice(rows, size=count, p=gains / gains.sum())
+    imitate = np.where(rng.random(count) < cfg.entry.imitation, models, -1)
+    new = add_creators(state, count, scenario, rng, imitate=imitate)
+    state.ledger.inject("creator_entry_capital", "creators", new, cfg.initial_wallet)
+    return count
