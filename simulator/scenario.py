@@ -33,116 +33,198 @@ Money = Annotated[int, Field(ge=0, le=10**12)]
 
 
 class Strict(BaseModel):
-    """Base for every section: unknown keys are errors, NaN and inf are refused."""
+    """Base for every section: unknown keys are errors, NaN and inf are refused.
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+    The docstring under each field is its documentation: docs/scenario.md is generated from
+    it (`python -m simulator.scenario`), and a test keeps the page in step with the schema.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, validate_assignment=True, use_attribute_docstrings=True
+    )
 
 
 class LogNormal(Strict):
-    """A positive quantity drawn per agent: median `median`, log-scale spread `sigma`."""
+    """A positive quantity drawn once per agent: median × exp(sigma × standard normal)."""
 
     median: PositiveFloat
+    """The median of the distribution."""
     sigma: NonNegativeFloat = 0.5
+    """Spread on the log scale; 0 gives every agent the median."""
 
 
 class ChurnConfig(Strict):
     """Users leave after `patience` consecutive active ticks with smoothed utility below `threshold`."""
 
     threshold: float = Field(0.05, allow_inf_nan=False)
+    """Smoothed utility per active tick under which a tick counts as disappointing."""
     patience: int = Field(5, ge=1)
+    """Consecutive disappointing active ticks before the user leaves for good."""
     smoothing: Probability = 0.3
+    """Weight of the latest tick in the exponential moving average of utility."""
 
 
 class UsersConfig(Strict):
+    """Users: the attention supply."""
+
     count: int = Field(10_000, ge=1, le=50_000_000)
+    """Users at tick 0."""
     arrivals_per_tick: NonNegativeFloat = 0.0
+    """Mean of the Poisson number of new users joining each tick."""
     budget: LogNormal = LogNormal(median=8.0, sigma=0.5)
+    """Attention units a user brings on an active tick (one unit per exposure), drawn per user."""
     budget_max: int = Field(32, ge=1, le=1024)
+    """Cap on any user's attention budget."""
     activity: Probability = 0.8
+    """Mean probability that a user shows up on a tick (before fatigue); varies per user."""
     interest_spread: NonNegativeFloat = 0.6
+    """How far users' true interests scatter around their topic cluster's centre."""
     income_per_tick: Money = 40
+    """Money each alive user receives from outside the platform every tick."""
     initial_wallet: Money = 5_000
+    """Money each user holds when joining."""
     overload: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    """Information overload: the k-th exposure of a tick holds overload**k of a fresh one's attention."""
     fatigue_per_exposure: Probability = 0.005
+    """Fatigue added by each content exposure; fatigue lowers showing up and the attention held."""
     fatigue_per_ad: Probability = 0.02
+    """Fatigue added by each ad shown."""
     fatigue_recovery: Probability = 0.5
+    """Share of fatigue kept from one tick to the next."""
     taste_sharpness: NonNegativeFloat = 2.0
+    """How fast value falls with topic mismatch: match = exp(sharpness × (cos − 1))."""
     outside_option: float = Field(0.25, allow_inf_nan=False)
+    """Value of not consuming; an exposure is consumed with logit probability of value − outside_option."""
     choice_noise: PositiveFloat = 0.1
+    """Scale of the logit choice noise."""
     willingness_to_pay: Money = 3_000
+    """Money a product of value 1 is worth to a user; buys happen when value × this > price."""
     drift: Probability = 0.02
+    """Rate at which true interests move toward what the user consumed this tick."""
     ad_annoyance: NonNegativeFloat = 0.05
+    """Utility lost per ad shown."""
     churn: ChurnConfig = ChurnConfig()
+    """The churn rule."""
 
 
 class ExitConfig(Strict):
     """Creators leave after `patience` consecutive ticks of negative smoothed profit."""
 
     patience: int = Field(10, ge=1)
+    """Consecutive ticks of negative smoothed profit before a creator leaves with its goods."""
     smoothing: Probability = 0.3
+    """Weight of the latest tick in the exponential moving average of profit."""
 
 
 class EntryConfig(Strict):
     """New creators arrive while the average smoothed creator profit is positive."""
 
     rate: NonNegativeFloat = 0.02
+    """Poisson mean of entrants per tick, per active creator, while average profit is positive."""
     imitation: Probability = 0.5
+    """Share of entrants that copy the niche of a profitable creator (chosen by profit)."""
 
 
 class CreatorsConfig(Strict):
+    """Creators: they publish goods, pay production costs, earn sales and payouts."""
+
     count: int = Field(200, ge=1, le=10_000_000)
+    """Creators at tick 0."""
     publish_rate: NonNegativeFloat = 0.5
+    """Mean goods published per creator per tick (each creator's own rate varies around it)."""
     quality_mean: Probability = 0.5
+    """Mean quality (effort) level, in [0, 1]."""
     quality_sd: NonNegativeFloat = 0.15
+    """Spread of quality across creators."""
     topic_spread: NonNegativeFloat = 0.6
+    """How far creators' niches scatter around their topic cluster's centre."""
     cost_per_good: Money = 600
+    """Fixed production cost of one good."""
     effort_cost: Money = 2_000
+    """Production cost of quality: a good of quality q costs cost_per_good + effort_cost × q²."""
     initial_wallet: Money = 20_000
+    """Money each creator holds when joining."""
     exit: ExitConfig = ExitConfig()
+    """The exit rule."""
     entry: EntryConfig = EntryConfig()
+    """The entry rule."""
 
 
 class GoodsConfig(Strict):
+    """Goods: content (free) and products (priced)."""
+
     initial: int = Field(2_000, ge=0, le=100_000_000)
+    """Goods in the catalogue at tick 0 (with staggered ages)."""
     lifetime: int = Field(20, ge=1)
+    """Ticks a good stays in the catalogue after publishing."""
     product_share: Probability = 0.3
+    """Probability that a published good is a product with a price rather than free content."""
     price: LogNormal = LogNormal(median=1_500.0, sigma=0.5)
+    """Price of a product, in minor units."""
     key_noise: NonNegativeFloat = 0.2
+    """How far a good's key scatters around its creator's niche."""
 
 
 class AdvertisersConfig(Strict):
+    """Advertisers: buyers of attention through ad auctions."""
+
     count: int = Field(20, ge=0, le=1_000_000)
+    """Advertisers; 0 turns the ad market off."""
     budget_per_tick: Money = 50_000
+    """Most an advertiser may spend in one tick."""
     total_budget: Money = 5_000_000
+    """An advertiser's whole budget for the run (its wallet at tick 0)."""
     value_per_click: LogNormal = LogNormal(median=120.0, sigma=0.5)
+    """What a click is worth to an advertiser, in minor units, drawn per advertiser."""
     targeting_spread: NonNegativeFloat = 0.6
+    """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
     click_rate: Probability = 0.08
+    """Click probability of a perfectly matched ad in the top position."""
     bidding: Literal["truthful"] = "truthful"
+    """Bidding strategy: truthful bids the value of a click."""
 
 
 class PopulationConfig(Strict):
+    """The four populations."""
+
     users: UsersConfig = UsersConfig()
+    """Users."""
     creators: CreatorsConfig = CreatorsConfig()
+    """Creators."""
     goods: GoodsConfig = GoodsConfig()
+    """Goods."""
     advertisers: AdvertisersConfig = AdvertisersConfig()
+    """Advertisers."""
 
 
 class TopicsConfig(Strict):
-    """The world's topic structure: interests and creators' niches cluster around `clusters` centres."""
+    """The world's topic structure."""
 
     clusters: int = Field(8, ge=1, le=100_000)
+    """Topic centres around which interests, niches and targeting cluster."""
 
 
 class AllocationConfig(Strict):
+    """How the platform splits users' attention into exposures and ad slots."""
+
     rule: Literal[ALLOCATION_RULES] = "attention_softmax"  # type: ignore[valid-type]
+    """The allocation rule (see docs/rules.md)."""
     temperature: PositiveFloat = 1.0
+    """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform."""
     ad_slots: int = Field(2, ge=0, le=16)
+    """Ad exposures per user per tick (each uses one attention unit; at least one unit stays for content); 0 turns ads off."""
     ad_position_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
+    """Click-rate factor per ad position below the first."""
     mask_consumed: bool = True
+    """Never show a user a good it consumed within its last `consumed_memory` consumptions."""
     consumed_memory: int = Field(32, ge=1, le=4096)
+    """How many recent consumptions per user the mask remembers."""
     profile_noise: NonNegativeFloat = 0.5
+    """How far the platform's starting profile of a user (its query) is from the user's true interest."""
     profile_learning_rate: Probability = 0.1
+    """Rate at which the platform's profile of a user moves toward what the user consumed."""
     block_elements: int = Field(4_194_304, ge=1_024)
+    """Largest users × goods score block held at once; bounds the allocator's memory."""
 
     @field_validator("rule")
     @classmethod
@@ -153,8 +235,12 @@ class AllocationConfig(Strict):
 
 
 class PayoutConfig(Strict):
+    """How the creator payout pool is funded and divided."""
+
     rule: Literal[PAYOUT_RULES] = "exposure"  # type: ignore[valid-type]
+    """The payout rule (see docs/rules.md)."""
     pool_share: Probability = 0.5
+    """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool."""
 
     @field_validator("rule")
     @classmethod
@@ -165,24 +251,41 @@ class PayoutConfig(Strict):
 
 
 class AuctionConfig(Strict):
+    """How ad slots are sold."""
+
     format: Literal[AUCTION_FORMATS] = "second_price"  # type: ignore[valid-type]
+    """Auction format: second_price (VCG per click), first_price, or gsp (next-price)."""
     reserve_price: Money = 0
+    """Lowest price per click; lower bids do not take part."""
 
 
 class CirculationConfig(Strict):
+    """How money moves."""
+
     platform_take_rate: Probability = 0.3
+    """Share of each purchase's price the platform keeps."""
     creator_payout: PayoutConfig = PayoutConfig()
+    """The creator payout rule."""
     auction: AuctionConfig = AuctionConfig()
+    """The ad auction."""
 
 
 class MetricsConfig(Strict):
+    """What the metrics collector samples and summarises."""
+
     homogenization_pairs: int = Field(256, ge=1, le=100_000)
+    """User pairs in the fixed, seeded sample behind the homogenization metric."""
     summary_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    """Fraction of final ticks averaged in summary.json."""
 
 
 class SweepConfig(Strict):
+    """A grid of scenario variants and replications, for `attnsim sweep`."""
+
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Dotted scenario keys mapped to the values to try; runs cover the Cartesian product."""
     replications: int = Field(1, ge=1, le=10_000)
+    """Runs per grid point, each with its own derived seed."""
 
     @field_validator("grid")
     @classmethod
@@ -197,15 +300,25 @@ class Scenario(Strict):
     """A fully resolved scenario: what `simulator.run` needs, with every default filled in."""
 
     name: str = Field("scenario", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Name of the scenario; names run directories, so letters, digits, `_`, `.` and `-` only."""
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    """Seed of the run's random generator: the same seed gives the same bytes."""
     ticks: int = Field(100, ge=1, le=1_000_000)
+    """Ticks to run."""
     embedding_dim: int = Field(16, ge=1, le=1024)
+    """Dimension d of interest, niche, key and targeting vectors."""
     topics: TopicsConfig = TopicsConfig()
+    """The topic structure."""
     population: PopulationConfig = PopulationConfig()
+    """The populations."""
     allocation: AllocationConfig = AllocationConfig()
+    """The allocation stage."""
     circulation: CirculationConfig = CirculationConfig()
+    """The circulation stage."""
     metrics: MetricsConfig = MetricsConfig()
+    """The metrics collector."""
     sweep: SweepConfig | None = None
+    """Optional sweep grid and replications."""
 
     @model_validator(mode="after")
     def _budgets_consistent(self) -> Scenario:
@@ -216,7 +329,6 @@ class Scenario(Strict):
                 f"population.users.budget_max ({users.budget_max})"
             )
         return self
-
 
 
 @dataclass(frozen=True)
@@ -419,3 +531,43 @@ def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
     """A copy of a validated scenario with dotted-key overrides applied and validated."""
     return load_scenario(scenario.model_dump(), overrides)
 
+
+
+def schema_reference() -> str:
+    """docs/scenario.md: every key with its type, default and meaning, from the schema itself."""
+    lines = [
+        "# Scenario reference",
+        "",
+        "Generated from `simulator/scenario.py` by `python -m simulator.scenario > docs/scenario.md`;",
+        "a test fails when this page and the schema disagree. Unknown keys are errors.",
+        "Money is in integer minor units; attention in integer units (one per exposure).",
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            key = f"{prefix}{name}"
+            annotation = info.annotation
+            options = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
+            nested = options[0] if isinstance(options[0], type) and issubclass(options[0], BaseModel) else None
+            if nested is not None and nested is not LogNormal:
+                kind = "section" if len(options) == len(getattr(annotation, "__args__", (annotation,))) else "optional section"
+                lines.append(f"| `{key}` | {kind} | | {info.description or ''} |")
+                walk(nested, f"{key}.")
+                continue
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump()
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            if "Literal" in str(annotation):
+                type_name = " \\| ".join(f"`{value}`" for value in annotation.__args__)
+            lines.append(f"| `{key}` | {type_name} | `{default!r}` | {info.description or ''} |")
+
+    walk(Scenario, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_reference(), end="")
