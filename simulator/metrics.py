@@ -49,6 +49,12 @@ METRIC_COLUMNS = (
     "user_income",
     "production_costs",
     "advertiser_value",
+    "ad_impressions",
+    "ad_fill_rate",
+    "ad_revenue_per_impression",
+    "advertiser_surplus",
+    "ad_budget_spent_share",
+    "ad_free_deliveries",
 )
 
 FLOAT_COLUMNS = frozenset(
@@ -61,6 +67,9 @@ FLOAT_COLUMNS = frozenset(
         "supply_diversity",
         "homogenization",
         "advertiser_roi",
+        "ad_fill_rate",
+        "ad_revenue_per_impression",
+        "ad_budget_spent_share",
     }
 )
 INTEGER_COLUMNS = tuple(name for name in METRIC_COLUMNS if name not in FLOAT_COLUMNS)
@@ -135,6 +144,8 @@ def collect(
     platform_take = flows.get("platform_take", 0)
     creator_sales = flows.get("creator_sales", 0)
     active = len(arrivals.active)
+    impressions = int(np.count_nonzero(allocation.ads >= 0))
+    budgets = int(arrivals.ad_budgets.sum())
     return {
         "tick": state.tick,
         "active_users": active,
@@ -167,4 +178,10 @@ def collect(
         "user_income": flows.get("user_income", 0),
         "production_costs": flows.get("production_costs", 0),
         "advertiser_value": settlement.advertiser_value,
+        "ad_impressions": impressions,
+        "ad_fill_rate": impressions / allocation.ad_slots_offered if allocation.ad_slots_offered else 0.0,
+        "ad_revenue_per_impression": ad_spend / impressions if impressions else 0.0,
+        "advertiser_surplus": settlement.advertiser_value - ad_spend,
+        "ad_budget_spent_share": ad_spend / budgets if budgets else 0.0,
+        "ad_free_deliveries": settlement.ad_free_deliveries,
     }

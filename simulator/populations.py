@@ -118,7 +118,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         users=Users.empty(pop.users.count, dim, history_width=memory),
         creators=Creators.empty(pop.creators.count, dim),
         goods=Goods.empty(max(pop.goods.initial, 16), dim),
-        advertisers=Advertisers.empty(pop.advertisers.count, dim),
+        advertisers=Advertisers.empty(pop.advertisers.count, dim, arm_weights_width=pop.advertisers.learning_arms),
         ledger=ledger,
         uids=UidIndex(),
         topic_centres=unit_rows(rng.standard_normal((scenario.topics.clusters, dim))),
@@ -138,8 +138,8 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         state.advertisers.targeting[:] = around(centres, ads.targeting_spread, rng)
         values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, rng)
         state.advertisers.value_per_click[:] = values
-        state.advertisers.bid[:] = values  # truthful bidding: bid the value of a click
         state.advertisers.budget_per_tick[:] = ads.budget_per_tick
+        state.advertisers.multiplier[:] = ads.shading if ads.bidding in ("shaded", "paced") else 1.0
         ledger.endow("advertisers", np.arange(ads.count), ads.total_budget)
 
     if pop.goods.initial:

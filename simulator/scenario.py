@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ALLOCATION_RULES = ("attention_softmax", "top_k", "popularity", "random", "oracle", "learned", "shapley")
 PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equal")
 AUCTION_FORMATS = ("second_price", "first_price", "gsp")
+BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
 # Rules of the library that the engine implements; the schema names every rule of the contract.
 IMPLEMENTED_ALLOCATION_RULES = ("attention_softmax", "top_k", "random", "oracle")
 IMPLEMENTED_PAYOUT_RULES = ("exposure",)
@@ -170,9 +171,9 @@ class AdvertisersConfig(Strict):
 
     count: int = Field(20, ge=0, le=1_000_000)
     """Advertisers; 0 turns the ad market off."""
-    budget_per_tick: Money = 50_000
+    budget_per_tick: Money = 2_000
     """Most an advertiser may spend in one tick."""
-    total_budget: Money = 5_000_000
+    total_budget: Money = 150_000
     """An advertiser's whole budget for the run (its wallet at tick 0)."""
     value_per_click: LogNormal = LogNormal(median=120.0, sigma=0.5)
     """What a click is worth to an advertiser, in minor units, drawn per advertiser."""
@@ -180,8 +181,16 @@ class AdvertisersConfig(Strict):
     """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
     click_rate: Probability = 0.08
     """Click probability of a perfectly matched ad in the top position."""
-    bidding: Literal["truthful"] = "truthful"
-    """Bidding strategy: truthful bids the value of a click."""
+    bidding: Literal[BIDDING_STRATEGIES] = "truthful"  # type: ignore[valid-type]
+    """Bidding strategy: truthful bids the value of a click; shaded a fixed fraction of it; paced scales bids to spend the total budget evenly over the run; learning picks its shading factor by a bandit (EXP3) on its own realised surplus."""
+    shading: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
+    """Fraction of value bid by `shaded` bidders (and the starting multiplier of `paced` ones)."""
+    pacing_rate: PositiveFloat = 0.5
+    """How strongly `paced` bidders correct their multiplier toward the even spending rate."""
+    learning_rate: PositiveFloat = 0.2
+    """Step size of the `learning` bidders' multiplicative weights."""
+    learning_arms: int = Field(8, ge=2, le=64)
+    """Shading factors a `learning` bidder chooses among, evenly spaced in [1/arms, 1]."""
 
 
 class PopulationConfig(Strict):
@@ -257,6 +266,8 @@ class AuctionConfig(Strict):
     """Auction format: second_price (VCG per click), first_price, or gsp (next-price)."""
     reserve_price: Money = 0
     """Lowest price per click; lower bids do not take part."""
+    pricing: Literal["per_click", "per_impression"] = "per_click"
+    """What advertisers pay for: each click at the auction price, or each impression at the price × its predicted click rate."""
 
 
 class CirculationConfig(Strict):

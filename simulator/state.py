@@ -43,7 +43,7 @@ class Population:
 
     @classmethod
     def empty(cls, rows: int, dim: int, **extra: Any) -> Any:
-        """A struct of `rows` unborn rows; vector fields get `dim` columns (`history` its own width)."""
+        """A struct of `rows` unborn rows; vector fields get `dim` columns, `<field>_width=n` gives a field n."""
         arrays = {}
         for spec in fields(cls):  # type: ignore[arg-type]
             if "fill" not in spec.metadata:
@@ -111,6 +111,12 @@ class Advertisers(Population):
     value_per_click: np.ndarray = _slot(0, np.int64)
     bid: np.ndarray = _slot(0, np.int64)
     budget_per_tick: np.ndarray = _slot(0, np.int64)
+    multiplier: np.ndarray = _slot(1.0, np.float64)  # bid / value, set by the bidding strategy
+    arm: np.ndarray = _slot(0, np.int64)  # `learning`: the shading factor played this tick
+    arm_weights: np.ndarray = _slot(1.0, np.float64)  # `learning`: (advertisers, arms) weights
+    spent_last: np.ndarray = _slot(0, np.int64)  # paid last tick
+    value_last: np.ndarray = _slot(0, np.int64)  # value gained from clicks last tick
+    click_calibration: np.ndarray = _slot(1.0, np.float64)  # realised / predicted clicks, smoothed
 
 
 @dataclass

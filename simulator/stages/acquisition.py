@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..bidding import set_bids
 from ..populations import add_users, production_cost, publish, retire_goods
 from ..scenario import Scenario
 from ..state import MarketState
@@ -42,6 +43,7 @@ def acquire(state: MarketState, scenario: Scenario, rng: np.random.Generator) ->
     active = np.flatnonzero(users.alive[:born] & (rng.random(born) < show_up))
 
     published, costs = _publish_goods(state, scenario, rng)
+    set_bids(state, scenario, rng)
     ad_budgets = np.minimum(state.advertisers.budget_per_tick, state.ledger.balances["advertisers"][: state.advertisers.capacity()])
     return Arrivals(
         active=active,

@@ -24,6 +24,8 @@ class Allocation:
     exposures: np.ndarray  # (users, K) catalogue rows in feed order, -1 padded
     ads: np.ndarray  # (users, slots) advertiser per ad position, -1 if none
     ad_prices: np.ndarray  # (users, slots) price per click, minor units
+    ad_click_rates: np.ndarray  # (users, slots) predicted click rate of the ad shown there
+    ad_slots_offered: int  # ad positions users had attention for, filled or not
 
     def attention_allocated(self) -> int:
         return int(np.count_nonzero(self.exposures >= 0) + np.count_nonzero(self.ads >= 0))
@@ -44,28 +46,42 @@ def allocate(state: MarketState, arrivals: Arrivals, rule: Rule, scenario: Scena
     content_counts = arrivals.budgets - ad_counts
     catalogue = Catalogue.of(state)
     exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng)
-    ads, prices = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario)
-    return Allocation(arrivals.active, exposures, ads, prices)
+    ads, prices, click_rates = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario, rng)
+    return Allocation(arrivals.active, exposures, ads, prices, click_rates, int(ad_counts.sum()))
 
 
 def _sell_ad_slots(
-    state: MarketState, arrivals: Arrivals, ad_counts: np.ndarray, slots: int, scenario: Scenario
-) -> tuple[np.ndarray, np.ndarray]:
+    state: MarketState, arrivals: Arrivals, ad_counts: np.ndarray, slots: int, scenario: Scenario, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Auction every user's ad positions, users in random order and in blocks, throttling
+    advertisers whose expected spend has reached their budget for the tick."""
     users = arrivals.active
     ads = np.full((len(users), slots), -1, dtype=np.int64)
     prices = np.zeros((len(users), slots), dtype=np.int64)
+    click_rates = np.zeros((len(users), slots), dtype=np.float64)
     advertisers = state.advertisers
     if slots == 0 or len(users) == 0:
-        return ads, prices
-    bids = np.where(arrivals.ad_budgets > 0, advertisers.bid, 0)
+        return ads, prices, click_rates
     click_rate = scenario.population.advertisers.click_rate
     positions = position_click_factors(scenario)
-    step = block_rows(advertisers.capacity(), scenario.allocation.block_elements)
+    auction = scenario.circulation.auction
+    remaining = arrivals.ad_budgets.astype(np.float64)
+    order = rng.permutation(len(users))
+    step = min(AD_BLOCK_USERS, block_rows(advertisers.capacity(), scenario.allocation.block_elements))
     for start in range(0, len(users), step):
-        block = users[start : start + step]
-        predicted = click_rate * match(state.users.query[block], advertisers.targeting)
-        outcome = run_auctions(bids, predicted, slots, positions, scenario.circulation.auction.format, scenario.circulation.auction.reserve_price)
-        shown = np.arange(slots)[None, :] < ad_counts[start : start + step, None]
-        ads[start : start + len(block)] = np.where(shown, outcome.winners, -1)
-        prices[start : start + len(block)] = np.where(shown, outcome.price_per_click, 0)
-    return ads, prices
+        index = order[start : start + step]
+        bids = np.where(remaining > 0, advertisers.bid, 0)
+        predicted = click_rate * match(state.users.query[users[index]], advertisers.targeting)
+        outcome = run_auctions(bids, predicted, slots, positions, auction.format, auction.reserve_price)
+        shown = (np.arange(slots)[None, :] < ad_counts[index, None]) & (outcome.winners >= 0)
+        winner_rate = np.take_along_axis(predicted, np.maximum(outcome.winners, 0), axis=1) * positions[None, :]
+        ads[index] = np.where(shown, outcome.winners, -1)
+        prices[index] = np.where(shown, outcome.price_per_click, 0)
+        click_rates[index] = np.where(shown, winner_rate, 0.0)
+        expected_cost = prices[index] * click_rates[index] * advertisers.click_calibration[np.maximum(ads[index], 0)]
+        remaining -= np.bincount(ads[index][shown], weights=expected_cost[shown], minlength=len(remaining))
+    return ads, prices, click_rates
+
+
+# Users per ad-auction block: small enough that throttling reacts before budgets overrun.
+AD_BLOCK_USERS = 256

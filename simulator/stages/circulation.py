@@ -28,6 +28,7 @@ class Settlement:
     creator_exposure: np.ndarray  # per creator row: exposures this tick
     creator_income: np.ndarray  # per creator row: sales + payouts this tick (minor units)
     advertiser_value: int  # value advertisers gained from clicks this tick
+    ad_free_deliveries: int  # billable ad events delivered after the advertiser's budget ran out
     entries: int
     exits: int
 
@@ -48,7 +49,7 @@ def circulate(
     ledger.inject("user_income", "users", alive_users, scenario.population.users.income_per_tick)
 
     sales = _settle_purchases(state, allocation, consumption, scenario)
-    ad_revenue, advertiser_value = _settle_ads(state, arrivals, allocation, consumption, rng)
+    ad_revenue, advertiser_value, ad_free_deliveries = _settle_ads(state, arrivals, allocation, consumption, scenario, rng)
 
     shown = allocation.exposures[allocation.exposures >= 0]
     exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
@@ -69,7 +70,7 @@ def circulate(
     entries = _admit_creators(state, scenario, rng)
     # Entrants joined after the money moved: they had no exposure and no income this tick.
     return Settlement(
-        np.pad(exposure, (0, entries)), np.pad(income, (0, entries)), advertiser_value, entries, exits
+        np.pad(exposure, (0, entries)), np.pad(income, (0, entries)), advertiser_value, ad_free_deliveries, entries, exits
     )
 
 
@@ -88,18 +89,28 @@ def _settle_purchases(state: MarketState, allocation: Allocation, consumption: C
 
 
 def _settle_ads(
-    state: MarketState, arrivals: Arrivals, allocation: Allocation, consumption: Consumption, rng: np.random.Generator
-) -> tuple[int, int]:
-    """Charge each click its price, in random order, until the advertiser's tick budget runs out.
+    state: MarketState,
+    arrivals: Arrivals,
+    allocation: Allocation,
+    consumption: Consumption,
+    scenario: Scenario,
+    rng: np.random.Generator,
+) -> tuple[int, int, int]:
+    """Charge billable ad events (clicks, or impressions at their expected click cost) in random
+    order until each advertiser's budget for the tick runs out.
 
-    Clicks beyond the budget are delivered free: the platform absorbs the overdelivery, so no
-    advertiser ever pays a minor unit more than its budget.
+    Events beyond the budget are delivered free: the platform absorbs the overdelivery, so no
+    advertiser ever pays a minor unit more than its budget. Returns (revenue, value of clicks
+    to advertisers, events delivered free), and records each advertiser's spend and value for
+    its bidding strategy.
     """
-    user_index, slot = np.nonzero(consumption.clicked)
-    if len(user_index) == 0:
-        return 0, 0
+    ads = state.advertisers
+    billed = consumption.clicked if scenario.circulation.auction.pricing == "per_click" else allocation.ads >= 0
+    user_index, slot = np.nonzero(billed)
     advertiser = allocation.ads[user_index, slot]
     price = allocation.ad_prices[user_index, slot]
+    if scenario.circulation.auction.pricing == "per_impression":
+        price = np.ceil(price * allocation.ad_click_rates[user_index, slot] - 1e-9).astype(np.int64)
     order = np.lexsort((rng.random(len(advertiser)), advertiser))
     advertiser, price = advertiser[order], price[order]
     spent_before = np.cumsum(price) - price
@@ -107,8 +118,17 @@ def _settle_ads(
     spent_before -= spent_before[group_start]
     charge = np.clip(arrivals.ad_budgets[advertiser] - spent_before, 0, price)
     state.ledger.transfer("ad_spend", "advertisers", advertiser, "platform", np.zeros(len(advertiser), dtype=np.int64), charge)
-    value = int(state.advertisers.value_per_click[advertiser].sum())
-    return int(charge.sum()), value
+
+    clicked_by = allocation.ads[consumption.clicked]
+    shown = allocation.ads >= 0
+    predicted = np.bincount(allocation.ads[shown], weights=allocation.ad_click_rates[shown], minlength=ads.capacity())
+    realised = np.bincount(clicked_by, minlength=ads.capacity())
+    observed = predicted > 0
+    ads.click_calibration[observed] = 0.5 * ads.click_calibration[observed] + 0.5 * realised[observed] / predicted[observed]
+    ads.spent_last[:] = np.bincount(advertiser, weights=charge, minlength=ads.capacity()).astype(np.int64)
+    ads.value_last[:] = realised * ads.value_per_click
+    free = int(np.count_nonzero(charge < price))
+    return int(charge.sum()), int(ads.value_last.sum()), free
 
 
 def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
