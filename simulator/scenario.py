@@ -126,6 +126,19 @@ class EntryConfig(Strict):
     """Share of entrants that copy the niche of a profitable creator (chosen by profit)."""
 
 
+class AdaptationConfig(Strict):
+    """Each tick creators move their niche and effort to raise their own expected reward."""
+
+    rule: Literal["static", "gradient", "best_response"] = "static"
+    """static: never change; gradient: step the niche toward the exposure-weighted direction of what earned, and effort along its marginal profit; best_response: try `candidates` sampled moves and keep the best under the current rules."""
+    learning_rate: Probability = 0.1
+    """Step size of niche moves (the niche is projected back to unit norm)."""
+    effort_step: Probability = 0.05
+    """Step size of quality (effort) changes."""
+    candidates: int = Field(8, ge=1, le=256)
+    """`best_response`: candidate moves evaluated per creator per tick."""
+
+
 class CreatorsConfig(Strict):
     """Creators: they publish goods, pay production costs, earn sales and payouts."""
 
@@ -149,6 +162,8 @@ class CreatorsConfig(Strict):
     """The exit rule."""
     entry: EntryConfig = EntryConfig()
     """The entry rule."""
+    adaptation: AdaptationConfig = AdaptationConfig()
+    """How creators change strategy in response to the rules."""
 
 
 class GoodsConfig(Strict):
@@ -213,6 +228,21 @@ class TopicsConfig(Strict):
     """Topic centres around which interests, niches and targeting cluster."""
 
 
+class LearnedConfig(Strict):
+    """The `learned` rule's model: user and goods vectors fitted to the platform's own logs."""
+
+    retrain_every: int = Field(5, ge=1)
+    """Ticks between refits of the factorisation."""
+    rank: int = Field(16, ge=1, le=256)
+    """Dimension of the estimated user and goods vectors."""
+    regularization: PositiveFloat = 0.1
+    """L2 penalty of the factorisation."""
+    iterations: int = Field(5, ge=1, le=100)
+    """Alternating least squares sweeps per refit."""
+    log_ticks: int = Field(20, ge=1)
+    """Ticks of interaction logs the platform keeps for fitting."""
+
+
 class AllocationConfig(Strict):
     """How the platform splits users' attention into exposures and ad slots."""
 
@@ -234,6 +264,16 @@ class AllocationConfig(Strict):
     """Rate at which the platform's profile of a user moves toward what the user consumed."""
     block_elements: int = Field(4_194_304, ge=1_024)
     """Largest users × goods score block held at once; bounds the allocator's memory."""
+    popularity_window: int = Field(10, ge=1, le=10_000)
+    """`popularity`: ticks of consumption counts that make a good popular (a sliding window)."""
+    learned: LearnedConfig = LearnedConfig()
+    """`learned`: the platform's matrix factorisation of its own interaction logs."""
+    fairness_floor: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Modifier, any rule: each active creator gets at least this share of all exposure (0 turns it off)."""
+    creator_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    """Modifier, any rule: no creator gets more than this share of all exposure (1 turns it off)."""
+    engagement_weight: NonNegativeFloat = 0.0
+    """Modifier, any rule: α in seed 002's engagement weighting, adding α·p/(p+r+c) to a good's score (p purchases, r exposures, c consumptions)."""
 
     @field_validator("rule")
     @classmethod
@@ -270,11 +310,28 @@ class AuctionConfig(Strict):
     """What advertisers pay for: each click at the auction price, or each impression at the price × its predicted click rate."""
 
 
+class ClickbaitPenaltyConfig(Strict):
+    """A penalty on goods whose consumption rate runs far above the value users get from them."""
+
+    threshold: NonNegativeFloat = 0.0
+    """Gap (consumption rate − mean realised value per consumption) above which a good is penalised; 0 turns the penalty off."""
+    strength: Probability = 0.5
+    """Share of a penalised good's payout weight and allocation weight taken away."""
+
+
 class CirculationConfig(Strict):
     """How money moves."""
 
     platform_take_rate: Probability = 0.3
     """Share of each purchase's price the platform keeps."""
+    platform_initial_wallet: Money = 0
+    """Money the platform holds at tick 0 (funds attention rewards before revenue comes in)."""
+    attention_reward: Money = 0
+    """Paid by the platform to a user per unit of attention spent (seed 001's incentive), while the platform can pay."""
+    clickbait_penalty: ClickbaitPenaltyConfig = ClickbaitPenaltyConfig()
+    """The clickbait penalty."""
+    min_quality: Probability = 0.0
+    """Minimum-quality bar: goods below it may not be published."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
     auction: AuctionConfig = AuctionConfig()
