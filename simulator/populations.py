@@ -64,6 +64,7 @@ def add_creators(
     creators.topic[rows] = around(centres, cfg.topic_spread, rng)
     creators.quality[rows] = np.clip(cfg.quality_mean + cfg.quality_sd * rng.standard_normal(count), 0.01, 1.0)
     creators.publish_rate[rows] = cfg.publish_rate * rng.gamma(4.0, 0.25, size=count)
+    creators.clickbait[rows] = (rng.random(count) < cfg.clickbait_share).astype(FLOAT)
     creators.alive[rows] = True
     creators.profit_ema[rows] = 0.0
     creators.loss_streak[rows] = 0
@@ -96,7 +97,12 @@ def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, rng: np.
     goods.is_product[rows] = rng.random(count) < cfg.product_share
     goods.price[rows] = np.where(goods.is_product[rows], lognormal_int(cfg.price.median, cfg.price.sigma, count, rng), 0)
     goods.expires[rows] = state.tick + lifetimes
+    goods.clickbait[rows] = state.creators.clickbait[owners]
+    goods.exposures[rows] = 0
     goods.consumptions[rows] = 0
+    goods.purchases[rows] = 0
+    goods.value_delivered[rows] = 0.0
+    goods.penalty[rows] = 1.0
     goods.uid[rows] = state.uids.issue(rows)
     return rows
 

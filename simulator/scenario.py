@@ -152,6 +152,10 @@ class CreatorsConfig(Strict):
     """Spread of quality across creators."""
     topic_spread: NonNegativeFloat = 0.6
     """How far creators' niches scatter around their topic cluster's centre."""
+    clickbait_share: Probability = 0.1
+    """Share of creators whose goods oversell themselves (clickbait)."""
+    clickbait_boost: NonNegativeFloat = 0.6
+    """How much clickbait inflates the value users expect when choosing: expected = value × (1 + boost); realised value is unchanged."""
     cost_per_good: Money = 600
     """Fixed production cost of one good."""
     effort_cost: Money = 2_000

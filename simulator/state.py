@@ -81,6 +81,7 @@ class Creators(Population):
 
     topic: np.ndarray = _vector()
     quality: np.ndarray = _slot(0.0, FLOAT)
+    clickbait: np.ndarray = _slot(0.0, FLOAT)
     publish_rate: np.ndarray = _slot(0.0, FLOAT)
     alive: np.ndarray = _slot(False, np.bool_)
     profit_ema: np.ndarray = _slot(0.0, FLOAT)
@@ -100,7 +101,12 @@ class Goods(Population):
     is_product: np.ndarray = _slot(False, np.bool_)
     price: np.ndarray = _slot(0, np.int64)
     expires: np.ndarray = _slot(0, np.int32)
+    clickbait: np.ndarray = _slot(0.0, FLOAT)  # how much the good oversells itself, from its creator
+    exposures: np.ndarray = _slot(0, np.int64)  # lifetime counters, for rules and penalties
     consumptions: np.ndarray = _slot(0, np.int64)
+    purchases: np.ndarray = _slot(0, np.int64)
+    value_delivered: np.ndarray = _slot(0.0, np.float64)  # sum of realised value over consumptions
+    penalty: np.ndarray = _slot(1.0, FLOAT)  # allocation and payout weight multiplier (clickbait penalty)
 
 
 @dataclass

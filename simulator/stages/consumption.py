@@ -56,6 +56,7 @@ def exposure_cosines(vectors: np.ndarray, keys: np.ndarray, exposures: np.ndarra
 
 def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> Consumption:
     cfg = scenario.population.users
+    cfg_creators = scenario.population.creators
     users, goods = state.users, state.goods
     rows = allocation.users
     exposures = allocation.exposures
@@ -68,7 +69,9 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     safe = np.maximum(exposures, 0)
     value = (held * goods.quality[safe] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
     value[~shown] = 0.0
-    choose = 1.0 / (1.0 + np.exp(-(value - cfg.outside_option) / cfg.choice_noise))
+    # Users choose by the value a good promises; clickbait promises more than it delivers.
+    promised = value * (1.0 + cfg_creators.clickbait_boost * goods.clickbait[safe])
+    choose = 1.0 / (1.0 + np.exp(-(promised - cfg.outside_option) / cfg.choice_noise))
     consumed = shown & (rng.random(exposures.shape) < choose)
 
     bought = _purchases(state, rows, exposures, consumed, value, cfg.willingness_to_pay)
@@ -79,11 +82,23 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     ads_shown = np.count_nonzero(allocation.ads >= 0, axis=1)
     utility = (np.where(consumed, value, 0.0).sum(axis=1) + surplus.sum(axis=1) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
 
+    _count_engagement(state, exposures, shown, consumed, bought, value)
     _tire(state, rows, np.count_nonzero(shown, axis=1), ads_shown, cfg)
     _learn_from_consumption(state, rows, exposures, consumed, scenario)
     _remember(state, rows, exposures, consumed)
     churned = _churn(state, rows, utility, scenario)
     return Consumption(rows, consumed, value, bought, clicked, utility, churned)
+
+
+def _count_engagement(
+    state: MarketState, exposures: np.ndarray, shown: np.ndarray, consumed: np.ndarray, bought: np.ndarray, value: np.ndarray
+) -> None:
+    """Goods' lifetime counters: exposures, consumptions, purchases and value delivered."""
+    goods = state.goods
+    np.add.at(goods.exposures, exposures[shown], 1)
+    np.add.at(goods.consumptions, exposures[consumed], 1)
+    np.add.at(goods.purchases, exposures[bought], 1)
+    np.add.at(goods.value_delivered, exposures[consumed], value[consumed].astype(np.float64))
 
 
 def _purchases(
@@ -155,7 +170,6 @@ def _remember(state: MarketState, rows: np.ndarray, exposures: np.ndarray, consu
     if len(user_index) == 0:
         return
     goods_rows = exposures[user_index, column]
-    np.add.at(goods.consumptions, goods_rows, 1)
     uids = goods.uid[goods_rows]
     user_rows = rows[user_index]
     # Position of each consumption within its user's tick, to place it in the ring.
