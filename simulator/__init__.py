@@ -8,8 +8,9 @@
 """
 
 from .model import AttentionMarket
+from .rundir import load_run
 from .runner import RunResult, run, summarize
 from .scenario import Scenario, ScenarioError, load_scenario
 
-__all__ = ["AttentionMarket", "RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "summarize"]
+__all__ = ["AttentionMarket", "RunResult", "Scenario", "ScenarioError", "load_run", "load_scenario", "run", "summarize"]
 __version__ = "0.1.0"

@@ -73,7 +73,12 @@ class UniformRule:
 
 @dataclass(frozen=True)
 class OracleRule:
-    """Softmax over users' true expected value of each good: what a perfect recommender knows."""
+    """Softmax over users' true expected value of each good: what a perfect recommender knows.
+
+    The score is √d/T · log E[value] / max(sharpness, 1): with E[value] = quality ·
+    exp(sharpness·(cos − 1)) this is √d·cos(interest, key)/T plus a quality term, the same
+    scale as `attention_softmax` but with the truth in place of the platform's profiles.
+    """
 
     temperature: float
     sharpness: float
@@ -84,8 +89,10 @@ class OracleRule:
 
         dim = catalogue.keys.shape[1]
         value = expected_value(state.users.interest[users], catalogue.keys, catalogue.quality, self.sharpness)
-        value *= FLOAT(np.sqrt(dim) / self.temperature)
-        return value
+        with np.errstate(divide="ignore"):
+            scores = np.log(value)  # quality 0 gives -inf: worthless goods are never shown
+        scores *= FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
+        return scores
 
 
 RULES: dict[str, Callable[[Scenario], Rule]] = {
@@ -101,7 +108,11 @@ def make_rule(scenario: Scenario) -> Rule:
 
 
 def block_rows(goods: int, block_elements: int) -> int:
-    """Users per block so a block's score matrix stays within `block_elements`."""
+    """Users per block so a block's score matrix stays within `block_elements`.
+
+    A block is at least one user: a catalogue larger than `block_elements` gives one-row
+    blocks of the whole catalogue (the candidate mode is the answer to such catalogues).
+    """
     return max(1, block_elements // max(goods, 1))
 
 
@@ -153,7 +164,13 @@ def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
     if width == 0:
         return np.full((rows, 0), -1, dtype=np.int64)
     if width < columns:
-        candidates = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        # Everything above the width-th score, then the lowest-index columns tied with it.
+        kth = -np.partition(-scores, width - 1, axis=1)[:, width - 1 : width]
+        above = scores > kth
+        tied = scores == kth
+        room = width - np.count_nonzero(above, axis=1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        candidates = np.nonzero(chosen)[1].reshape(rows, width)
     else:
         candidates = np.broadcast_to(np.arange(columns), (rows, columns))
     chosen_scores = np.take_along_axis(scores, candidates, axis=1)
@@ -178,8 +195,8 @@ def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Gene
     top = scores.max(axis=1, keepdims=True)
     top[~np.isfinite(top)] = 0.0
     scores -= top  # a shift per row changes neither the softmax nor the Gumbel top-k
-    weights = np.exp(scores)
-    counts = np.minimum(counts, np.count_nonzero(weights, axis=1))
+    weights = np.exp(scores)  # may underflow to 0 for finite scores far below the row's best
+    counts = np.minimum(counts, np.count_nonzero(np.isfinite(scores), axis=1))
     width = int(counts.max(initial=0))
     picked = np.full((rows, width), -1, dtype=np.int64)
     if width == 0:
@@ -220,11 +237,17 @@ def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Gene
     take = first & (rank < counts[row])
     picked[row[take], rank[take]] = column[take]
 
-    short = np.flatnonzero(np.bincount(row[take], minlength=rows) < counts)
+    got = np.bincount(row[take], minlength=rows)
+    short = np.flatnonzero(got < counts)
     if len(short):
+        # Complete the prefix already drawn: the next distinct goods of successive sampling,
+        # given those seen, are a Gumbel-top-k over the goods not yet picked.
         perturbed = scores[short] + rng.gumbel(size=(len(short), columns)).astype(FLOAT)
-        perturbed[weights[short] == 0] = -np.inf
-        fallback = top_k_positions(perturbed, counts[short])
-        picked[short] = -1
-        picked[short, : fallback.shape[1]] = fallback
+        prefix = picked[short]
+        drawn_row, drawn_slot = np.nonzero(prefix >= 0)
+        perturbed[drawn_row, prefix[drawn_row, drawn_slot]] = -np.inf
+        rest = top_k_positions(perturbed, counts[short] - got[short])
+        slot = got[short][:, None] + np.arange(rest.shape[1])[None, :]
+        fill_row, fill_slot = np.nonzero(rest >= 0)
+        picked[short[fill_row], slot[fill_row, fill_slot]] = rest[fill_row, fill_slot]
     return picked

@@ -82,7 +82,9 @@ def run_auctions(
     else:
         raise ValueError(f"unknown auction format {auction_format!r}")
 
-    # Whole minor units; never above the bid, never below the reserve.
+    # Whole minor units; never above the bid, never below the reserve (a degenerate 0/0 from
+    # vanishing click rates prices at the bid, the most the winner agreed to pay).
+    price = np.where(np.isfinite(price), price, own_bid)
     price = np.ceil(price - 1e-9)
     price = np.clip(price, reserve_price, own_bid).astype(np.int64)
     return AuctionOutcome(winner, np.where(filled, price, 0))

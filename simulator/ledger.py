@@ -42,12 +42,14 @@ class Ledger:
     def endow(self, account: str, rows: np.ndarray, amounts: np.ndarray | int) -> None:
         """Money that exists before the first tick."""
         amounts = self._checked(amounts, rows)
+        self._check_rows(account, rows)
         np.add.at(self.balances[account], rows, amounts)
         self.initial += int(amounts.sum())
 
     def inject(self, flow: str, account: str, rows: np.ndarray, amounts: np.ndarray | int) -> None:
         """Money entering the economy from outside (income, entrants' capital)."""
         amounts = self._checked(amounts, rows)
+        self._check_rows(account, rows)
         np.add.at(self.balances[account], rows, amounts)
         total = int(amounts.sum())
         self.injected += total
@@ -74,6 +76,7 @@ class Ledger:
         amounts = self._checked(amounts, payer_rows)
         if len(payee_rows) != len(amounts):
             raise LedgerError(f"{flow}: {len(amounts)} amounts for {len(payee_rows)} payees")
+        self._check_rows(payee, payee_rows)
         self._debit(payer, payer_rows, amounts)
         np.add.at(self.balances[payee], payee_rows, amounts)
         self.flows[flow] += int(amounts.sum())
@@ -89,7 +92,16 @@ class Ledger:
         flows, self.flows = dict(self.flows), defaultdict(int)
         return flows
 
+    def _check_rows(self, account: str, rows: np.ndarray) -> None:
+        """Refuse unknown accounts and rows outside the account (numpy would wrap -1 around)."""
+        if account not in self.balances:
+            raise LedgerError(f"no account class {account!r}; the ledger has {ACCOUNTS}")
+        rows = np.asarray(rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self.balances[account])):
+            raise LedgerError(f"{account}: rows outside 0..{len(self.balances[account]) - 1}")
+
     def _debit(self, account: str, rows: np.ndarray, amounts: np.ndarray) -> None:
+        self._check_rows(account, rows)
         balance = self.balances[account]
         demand = np.zeros(len(balance), dtype=np.int64)
         np.add.at(demand, rows, amounts)
@@ -101,7 +113,10 @@ class Ledger:
 
     @staticmethod
     def _checked(amounts: np.ndarray | int, rows: np.ndarray) -> np.ndarray:
-        amounts = np.broadcast_to(np.asarray(amounts, dtype=np.int64), np.shape(rows))
+        amounts = np.asarray(amounts)
+        if not np.issubdtype(amounts.dtype, np.integer):
+            raise LedgerError(f"amounts must be whole minor units, got {amounts.dtype}")
+        amounts = np.broadcast_to(amounts.astype(np.int64), np.shape(rows))
         if amounts.size and amounts.min() < 0:
             raise LedgerError("a posting amount is negative")
         return amounts
@@ -115,6 +130,8 @@ def split_exactly(total: int, weights: np.ndarray) -> np.ndarray:
     all-zero weights get nothing at all (the caller keeps the total).
     """
     weights = np.asarray(weights, dtype=np.float64)
+    if weights.size and not (np.isfinite(weights).all() and weights.min() >= 0):
+        raise ValueError("split weights must be finite and non-negative")
     result = np.zeros(len(weights), dtype=np.int64)
     mass = weights.sum()
     if total <= 0 or mass <= 0 or len(weights) == 0:

@@ -55,6 +55,8 @@ METRIC_COLUMNS = (
     "advertiser_surplus",
     "ad_budget_spent_share",
     "ad_free_deliveries",
+    "attention_rewards",
+    "penalised_goods",
 )
 
 FLOAT_COLUMNS = frozenset(
@@ -155,7 +157,7 @@ def collect(
         "consumptions": int(np.count_nonzero(consumption.consumed)),
         "purchases": int(np.count_nonzero(consumption.bought)),
         "ad_clicks": int(np.count_nonzero(consumption.clicked)),
-        "user_utility_mean": float(consumption.utility.mean()) if active else 0.0,
+        "user_utility_mean": float(consumption.utility.mean()) if active else math.nan,
         "exposure_gini_creators": gini(exposure),
         "exposure_hhi_creators": hhi(exposure),
         "top1pct_creator_exposure_share": top_share(exposure, 0.01),
@@ -184,4 +186,6 @@ def collect(
         "advertiser_surplus": settlement.advertiser_value - ad_spend,
         "ad_budget_spent_share": ad_spend / budgets if budgets else 0.0,
         "ad_free_deliveries": settlement.ad_free_deliveries,
+        "attention_rewards": flows.get("attention_rewards", 0),
+        "penalised_goods": int(np.count_nonzero(state.goods.live & (state.goods.penalty < 1.0))),
     }

@@ -17,8 +17,9 @@ import pandas as pd
 from .allocator import make_rule
 from .metrics import INTEGER_COLUMNS, METRIC_COLUMNS, collect
 from .populations import initial_state
-from .scenario import Scenario, load_scenario
+from .scenario import Scenario, load_scenario, with_overrides
 from .stages.acquisition import acquire
+from .stages.adaptation import adapt
 from .stages.allocation import allocate
 from .stages.circulation import circulate
 from .stages.consumption import consume
@@ -43,7 +44,7 @@ class AttentionMarket(mesa.Model):
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
         if seed is not None:
-            scenario = scenario.model_copy(update={"seed": seed})
+            scenario = with_overrides(scenario, {"seed": seed})
         super().__init__(rng=scenario.seed)
         self.config = scenario
         self.market = initial_state(scenario, self.rng)
@@ -60,6 +61,7 @@ class AttentionMarket(mesa.Model):
         allocation = allocate(market, arrivals, self.rule, scenario, rng)
         consumption = consume(market, allocation, scenario, rng)
         settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
+        adapt(market, allocation, consumption, scenario, rng)
         self.latest_metrics = collect(market, arrivals, allocation, consumption, settlement, market.ledger.take_flows())
         self.datacollector.collect(self)
         error = self.latest_metrics["money_conservation_error"]

@@ -136,6 +136,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     ledger.endow("users", user_rows, pop.users.initial_wallet)
     creator_rows = add_creators(state, pop.creators.count, scenario, rng)
     ledger.endow("creators", creator_rows, pop.creators.initial_wallet)
+    ledger.endow("platform", np.zeros(1, dtype=np.int64), scenario.circulation.platform_initial_wallet)
 
     ads = pop.advertisers
     ledger.ensure_capacity("advertisers", ads.count)
@@ -150,8 +151,9 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
 
     if pop.goods.initial:
         owners = rng.integers(pop.creators.count, size=pop.goods.initial)
-        # Staggered ages so the catalogue does not expire all at once.
-        publish(state, owners, scenario, rng, rng.integers(1, pop.goods.lifetime + 1, size=pop.goods.initial))
+        # Staggered ages so the catalogue does not expire all at once; each initial good is
+        # visible for 1..lifetime ticks (a good leaves at the start of its expiry tick).
+        publish(state, owners, scenario, rng, rng.integers(2, pop.goods.lifetime + 2, size=pop.goods.initial))
 
     pairs = _sample_pairs(pop.users.count, scenario.metrics.homogenization_pairs, rng)
     state.homogenization = HomogenizationSample(

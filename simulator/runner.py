@@ -12,7 +12,7 @@ import pandas as pd
 
 
 from .model import AttentionMarket
-from .scenario import Scenario, load_scenario
+from .scenario import Scenario, load_scenario, with_overrides
 
 # Flows summed over the whole run in the summary, besides the tail means of every metric.
 TOTALLED = (
@@ -30,6 +30,7 @@ TOTALLED = (
     "user_income",
     "production_costs",
     "advertiser_value",
+    "attention_rewards",
 )
 
 
@@ -43,7 +44,8 @@ class RunResult:
 
 
 def summarize(metrics: pd.DataFrame, fraction: float) -> dict[str, Any]:
-    """Headline figures: each metric's mean over the last `fraction` of ticks, and run totals."""
+    """Headline figures: each metric's mean over the last `fraction` of ticks (under the metric's
+    own name, NaN ticks skipped), and run totals of events and money flows (`<column>_total`)."""
     summary: dict[str, Any] = {"ticks": int(len(metrics))}
     if metrics.empty:
         return summary
@@ -53,7 +55,7 @@ def summarize(metrics: pd.DataFrame, fraction: float) -> dict[str, Any]:
             continue
         values = tail[column].to_numpy(dtype=np.float64)
         finite = values[np.isfinite(values)]
-        summary[f"{column}_mean"] = float(finite.mean()) if len(finite) else None
+        summary[column] = float(finite.mean()) if len(finite) else None
     for column in TOTALLED:
         summary[f"{column}_total"] = int(metrics[column].sum())
     spend = summary["ad_spend_total"]
@@ -80,7 +82,7 @@ def run(
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     if ticks is not None:
-        scenario = scenario.model_copy(update={"ticks": ticks})
+        scenario = with_overrides(scenario, {"ticks": ticks})
     model = AttentionMarket(scenario, seed=seed)
     completed = True
     while model.running:

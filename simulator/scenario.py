@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 ALLOCATION_RULES = ("attention_softmax", "top_k", "popularity", "random", "oracle", "learned", "shapley")
 PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equal")
@@ -24,7 +24,7 @@ AUCTION_FORMATS = ("second_price", "first_price", "gsp")
 BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
 # Rules of the library that the engine implements; the schema names every rule of the contract.
 IMPLEMENTED_ALLOCATION_RULES = ("attention_softmax", "top_k", "random", "oracle")
-IMPLEMENTED_PAYOUT_RULES = ("exposure",)
+IMPLEMENTED_PAYOUT_RULES = PAYOUT_RULES
 MAX_SCENARIO_BYTES = 1_000_000
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -41,7 +41,7 @@ class Strict(BaseModel):
     """
 
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, validate_assignment=True, use_attribute_docstrings=True
+        extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True, use_attribute_docstrings=True
     )
 
 
@@ -68,14 +68,22 @@ class ChurnConfig(Strict):
 class UsersConfig(Strict):
     """Users: the attention supply."""
 
+    @field_validator("budget")
+    @classmethod
+    def _median_within_cap(cls, budget: LogNormal, info: ValidationInfo) -> LogNormal:
+        cap = info.data.get("budget_max")
+        if cap is not None and budget.median > cap:
+            raise ValueError(f"the median budget {budget.median} exceeds budget_max {cap}")
+        return budget
+
     count: int = Field(10_000, ge=1, le=50_000_000)
     """Users at tick 0."""
     arrivals_per_tick: NonNegativeFloat = 0.0
     """Mean of the Poisson number of new users joining each tick."""
-    budget: LogNormal = LogNormal(median=8.0, sigma=0.5)
-    """Attention units a user brings on an active tick (one unit per exposure), drawn per user."""
     budget_max: int = Field(32, ge=1, le=1024)
     """Cap on any user's attention budget."""
+    budget: LogNormal = Field(LogNormal(median=8.0, sigma=0.5), validate_default=True)
+    """Attention units a user brings on an active tick (one unit per exposure), drawn per user."""
     activity: Probability = 0.8
     """Mean probability that a user shows up on a tick (before fatigue); varies per user."""
     interest_spread: NonNegativeFloat = 0.6
@@ -293,7 +301,9 @@ class PayoutConfig(Strict):
     rule: Literal[PAYOUT_RULES] = "exposure"  # type: ignore[valid-type]
     """The payout rule (see docs/rules.md)."""
     pool_share: Probability = 0.5
-    """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool."""
+    """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool (never more than the platform holds)."""
+    backward_discount: Probability = 0.5
+    """`backward`: γ, the weight of the k-th ranked drop is γ^(k−1) (0 pays each user's top creator its margin over the runner-up; 1 pays every creator its own best value)."""
 
     @field_validator("rule")
     @classmethod
@@ -321,6 +331,8 @@ class ClickbaitPenaltyConfig(Strict):
     """Gap (consumption rate − mean realised value per consumption) above which a good is penalised; 0 turns the penalty off."""
     strength: Probability = 0.5
     """Share of a penalised good's payout weight and allocation weight taken away."""
+    min_exposures: int = Field(20, ge=1)
+    """Lifetime exposures a good needs before the penalty judges it."""
 
 
 class CirculationConfig(Strict):
@@ -335,7 +347,7 @@ class CirculationConfig(Strict):
     clickbait_penalty: ClickbaitPenaltyConfig = ClickbaitPenaltyConfig()
     """The clickbait penalty."""
     min_quality: Probability = 0.0
-    """Minimum-quality bar: goods below it may not be published."""
+    """Minimum-quality bar: creators whose quality (effort) is below it may not publish; 0 turns it off."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
     auction: AuctionConfig = AuctionConfig()
@@ -392,15 +404,6 @@ class Scenario(Strict):
     sweep: SweepConfig | None = None
     """Optional sweep grid and replications."""
 
-    @model_validator(mode="after")
-    def _budgets_consistent(self) -> Scenario:
-        users = self.population.users
-        if users.budget.median > users.budget_max:
-            raise ValueError(
-                f"population.users.budget.median ({users.budget.median}) exceeds "
-                f"population.users.budget_max ({users.budget_max})"
-            )
-        return self
 
 
 @dataclass(frozen=True)
@@ -463,14 +466,32 @@ def _compose_with_positions(text: str, source: str) -> _Located:
         mark = node.start_mark
         raise ScenarioError([ScenarioIssue(source, mark.line + 1, mark.column + 1, "<root>", "a scenario must be a YAML mapping of keys to values")])
 
+    issues: list[ScenarioIssue] = []
+    seen: set[int] = set()
+
     def walk(current: yaml.Node, prefix: str) -> None:
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-                positions.setdefault(key, (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1))
-                walk(value_node, key)
+        if id(current) in seen:  # an alias: the same node again
+            mark = current.start_mark
+            issues.append(ScenarioIssue(source, mark.line + 1, mark.column + 1, prefix or "<root>", "YAML anchors and aliases are not allowed in scenarios"))
+            return
+        seen.add(id(current))
+        children = current.value if isinstance(current, (yaml.MappingNode, yaml.SequenceNode)) else []
+        if isinstance(current, yaml.SequenceNode):
+            for child in children:
+                walk(child, prefix)
+            return
+        for key_node, value_node in children:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            where = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in positions:
+                issues.append(ScenarioIssue(*where, key, f"duplicate key (first written at line {positions[key][1]})"))
+                continue
+            positions[key] = where
+            walk(value_node, key)
 
     walk(node, "")
+    if issues:
+        raise ScenarioError(issues)
     try:
         data = yaml.SafeLoader(text).get_single_data()
     except yaml.YAMLError as exc:
@@ -587,12 +608,12 @@ def load_scenario(
             issues.append(ScenarioIssue("--set", index, 1, key, str(exc.args[0])))
             continue
         located.positions[key] = ("--set", index, 1)
-    if issues:
-        raise ScenarioError(issues)
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:
-        raise ScenarioError(_issues_from_validation(exc, located)) from None
+        raise ScenarioError(issues + _issues_from_validation(exc, located)) from None
+    if issues:
+        raise ScenarioError(issues)
     issues = _validate_sweep(scenario, located)
     if issues:
         raise ScenarioError(issues)

@@ -56,9 +56,11 @@ def acquire(state: MarketState, scenario: Scenario, rng: np.random.Generator) ->
 
 
 def _publish_goods(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Each alive creator publishes a Poisson number of goods, as many as its wallet can pay for."""
+    """Each alive creator publishes a Poisson number of goods, as many as its wallet can pay for;
+    creators below the minimum-quality bar (`circulation.min_quality`) publish nothing."""
     creators = state.creators
-    rows = np.flatnonzero(creators.alive[: state.creators_born])
+    alive = creators.alive[: state.creators_born]
+    rows = np.flatnonzero(alive & (creators.quality[: state.creators_born] >= scenario.circulation.min_quality))
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     unit_cost = production_cost(scenario, creators.quality[rows])

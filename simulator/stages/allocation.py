@@ -1,7 +1,7 @@
 """Stage 2, allocation: split each active user's attention into content exposures and ad slots.
 
 Ads take attention: each ad slot uses one unit of the user's budget, and the platform always
-keeps at least one unit for content. Content goes through the allocator (the scenario's rule);
+keeps at least one unit for content; slots no advertiser buys go back to content. Content goes through the allocator (the scenario's rule);
 ad slots are sold by auction among advertisers with budget left this tick.
 """
 
@@ -43,10 +43,11 @@ def position_click_factors(scenario: Scenario) -> np.ndarray:
 def allocate(state: MarketState, arrivals: Arrivals, rule: Rule, scenario: Scenario, rng: np.random.Generator) -> Allocation:
     slots = scenario.allocation.ad_slots if state.advertisers.capacity() else 0
     ad_counts = np.minimum(slots, np.maximum(arrivals.budgets - 1, 0))
-    content_counts = arrivals.budgets - ad_counts
+    ads, prices, click_rates = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario, rng)
+    # Attention for slots no advertiser bought goes back to content.
+    content_counts = arrivals.budgets - np.count_nonzero(ads >= 0, axis=1)
     catalogue = Catalogue.of(state)
     exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng)
-    ads, prices, click_rates = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario, rng)
     return Allocation(arrivals.active, exposures, ads, prices, click_rates, int(ad_counts.sum()))
 
 

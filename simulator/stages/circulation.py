@@ -2,9 +2,13 @@
 
 Order of postings in a tick: user income in; purchases (user → creator, less the platform's
 take); ad payments (advertiser → platform, per click, never beyond the advertiser's budget for
-the tick); the creator payout pool (a share of the platform's revenue this tick, split by the
-payout rule); production costs out. Then creators update their smoothed profit: sustained
-losses make them leave, and positive average profit draws entrants.
+the tick); the clickbait penalty is re-judged from the goods' lifetime counters; the creator
+payout pool (a share of the platform's revenue this tick, capped at what the platform holds,
+split by the payout rule); attention rewards (platform → users, per unit of attention spent,
+pro rata to what the platform still holds); production costs out. Pool first, then rewards:
+creators' share of this tick's revenue is never eaten by the rewards, which are funded from
+the platform's initial wallet and retained earnings. Then creators update their smoothed
+profit: sustained losses make them leave, and positive average profit draws entrants.
 """
 
 from __future__ import annotations
@@ -48,18 +52,14 @@ def circulate(
     alive_users = np.flatnonzero(state.users.alive[: state.users_born])
     ledger.inject("user_income", "users", alive_users, scenario.population.users.income_per_tick)
 
-    sales = _settle_purchases(state, allocation, consumption, scenario)
+    sales, take = _settle_purchases(state, allocation, consumption, scenario)
     ad_revenue, advertiser_value, ad_free_deliveries = _settle_ads(state, arrivals, allocation, consumption, scenario, rng)
 
+    update_clickbait_penalty(state, scenario)
     shown = allocation.exposures[allocation.exposures >= 0]
     exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
-    revenue = ledger.flows["platform_take"] + ad_revenue
-    pool = int(np.floor(scenario.circulation.creator_payout.pool_share * revenue))
-    alive = state.creators.alive[:creators_born]
-    weights = payout_weights(scenario.circulation.creator_payout.rule, state, allocation, consumption, exposure)
-    payouts = split_exactly(pool, np.where(alive, weights, 0.0))
-    paid = np.flatnonzero(payouts)
-    ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
+    payouts = _pay_creators(state, allocation, consumption, exposure, take + ad_revenue, scenario)
+    _pay_attention_rewards(state, allocation, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
     charged = np.flatnonzero(costs)
@@ -74,8 +74,10 @@ def circulate(
     )
 
 
-def _settle_purchases(state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario) -> np.ndarray:
-    """Buyers pay the creator the price less the platform's take; returns sales per creator."""
+def _settle_purchases(
+    state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario
+) -> tuple[np.ndarray, int]:
+    """Buyers pay the creator the price less the platform's take; returns (sales per creator, take)."""
     goods = state.goods
     user_index, column = np.nonzero(consumption.bought)
     bought_rows = allocation.exposures[user_index, column]
@@ -85,7 +87,85 @@ def _settle_purchases(state: MarketState, allocation: Allocation, consumption: C
     owners = goods.owner[bought_rows].astype(np.int64)
     state.ledger.transfer("creator_sales", "users", buyers, "creators", owners, price - take)
     state.ledger.transfer("platform_take", "users", buyers, "platform", np.zeros(len(buyers), dtype=np.int64), take)
-    return np.bincount(owners, weights=price - take, minlength=state.creators_born).astype(np.int64)
+    sales = np.bincount(owners, weights=price - take, minlength=state.creators_born).astype(np.int64)
+    return sales, int(take.sum())
+
+
+def _pay_creators(
+    state: MarketState,
+    allocation: Allocation,
+    consumption: Consumption,
+    exposure: np.ndarray,
+    revenue: int,
+    scenario: Scenario,
+) -> np.ndarray:
+    """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
+    holds, split among alive creators by the payout rule; returns the payout per creator row.
+    If no alive creator has positive weight, the platform keeps the pool."""
+    cfg = scenario.circulation.creator_payout
+    ledger = state.ledger
+    pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
+    alive = state.creators.alive[: state.creators_born]
+    weights = payout_weights(cfg.rule, state, allocation, consumption, exposure, backward_discount=cfg.backward_discount)
+    payouts = split_exactly(pool, np.where(alive, weights, 0.0))
+    paid = np.flatnonzero(payouts)
+    ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
+    return payouts
+
+
+def attention_spent(allocation: Allocation) -> np.ndarray:
+    """Per active user (as `allocation.users`): content exposures plus ads shown this tick."""
+    return np.count_nonzero(allocation.exposures >= 0, axis=1) + np.count_nonzero(allocation.ads >= 0, axis=1)
+
+
+def _pay_attention_rewards(state: MarketState, allocation: Allocation, scenario: Scenario) -> int:
+    """The platform pays each active user `attention_reward` per unit of attention spent this
+    tick; if it holds less than it owes, it pays out all it holds, split pro rata (exactly, by
+    largest remainders), so it is never overdrawn. Returns the amount paid."""
+    reward = scenario.circulation.attention_reward
+    if reward == 0 or len(allocation.users) == 0:
+        return 0
+    owed = attention_spent(allocation).astype(np.int64) * reward
+    ledger = state.ledger
+    balance = int(ledger.balances["platform"][0])
+    paid = owed if int(owed.sum()) <= balance else split_exactly(balance, owed)
+    users = np.flatnonzero(paid)
+    ledger.transfer("attention_rewards", "platform", np.zeros(len(users), dtype=np.int64), "users", allocation.users[users], paid[users])
+    return int(paid.sum())
+
+
+def clickbait_penalties(
+    exposures: np.ndarray,
+    consumptions: np.ndarray,
+    value_delivered: np.ndarray,
+    threshold: float,
+    strength: float,
+    min_exposures: int,
+) -> np.ndarray:
+    """Per good: 1 − strength where the consumption rate (consumptions / exposures) exceeds the
+    mean realised value per consumption (value_delivered / consumptions) by more than
+    `threshold`, judged only once a good has `min_exposures` lifetime exposures; 1 elsewhere.
+    A threshold of 0 turns the penalty off (every good 1)."""
+    penalty = np.ones(len(exposures), dtype=np.float32)
+    if threshold <= 0:
+        return penalty
+    judged = (exposures >= min_exposures) & (consumptions > 0)
+    rate = consumptions / np.maximum(exposures, 1)
+    mean_value = value_delivered / np.maximum(consumptions, 1)
+    penalty[judged & (rate - mean_value > threshold)] = 1.0 - strength
+    return penalty
+
+
+def update_clickbait_penalty(state: MarketState, scenario: Scenario) -> None:
+    """Re-judge every live good from its lifetime counters (this tick's included); the payout
+    rules read `goods.penalty` now and the allocator next tick."""
+    cfg = scenario.circulation.clickbait_penalty
+    goods = state.goods
+    penalty = clickbait_penalties(
+        goods.exposures, goods.consumptions, goods.value_delivered, cfg.threshold, cfg.strength, cfg.min_exposures
+    )
+    penalty[~goods.live] = 1.0
+    goods.penalty[:] = penalty
 
 
 def _settle_ads(

@@ -1,0 +1,326 @@
+"""The allocator: temperature limits, masks, budgets, exact sampling, top-k order, blocking."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import fresh_state, tiny
+from simulator.allocator import Catalogue, allocate_exposures, make_rule, sample_positions, top_k_positions
+
+
+def exposures_for(scenario, state, seed=1, users=None, counts=None, rule=None):
+    catalogue = Catalogue.of(state)
+    if users is None:
+        users = np.flatnonzero(state.users.alive)
+    if counts is None:
+        counts = state.users.budget[users].astype(np.int64)
+    rule = make_rule(scenario) if rule is None else rule
+    return users, counts, allocate_exposures(state, catalogue, users, counts, rule, scenario, np.random.default_rng(seed))
+
+
+def assert_distinct_within_budget(exposures, counts):
+    for row, count in zip(exposures, counts):
+        shown = row[row >= 0]
+        assert len(shown) == len(set(shown.tolist())), "a good shown twice to one user"
+        assert len(shown) <= count
+        # -1 padding only at the end: the feed is a prefix.
+        assert (row[: len(shown)] >= 0).all()
+
+
+# --- temperature limits ----------------------------------------------------------------------
+
+
+def test_near_zero_temperature_only_ever_shows_the_best_goods_in_order():
+    """At T = 1e-6 whatever softmax shows is a prefix of top_k's feed on the same state.
+
+    (At 1e-6 even goods whose cosines differ by ~1e-6 are ordered deterministically; at 1e-4
+    near-ties would still be legitimately random.)"""
+    soft_scenario = tiny({"allocation.temperature": 1e-6})
+    top_scenario = tiny({"allocation.temperature": 1e-6, "allocation.rule": "top_k"})
+    state = fresh_state(soft_scenario)
+    _, counts, soft = exposures_for(soft_scenario, state)
+    _, _, top = exposures_for(top_scenario, state)
+    assert (top >= 0).sum() == counts.sum()  # the catalogue (60) covers every budget (<= 32)
+    for soft_row, top_row in zip(soft, top):
+        shown = soft_row[soft_row >= 0]
+        assert len(shown) >= 1
+        np.testing.assert_array_equal(shown, top_row[: len(shown)])
+
+
+def test_zero_temperature_limit_equals_top_k():
+    soft_scenario = tiny({"allocation.temperature": 1e-6})
+    top_scenario = tiny({"allocation.temperature": 1e-6, "allocation.rule": "top_k"})
+    state = fresh_state(soft_scenario)
+    _, _, soft = exposures_for(soft_scenario, state)
+    _, _, top = exposures_for(top_scenario, state)
+    np.testing.assert_array_equal(soft, top)
+
+
+def exposure_chi_square(temperature: float) -> tuple[float, int]:
+    """Chi-square of per-good exposure counts against uniform, over 300 users × 4 draws."""
+    scenario = tiny({"allocation.temperature": temperature})
+    state = fresh_state(scenario)
+    catalogue_size = int(state.goods.live.sum())
+    observed = np.zeros(state.goods.capacity())
+    total = 0
+    for seed in range(4):
+        _, counts, exposures = exposures_for(scenario, state, seed=seed)
+        shown = exposures[exposures >= 0]
+        assert len(shown) == counts.sum()
+        observed += np.bincount(shown, minlength=len(observed))
+        total += len(shown)
+    observed = observed[state.goods.live]
+    expected = total / catalogue_size  # no masks yet: every good equally likely per draw
+    return float(((observed - expected) ** 2 / expected).sum()), catalogue_size - 1
+
+
+def test_very_high_temperature_gives_near_uniform_exposure():
+    chi2, dof = exposure_chi_square(1e4)
+    # Sampling without replacement is under-dispersed vs multinomial, so dof + 5·sqrt(2·dof) is generous.
+    assert chi2 < dof + 5 * np.sqrt(2 * dof), chi2
+
+
+def test_unit_temperature_is_far_from_uniform():
+    """The uniformity check above is not vacuous: at T = 1 (and below) it fails."""
+    for temperature in (1.0, 0.3):
+        chi2, dof = exposure_chi_square(temperature)
+        assert chi2 > 1.5 * (dof + 5 * np.sqrt(2 * dof)), (temperature, chi2)
+
+
+# --- masks and budgets -----------------------------------------------------------------------
+
+
+def remember_goods(state, rng, per_user=10):
+    """Write `per_user` live goods into every user's consumption history (by uid)."""
+    live = np.flatnonzero(state.goods.live)
+    remembered = {}
+    for user in np.flatnonzero(state.users.alive):
+        rows = rng.choice(live, size=per_user, replace=False)
+        state.users.history[user, :per_user] = state.goods.uid[rows]
+        remembered[int(user)] = set(rows.tolist())
+    return remembered
+
+
+@pytest.mark.parametrize("rule", ["attention_softmax", "top_k", "random", "oracle"])
+def test_recently_consumed_goods_are_never_shown(rule):
+    scenario = tiny({"allocation.rule": rule})
+    state = fresh_state(scenario)
+    remembered = remember_goods(state, np.random.default_rng(5))
+    users, counts, exposures = exposures_for(scenario, state)
+    for user, row in zip(users, exposures):
+        assert not (set(row[row >= 0].tolist()) & remembered[int(user)])
+    # 60 goods, 10 masked, budgets <= 32: the rest still fills every budget.
+    assert (exposures >= 0).sum() == counts.sum()
+    assert_distinct_within_budget(exposures, counts)
+
+
+def test_masking_can_be_switched_off_and_then_best_goods_reappear():
+    """Guards the mask test: with mask_consumed off, top_k shows remembered best goods again."""
+    scenario = tiny({"allocation.rule": "top_k", "allocation.mask_consumed": False})
+    state = fresh_state(scenario)
+    users, counts, before = exposures_for(scenario, state)
+    state.users.history[users, 0] = state.goods.uid[before[:, 0]]  # each user's top good
+    _, _, after = exposures_for(scenario, state)
+    np.testing.assert_array_equal(after, before)
+    masked = tiny({"allocation.rule": "top_k"})
+    _, _, masked_after = exposures_for(masked, state)
+    assert not (masked_after == before[:, :1]).any()
+
+
+def test_goods_that_left_the_catalogue_are_ignored_by_the_mask():
+    scenario = tiny({"allocation.rule": "top_k"})
+    state = fresh_state(scenario)
+    gone = np.flatnonzero(state.goods.live)[:5]
+    state.users.history[:, :5] = state.goods.uid[gone]
+    state.goods.live[gone] = False
+    state.uids.row_of[state.goods.uid[gone]] = -1
+    users, counts, exposures = exposures_for(scenario, state)
+    assert not np.isin(exposures, gone).any()
+    assert (exposures >= 0).sum() == counts.sum()
+
+
+@pytest.mark.parametrize("rule", ["attention_softmax", "top_k", "random", "oracle"])
+def test_exposures_are_distinct_and_fill_the_budget(rule):
+    scenario = tiny({"allocation.rule": rule})
+    state = fresh_state(scenario)
+    users, counts, exposures = exposures_for(scenario, state)
+    assert exposures.shape == (len(users), counts.max())
+    assert_distinct_within_budget(exposures, counts)
+    assert np.array_equal((exposures >= 0).sum(axis=1), counts)
+    assert state.goods.live[exposures[exposures >= 0]].all()
+
+
+def test_small_catalogue_shows_everything_once():
+    scenario = tiny({"population.goods.initial": 5, "population.creators.publish_rate": 0.0})
+    state = fresh_state(scenario)
+    users, counts, exposures = exposures_for(scenario, state)
+    assert_distinct_within_budget(exposures, counts)
+    assert np.array_equal((exposures >= 0).sum(axis=1), np.minimum(counts, 5))
+
+
+def test_zero_budgets_get_nothing():
+    scenario = tiny()
+    state = fresh_state(scenario)
+    users = np.flatnonzero(state.users.alive)[:10]
+    counts = np.array([0, 3] * 5)
+    _, _, exposures = exposures_for(scenario, state, users=users, counts=counts)
+    assert (exposures[counts == 0] == -1).all()
+    assert ((exposures[counts == 3] >= 0).sum(axis=1) == 3).all()
+
+
+# --- exact sampling --------------------------------------------------------------------------
+
+
+def successive_sampling_probabilities(weights, k):
+    """P(ordered sequence) for drawing k without replacement, each draw ∝ remaining weight."""
+    probabilities = {}
+    for sequence in itertools.permutations(range(len(weights)), k):
+        p, left = 1.0, float(np.sum(weights))
+        for item in sequence:
+            p *= weights[item] / left
+            left -= weights[item]
+        probabilities[sequence] = p
+    return probabilities
+
+
+def sampled_frequencies(weights, k, rows, seed):
+    scores = np.tile(np.log(np.asarray(weights, dtype=np.float64)).astype(np.float32), (rows, 1))
+    picked = sample_positions(scores, np.full(rows, k), np.random.default_rng(seed))
+    assert picked.shape == (rows, k) and (picked >= 0).all()
+    sequences, counts = np.unique(picked, axis=0, return_counts=True)
+    return {tuple(s.tolist()): c / rows for s, c in zip(sequences, counts)}
+
+
+def assert_matches_successive_sampling(weights, k, rows=60_000, seed=11):
+    exact = successive_sampling_probabilities(np.asarray(weights, dtype=np.float64), k)
+    observed = sampled_frequencies(weights, k, rows, seed)
+    assert set(observed) <= set(exact), "a sequence with a repeated or impossible good"
+    for sequence, p in exact.items():
+        tolerance = 5 * np.sqrt(p * (1 - p) / rows) + 1e-4
+        assert abs(observed.get(sequence, 0.0) - p) < tolerance, (sequence, observed.get(sequence, 0.0), p)
+
+
+def test_sampling_matches_successive_sampling_without_replacement():
+    assert_matches_successive_sampling([0.4, 0.3, 0.2, 0.1], k=2)
+
+
+def test_sampling_full_orderings_match_successive_sampling():
+    assert_matches_successive_sampling([3.0, 2.5, 2.0, 1.5, 1.0], k=3)
+
+
+@pytest.mark.parametrize(("weights", "k"), [([0.9, 0.05, 0.05], 2), ([5.0, 3.0, 1.5, 0.5], 3)])
+def test_sampling_with_skewed_weights_matches_successive_sampling(weights, k):
+    assert_matches_successive_sampling(weights, k)
+
+
+def test_sampling_across_several_blocks_of_columns():
+    """20 columns span three of the sampler's blocks of 8; first and second picks follow their laws."""
+    weights = np.geomspace(1.0, 0.05, 20)
+    weights[[3, 11]] = 0.0  # masked goods
+    p = weights / weights.sum()
+    rows = 40_000
+    scores = np.tile(np.log(np.where(weights > 0, weights, 1.0)).astype(np.float32), (rows, 1))
+    scores[:, weights == 0] = -np.inf
+    picked = sample_positions(scores, np.full(rows, 2), np.random.default_rng(3))
+    assert not np.isin(picked, [3, 11]).any()
+    assert (picked[:, 0] != picked[:, 1]).all()
+    first = np.bincount(picked[:, 0], minlength=20) / rows
+    second_exact = np.array([sum(p[i] * p[j] / (1 - p[i]) for i in range(20) if i != j) for j in range(20)])
+    second = np.bincount(picked[:, 1], minlength=20) / rows
+    for observed, exact in ((first, p), (second, second_exact)):
+        tolerance = 5 * np.sqrt(exact * (1 - exact) / rows) + 1e-4
+        assert (np.abs(observed - exact) < tolerance).all(), np.abs(observed - exact).max()
+
+
+def test_sampling_never_picks_masked_columns_and_caps_at_eligible_count():
+    scores = np.zeros((3, 6), dtype=np.float32)
+    scores[0, [1, 4]] = -np.inf
+    scores[1, :] = -np.inf
+    scores[2, [0, 1, 2, 3]] = -np.inf
+    picked = sample_positions(scores, np.array([6, 2, 5]), np.random.default_rng(0))
+    assert sorted(picked[0][picked[0] >= 0].tolist()) == [0, 2, 3, 5]
+    assert (picked[1] == -1).all()
+    assert sorted(picked[2][picked[2] >= 0].tolist()) == [4, 5]
+
+
+# --- top_k_positions -------------------------------------------------------------------------
+
+
+def test_top_k_is_best_first():
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((50, 30)).astype(np.float32)
+    counts = rng.integers(0, 12, size=50)
+    picked = top_k_positions(scores.copy(), counts)
+    for row, count, score in zip(picked, counts, scores):
+        expected = np.argsort(-score, kind="stable")[:count]
+        np.testing.assert_array_equal(row[:count], expected)
+        assert (row[count:] == -1).all()
+
+
+def test_top_k_ties_go_to_the_lower_index():
+    scores = np.array([[1.0, 2.0, 2.0, 1.0, 2.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(top_k_positions(scores, np.array([4])), [[1, 2, 4, 0]])
+    np.testing.assert_array_equal(top_k_positions(np.zeros((1, 8), dtype=np.float32), np.array([3])), [[0, 1, 2]])
+
+
+def test_top_k_ties_straddling_the_cut_go_to_the_lower_index():
+    scores = np.zeros((1, 1000), dtype=np.float32)
+    np.testing.assert_array_equal(top_k_positions(scores, np.array([5])), [[0, 1, 2, 3, 4]])
+
+
+def test_top_k_skips_masked_scores():
+    scores = np.array([[3.0, -np.inf, 1.0, -np.inf], [-np.inf] * 4], dtype=np.float32)
+    picked = top_k_positions(scores, np.array([4, 2]))
+    np.testing.assert_array_equal(picked, [[0, 2, -1, -1], [-1, -1, -1, -1]])
+
+
+# --- blocks ----------------------------------------------------------------------------------
+
+
+class RecordingRule:
+    """Wraps a rule and records the shape of every score matrix it builds."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.deterministic = rule.deterministic
+        self.shapes: list[tuple[int, int]] = []
+
+    def scores(self, state, catalogue, users):
+        scores = self.rule.scores(state, catalogue, users)
+        self.shapes.append(scores.shape)
+        return scores
+
+
+@pytest.mark.parametrize("rule", ["attention_softmax", "top_k", "random", "oracle"])
+def test_scores_are_built_in_blocks_within_block_elements(rule):
+    scenario = tiny({"allocation.rule": rule, "allocation.block_elements": 1024})
+    state = fresh_state(scenario)
+    recording = RecordingRule(make_rule(scenario))
+    users, counts, exposures = exposures_for(scenario, state, rule=recording)
+    assert len(recording.shapes) > 1
+    assert all(rows * columns <= 1024 for rows, columns in recording.shapes), recording.shapes
+    assert sum(rows for rows, _ in recording.shapes) == len(users)
+    assert_distinct_within_budget(exposures, counts)
+    assert np.array_equal((exposures >= 0).sum(axis=1), counts)
+
+
+def test_blocking_does_not_change_deterministic_results():
+    small = tiny({"allocation.rule": "top_k", "allocation.block_elements": 1024})
+    large = tiny({"allocation.rule": "top_k"})
+    state = fresh_state(small)
+    _, _, blocked = exposures_for(small, state)
+    _, _, whole = exposures_for(large, state)
+    np.testing.assert_array_equal(blocked, whole)
+
+
+def test_a_catalogue_larger_than_the_block_limit_gets_one_user_blocks():
+    scenario = tiny({"population.goods.initial": 1500, "allocation.block_elements": 1024})
+    state = fresh_state(scenario)
+    recording = RecordingRule(make_rule(scenario))
+    users = np.flatnonzero(state.users.alive)[:20]
+    exposures_for(scenario, state, users=users, rule=recording)
+    # The documented floor: a block is at least one user's whole catalogue row.
+    assert all(rows == 1 and columns > 1024 for rows, columns in recording.shapes), recording.shapes
