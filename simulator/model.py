@@ -6,6 +6,7 @@ the populations themselves live in numpy arrays (see `state.py`) so a tick is ve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,19 +15,42 @@ import mesa
 import numpy as np
 import pandas as pd
 
-from .allocator import make_rule
+from .allocator import Rule, make_rule
 from .metrics import INTEGER_COLUMNS, METRIC_COLUMNS, collect
+from .panels import PanelRecorder
 from .populations import initial_state
 from .scenario import Scenario, load_scenario, with_overrides
-from .stages.acquisition import acquire
+from .stages.acquisition import Arrivals, acquire
 from .stages.adaptation import adapt
-from .stages.allocation import allocate
-from .stages.circulation import circulate
-from .stages.consumption import consume
+from .stages.allocation import Allocation, allocate
+from .stages.circulation import Settlement, circulate
+from .stages.consumption import Consumption, consume
+from .state import MarketState
 
 
 class ConservationError(RuntimeError):
     """Money appeared or vanished: a bug, never a modelling outcome."""
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What each stage of one tick produced, for metrics and panels."""
+
+    arrivals: Arrivals
+    allocation: Allocation
+    consumption: Consumption
+    settlement: Settlement
+
+
+def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.Generator) -> TickOutcome:
+    """Run one tick's four stages on `market` in place; the only place that orders them."""
+    market.tick += 1
+    arrivals = acquire(market, scenario, rng)
+    allocation = allocate(market, arrivals, rule, scenario, rng)
+    consumption = consume(market, allocation, scenario, rng)
+    settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
+    adapt(market, allocation, consumption, scenario, rng)
+    return TickOutcome(arrivals, allocation, consumption, settlement)
 
 
 def _latest_metric(model: AttentionMarket, name: str) -> float | int:
@@ -50,20 +74,23 @@ class AttentionMarket(mesa.Model):
         self.market = initial_state(scenario, self.rng)
         self.rule = make_rule(scenario)
         self.latest_metrics: dict[str, float | int] = {}
+        # Agent panels (simulator/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
+        self.panels: PanelRecorder | None = (
+            PanelRecorder(scenario, self.market) if scenario.metrics.agent_panels is not None else None
+        )
         self.datacollector = mesa.DataCollector(
             model_reporters={name: partial(_latest_metric, name=name) for name in METRIC_COLUMNS}
         )
 
     def step(self) -> None:
-        market, scenario, rng = self.market, self.config, self.rng
-        market.tick += 1
-        arrivals = acquire(market, scenario, rng)
-        allocation = allocate(market, arrivals, self.rule, scenario, rng)
-        consumption = consume(market, allocation, scenario, rng)
-        settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
-        adapt(market, allocation, consumption, scenario, rng)
-        self.latest_metrics = collect(market, arrivals, allocation, consumption, settlement, market.ledger.take_flows())
+        market, scenario = self.market, self.config
+        tick = advance(market, scenario, self.rule, self.rng)
+        self.latest_metrics = collect(
+            market, tick.arrivals, tick.allocation, tick.consumption, tick.settlement, market.ledger.take_flows()
+        )
         self.datacollector.collect(self)
+        if self.panels is not None:
+            self.panels.record(market, tick)
         error = self.latest_metrics["money_conservation_error"]
         if error != 0:
             raise ConservationError(f"tick {market.tick}: money not conserved (error {error} minor units)")

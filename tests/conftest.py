@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,10 +12,7 @@ import pytest
 from simulator.allocator import make_rule
 from simulator.populations import initial_state
 from simulator.scenario import Scenario, load_scenario
-from simulator.stages.acquisition import Arrivals, acquire
-from simulator.stages.allocation import Allocation, allocate
-from simulator.stages.circulation import Settlement, circulate
-from simulator.stages.consumption import Consumption, consume
+from simulator.model import TickOutcome, advance
 from simulator.state import MarketState
 
 TINY: dict[str, Any] = {
@@ -43,22 +39,9 @@ def fresh_state(scenario: Scenario, seed: int = 0) -> MarketState:
     return initial_state(scenario, np.random.default_rng(seed))
 
 
-@dataclass
-class Tick:
-    arrivals: Arrivals
-    allocation: Allocation
-    consumption: Consumption
-    settlement: Settlement
-
-
-def run_stages(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> Tick:
-    """One tick by hand, exactly as `AttentionMarket.step` orders the stages."""
-    state.tick += 1
-    arrivals = acquire(state, scenario, rng)
-    allocation = allocate(state, arrivals, make_rule(scenario), scenario, rng)
-    consumption = consume(state, allocation, scenario, rng)
-    settlement = circulate(state, arrivals, allocation, consumption, scenario, rng)
-    return Tick(arrivals, allocation, consumption, settlement)
+def run_stages(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> TickOutcome:
+    """One tick by hand, through the same function `AttentionMarket.step` uses."""
+    return advance(state, scenario, make_rule(scenario), rng)
 
 
 @pytest.fixture

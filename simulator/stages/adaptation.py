@@ -5,11 +5,11 @@ effort (quality, which costs `effort_cost × q²` per good). Each tick every cre
 raise its own expected profit under the current rules (`creators.adaptation.rule`):
 
 - `static`: never changes; supply diversity stays where it started.
-- `gradient`: an evolution-strategies step on its own evidence. Its live goods are noisy
-  copies of its strategy (keys around the niche, qualities around its effort), so the goods
-  that earned more this tick show which way to move: the niche steps toward the
-  earnings-weighted deviation of its goods' keys (projected back to unit norm), and effort
-  moves along the sign of the earnings–quality covariance net of the marginal cost.
+- `gradient`: the niche takes an evolution-strategies step on the creator's own evidence —
+  its live goods are noisy copies of its niche, so the goods that earned more this tick show
+  which way to move: toward the earnings-weighted deviation of their keys (projected back to
+  unit norm). Effort, whose payoff one tick's goods are far too noisy to show, climbs the
+  marginal expected profit of the market model below by `effort_step`.
 - `best_response`: evaluates `candidates` sampled moves (plus staying put) with a model of the
   market under the current rules — the allocator as softmax(QKᵀ/√d/T) over a sample of users'
   profiles against this tick's catalogue, users' logit choice, this tick's payout per unit of
@@ -54,18 +54,22 @@ def adapt(
     state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario, rng: np.random.Generator
 ) -> None:
     cfg = scenario.population.creators.adaptation
-    if cfg.rule == "static":
+    rows = np.flatnonzero(state.creators.alive[: state.creators_born])
+    if cfg.rule == "static" or len(rows) == 0 or len(allocation.users) == 0:
         return
     rule = scenario.circulation.creator_payout.rule
     activity = rewarded_activity(rule, state, allocation, consumption)
     total_activity = activity.sum()
     # What one unit of rewarded activity paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
+    sample = rng.choice(len(allocation.users), size=min(AUDIENCE_SAMPLE, len(allocation.users)), replace=False)
+    market = _AudienceModel(state, allocation.users[sample], len(allocation.users), payout_rate, rule, scenario)
     if cfg.rule == "gradient":
         earnings = payout_rate * activity + _sales_per_good(state, allocation, consumption, scenario)
-        _gradient_step(state, earnings, scenario)
+        _niche_step(state, earnings, scenario)
+        _effort_step(state, rows, market, scenario)
     else:
-        _best_response(state, allocation, payout_rate, rule, scenario, rng)
+        _best_response(state, rows, market, scenario, rng)
 
 
 def _sales_per_good(state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario) -> np.ndarray:
@@ -75,16 +79,17 @@ def _sales_per_good(state: MarketState, allocation: Allocation, consumption: Con
     return np.bincount(bought, weights=goods.price[bought] * keep, minlength=goods.capacity())
 
 
-def _gradient_step(state: MarketState, earnings: np.ndarray, scenario: Scenario) -> None:
+def _niche_step(state: MarketState, earnings: np.ndarray, scenario: Scenario) -> None:
+    """Move each niche toward the earnings-weighted deviation of its live goods' keys."""
     cfg = scenario.population.creators.adaptation
     goods, creators = state.goods, state.creators
     live = np.flatnonzero(goods.live)
     owner = goods.owner[live]
     born = state.creators_born
     count = np.bincount(owner, minlength=born).astype(np.float64)
-    profit = earnings[live] - production_cost(scenario, goods.quality[live])
-    mean_profit = np.bincount(owner, weights=profit, minlength=born) / np.maximum(count, 1)
-    advantage = profit - mean_profit[owner]
+    earned = earnings[live]
+    mean_earned = np.bincount(owner, weights=earned, minlength=born) / np.maximum(count, 1)
+    advantage = earned - mean_earned[owner]
     spread = np.sqrt(np.bincount(owner, weights=advantage**2, minlength=born) / np.maximum(count, 1))
     weight = advantage / np.maximum(spread[owner], 1e-9)
 
@@ -98,23 +103,26 @@ def _gradient_step(state: MarketState, earnings: np.ndarray, scenario: Scenario)
         # Deviations are of size ~noise: dividing by it makes learning_rate the angular step.
         creators.topic[rows] = unit_rows(creators.topic[rows] + cfg.learning_rate * direction[rows] / noise)
 
-    quality_deviation = goods.quality[live] - creators.quality[owner]
-    slope = np.bincount(owner, weights=weight * quality_deviation, minlength=born)
-    creators.quality[rows] = np.clip(creators.quality[rows] + cfg.effort_step * np.sign(slope[rows]), 0.01, 1.0)
+
+def _effort_step(state: MarketState, rows: np.ndarray, market: _AudienceModel, scenario: Scenario) -> None:
+    """Effort climbs its marginal expected profit (a central difference of the market model):
+    the evidence of one tick's goods is far too noisy to show the payoff of quality."""
+    cfg = scenario.population.creators.adaptation
+    creators = state.creators
+    quality = creators.quality[rows].astype(np.float64)
+    h = min(cfg.effort_step, 0.01)
+    topics = np.repeat(creators.topic[rows][:, None, :], 2, axis=1)
+    probes = np.stack([np.clip(quality + h, 0.01, 1.0), np.clip(quality - h, 0.01, 1.0)], axis=1)
+    profit = market.expected_profit(topics, probes)
+    step = cfg.effort_step * np.sign(profit[:, 0] - profit[:, 1])
+    creators.quality[rows] = np.clip(quality + step, 0.01, 1.0)
 
 
 def _best_response(
-    state: MarketState, allocation: Allocation, payout_rate: float, rule: str, scenario: Scenario, rng: np.random.Generator
+    state: MarketState, rows: np.ndarray, market: _AudienceModel, scenario: Scenario, rng: np.random.Generator
 ) -> None:
     cfg = scenario.population.creators.adaptation
     creators = state.creators
-    rows = np.flatnonzero(creators.alive[: state.creators_born])
-    active_users = allocation.users
-    if len(rows) == 0 or len(active_users) == 0:
-        return
-    audience = active_users[rng.choice(len(active_users), size=min(AUDIENCE_SAMPLE, len(active_users)), replace=False)]
-    market = _AudienceModel(state, audience, len(active_users), scenario)
-
     dim = creators.topic.shape[1]
     moves = cfg.candidates
     # Candidate 0 is staying put; the others perturb the niche and nudge effort.
@@ -126,8 +134,7 @@ def _best_response(
     quality[:, 1:] += cfg.effort_step * rng.integers(-1, 2, size=(len(rows), moves))
     quality = np.clip(quality, 0.01, 1.0)
 
-    profit = market.expected_profit(topics, quality, payout_rate, rule)
-    best = profit.argmax(axis=1)
+    best = market.expected_profit(topics, quality).argmax(axis=1)
     pick = np.arange(len(rows))
     creators.topic[rows] = topics[pick, best]
     creators.quality[rows] = quality[pick, best].astype(FLOAT)
@@ -136,8 +143,12 @@ def _best_response(
 class _AudienceModel:
     """A creator's model of the market: how a good with a given key and quality would fare."""
 
-    def __init__(self, state: MarketState, audience: np.ndarray, active_users: int, scenario: Scenario):
+    def __init__(
+        self, state: MarketState, audience: np.ndarray, active_users: int, payout_rate: float, rule: str, scenario: Scenario
+    ):
         self.scenario = scenario
+        self.payout_rate = payout_rate
+        self.rule = rule
         self.queries = state.users.query[audience]
         self.budgets = state.users.budget[audience].astype(np.float64)
         self.scale = active_users / len(audience)
@@ -149,7 +160,7 @@ class _AudienceModel:
         self.top = top
         self.partition = np.exp(scores - top).sum(axis=1, keepdims=True) if len(live) else np.zeros_like(top)
 
-    def expected_profit(self, topics: np.ndarray, quality: np.ndarray, payout_rate: float, rule: str) -> np.ndarray:
+    def expected_profit(self, topics: np.ndarray, quality: np.ndarray) -> np.ndarray:
         """Expected profit per published good for each (creator, candidate) strategy."""
         users_cfg = self.scenario.population.users
         cos = np.einsum("cmd,ud->cmu", topics, self.queries)
@@ -163,9 +174,9 @@ class _AudienceModel:
             "quality": consume * quality[:, :, None],
             "shapley": consume * value,
             "backward": consume * value,
-        }.get(rule, np.zeros_like(consume))
+        }.get(self.rule, np.zeros_like(consume))
         exposure_weight = share * self.budgets[None, None, :] * self.scale
-        paid = payout_rate * (per_exposure * exposure_weight).sum(axis=2)
+        paid = self.payout_rate * (per_exposure * exposure_weight).sum(axis=2)
         goods_cfg = self.scenario.population.goods
         keep = 1.0 - self.scenario.circulation.platform_take_rate
         buys = (value * users_cfg.willingness_to_pay > goods_cfg.price.median) * consume
