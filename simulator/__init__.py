@@ -8,9 +8,26 @@
 """
 
 from .model import AttentionMarket
+from .panels import load_panels
 from .rundir import load_run
 from .runner import RunResult, run, summarize
 from .scenario import Scenario, ScenarioError, load_scenario
+from .sweep import SweepResult, load_sweep, run_sweep
+from .compare import compare  # noqa: E402 - the function; other names: `from simulator.compare import ...`
 
-__all__ = ["AttentionMarket", "RunResult", "Scenario", "ScenarioError", "load_run", "load_scenario", "run", "summarize"]
+__all__ = [
+    "AttentionMarket",
+    "RunResult",
+    "Scenario",
+    "ScenarioError",
+    "SweepResult",
+    "compare",
+    "load_panels",
+    "load_run",
+    "load_scenario",
+    "load_sweep",
+    "run",
+    "run_sweep",
+    "summarize",
+]
 __version__ = "0.1.0"

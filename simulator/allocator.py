@@ -18,6 +18,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .allocation_rules.creators import CreatorSegments
+from .allocation_rules.learned import LearnedRule
+from .allocation_rules.modifiers import CreatorCap, fairness_units, merge_feed, score_adjustment
+from .allocation_rules.popularity import PopularityRule
+from .allocation_rules.shapley import ShapleyRule
 from .scenario import Scenario
 from .state import FLOAT, MarketState
 
@@ -40,7 +45,13 @@ class Catalogue:
 
 
 class Rule(Protocol):
-    """Scores for a block of users over the catalogue; higher means more attention."""
+    """Scores for a block of users over the catalogue; higher means more attention.
+
+    Optional extras, looked up with getattr: `prepare(state, scenario, rng)`, called once per
+    tick before any block (stateful rules refit there, e.g. `learned`); `pick(scores, counts,
+    segments, rng)`, which replaces the softmax sampling or top-k step (the `shapley` mediator);
+    `needs_creators = True` when `pick` needs the catalogue grouped by creator.
+    """
 
     deterministic: bool
 
@@ -100,6 +111,15 @@ RULES: dict[str, Callable[[Scenario], Rule]] = {
     "top_k": lambda s: QueryKeyRule(s.allocation.temperature, deterministic=True),
     "random": lambda s: UniformRule(),
     "oracle": lambda s: OracleRule(s.allocation.temperature, s.population.users.taste_sharpness),
+    "popularity": lambda s: PopularityRule(s.allocation.temperature, s.allocation.popularity_window),
+    "learned": lambda s: LearnedRule(
+        s.allocation.temperature,
+        s.allocation.learned.rank,
+        s.allocation.learned.regularization,
+        s.allocation.learned.iterations,
+        s.allocation.learned.retrain_every,
+    ),
+    "shapley": lambda s: ShapleyRule(s.allocation.temperature),
 }
 
 
@@ -136,25 +156,61 @@ def allocate_exposures(
     """Exposures for `users`: a (len(users), max(counts)) matrix of catalogue rows, -1 padded.
 
     Row i holds up to counts[i] distinct live goods in feed order (the order they were drawn).
-    Fewer appear only when the user has fewer eligible goods than budget.
+    Fewer appear when the user has fewer eligible goods than budget, when the `shapley`
+    mediator gives a unit to the outside option, or when the creator cap leaves it unfilled.
+
+    Per block: the rule's scores, plus the score modifiers (clickbait penalty, engagement
+    weighting), with consumed goods masked; then the fairness floor's units, the rule's own
+    selection for the rest, and the creator cap (see allocation_rules/modifiers.py).
     """
     width = int(counts.max(initial=0))
     exposures = np.full((len(users), width), -1, dtype=np.int64)
     if width == 0 or len(catalogue.rows) == 0:
         return exposures
-    step = block_rows(len(catalogue.rows), scenario.allocation.block_elements)
+    cfg = scenario.allocation
+    prepare = getattr(rule, "prepare", None)
+    if prepare is not None:
+        prepare(state, scenario, rng)
+    adjustment = score_adjustment(state, catalogue.rows, scenario)
+    needs_creators = getattr(rule, "needs_creators", False) or cfg.fairness_floor > 0 or cfg.creator_cap < 1
+    segments = CreatorSegments.of(state, catalogue) if needs_creators else None
+    cap = CreatorCap(cfg.creator_cap, segments) if cfg.creator_cap < 1 else None
+
+    def select(scores: np.ndarray, block_counts: np.ndarray) -> np.ndarray:
+        return select_positions(rule, scores, block_counts, segments, rng)
+
+    step = block_rows(len(catalogue.rows), cfg.block_elements)
     for start in range(0, len(users), step):
         block = users[start : start + step]
-        scores = rule.scores(state, catalogue, block)
-        if scenario.allocation.mask_consumed:
-            mask_consumed(scores, state, catalogue, block)
         block_counts = counts[start : start + step]
-        if rule.deterministic:
-            picked = top_k_positions(scores, block_counts)
+        scores = rule.scores(state, catalogue, block)
+        if adjustment is not None:
+            scores += adjustment[None, :]
+        if cfg.mask_consumed:
+            mask_consumed(scores, state, catalogue, block)
+        if cap is not None:
+            cap.mask_full(scores, int(block_counts.sum()))
+        if cfg.fairness_floor > 0:
+            fair = fairness_units(scores, block_counts, cfg.fairness_floor, segments, rule.deterministic, rng)
+            picked = merge_feed(fair, select(scores, block_counts - np.count_nonzero(fair >= 0, axis=1)))
         else:
-            picked = sample_positions(scores, block_counts, rng)
+            picked = select(scores, block_counts)
+        if cap is not None:
+            picked = cap.enforce(picked, scores, select, rng)
         exposures[start : start + len(block), : picked.shape[1]] = np.where(picked >= 0, catalogue.rows[np.maximum(picked, 0)], -1)
     return exposures
+
+
+def select_positions(
+    rule: Rule, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments | None, rng: np.random.Generator
+) -> np.ndarray:
+    """The rule's own selection of counts[i] positions per row: its `pick`, top-k or softmax sampling."""
+    pick = getattr(rule, "pick", None)
+    if pick is not None:
+        return pick(scores, counts, segments, rng)
+    if rule.deterministic:
+        return top_k_positions(scores, counts)
+    return sample_positions(scores, counts, rng)
 
 
 def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:

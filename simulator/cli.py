@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import platform
 import signal
 import threading
 import time
@@ -66,6 +68,15 @@ SetOpt = Annotated[
 # --seed and --ticks are checked by the scenario schema, so their errors read like every other one.
 SeedOpt = Annotated[str | None, typer.Option("--seed", metavar="N", help="Override the seed.", show_default=False)]
 TicksOpt = Annotated[str | None, typer.Option("--ticks", metavar="N", help="Override the number of ticks.", show_default=False)]
+CheckpointEveryOpt = Annotated[
+    int,
+    typer.Option(
+        "--checkpoint-every",
+        metavar="N",
+        min=0,
+        help="Save the whole model to checkpoint.pkl every N ticks (0: never), so `attnsim resume DIR` can continue the run.",
+    ),
+]
 
 
 class BadInput(Exception):
@@ -315,6 +326,17 @@ def summary_table(
     return table
 
 
+def _panel_frames(model: Any) -> dict[str, Any] | None:
+    """The model's agent panels so far (None when `metrics.agent_panels` is off or they cannot be read)."""
+    recorder = getattr(model, "panels", None)
+    if recorder is None:
+        return None
+    try:
+        return recorder.frames()
+    except Exception:  # noqa: BLE001 - a half-updated model after a failure: keep the last checkpoint
+        return None
+
+
 def _command_line(scenario: str, out: Path, sets: list[str] | None, seed: str | None, ticks: str | None) -> list[str]:
     command = ["attnsim", "run", scenario, "--out", str(out)]
     for text in sets or []:
@@ -336,19 +358,21 @@ def run(
     sets: SetOpt = None,
     seed: SeedOpt = None,
     ticks: TicksOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Use a non-empty --out, replacing its run files.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Use a non-empty --out, replacing its run files; and run even if the memory check says the run will not fit.")
+    ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw plots/*.png.")] = True,
     checkpoint_seconds: Annotated[
         float,
         typer.Option("--checkpoint", metavar="SECONDS", min=0.0, help="Rewrite metrics.parquet this often while running."),
     ] = DEFAULT_CHECKPOINT_SECONDS,
+    checkpoint_every: CheckpointEveryOpt = 0,
 ) -> None:
     """Run one scenario and write its run directory (manifest.json, metrics.parquet, summary.json, plots/).
 
-    Exit 0 done, 1 failed while running, 2 bad input. Ctrl-C or SIGTERM stops at the end of the current tick and keeps the ticks done (status interrupted, exit 130 or 143); a second Ctrl-C stops at once.
+    Exit 0 done, 1 failed while running, 2 bad input. Ctrl-C or SIGTERM stops at the end of the current tick and keeps the ticks done (status interrupted, exit 130 or 143); a second Ctrl-C stops at once. With --checkpoint-every N the whole model is saved every N ticks, and `attnsim resume DIR` continues an interrupted or killed run.
     """
     from . import rundir
-    from .runner import run as run_scenario
 
     err = _stderr()
     resolved = resolve_scenario(scenario, sets, seed, ticks)
@@ -361,6 +385,10 @@ def run(
         raise _exit_bad_input(problems)
     config = resolved.scenario
     assert config is not None and out is not None
+    if not force:
+        memory = _memory_problems(config, scenario, sets, ticks)
+        if memory:
+            raise _exit_bad_input(memory)
     try:
         directory = rundir.prepare_output_dir(out, force=force)
     except rundir.RunDirError as exc:
@@ -374,6 +402,7 @@ def run(
         command=_command_line(scenario, out, sets, seed, ticks),
         plots=plots,
     )
+    writer.manifest.update(checkpoint_every=checkpoint_every, plots=plots, pid=os.getpid(), host=platform.node())
     try:
         writer.start()
     except OSError as exc:
@@ -381,15 +410,32 @@ def run(
         raise typer.Exit(EXIT_FAILED) from None
     err.print(f"run directory: {directory}", markup=False, soft_wrap=True)
 
+    from .model import AttentionMarket
+
+    _drive(config, writer, lambda: AttentionMarket(config), checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+
+
+def _drive(
+    config: Scenario,
+    writer: Any,
+    make_model: Any,
+    *,
+    checkpoint_every: int,
+    checkpoint_seconds: float,
+    done_before: int = 0,
+) -> None:
+    """Run a model (from `make_model()`) to its last tick inside `writer`'s directory, with the
+    progress bar and signal handling of `run` and `resume`; ends with `typer.Exit`."""
+    from . import rundir
+    from .checkpoint import RunOutcome, execute, finish_run
+
+    err = _stderr()
+    directory = writer.directory
     stop = StopRequest()
-    last_model: list[Any] = []
-    state = {"ticks": 0, "last_checkpoint": time.monotonic()}
     started = time.monotonic()
-    status, exit_code, error, trace = rundir.FAILED, EXIT_FAILED, None, None
-    metrics = None
 
     progress = _progress(err)
-    task = progress.add_task(config.name, total=config.ticks, utility="–")
+    task = progress.add_task(config.name, total=config.ticks, completed=done_before, utility="–")
 
     def should_stop() -> bool:
         if stop.requested() and not stop.announced:
@@ -398,56 +444,53 @@ def run(
         return stop.requested()
 
     def on_tick(model: Any) -> None:
-        if not last_model:
-            last_model.append(model)
-        state["ticks"] += 1
-        utility = model.latest_metrics.get("user_utility_mean")
-        progress.update(task, advance=1, utility=_fmt(utility))
-        now = time.monotonic()
-        if state["ticks"] == 1 or now - state["last_checkpoint"] >= checkpoint_seconds:
-            writer.checkpoint(model.metrics)
-            state["last_checkpoint"] = time.monotonic()
+        progress.update(task, advance=1, utility=_fmt(model.latest_metrics.get("user_utility_mean")))
 
     stop.install()
     try:
-        try:
-            with progress:
-                result = run_scenario(config, on_tick=on_tick, should_stop=should_stop)
-            metrics = result.metrics
-            if result.completed:
-                status, exit_code = rundir.COMPLETE, EXIT_OK
-            else:
-                status, exit_code = rundir.INTERRUPTED, stop.exit_code
-        except KeyboardInterrupt:
-            status, exit_code = rundir.INTERRUPTED, stop.exit_code
-            metrics = last_model[0].metrics if last_model else None
-        except Exception as exc:  # noqa: BLE001 - any failure of the engine is reported, with what was done
-            status, exit_code = rundir.FAILED, EXIT_FAILED
-            error = f"{type(exc).__name__}: {exc}"
-            trace = traceback.format_exc()
+        with progress:
             try:
-                metrics = last_model[0].metrics if last_model else None
-            except Exception:  # noqa: BLE001 - the model may be half-updated; keep the last checkpoint
-                metrics = None
+                model = make_model()
+            except KeyboardInterrupt:
+                outcome = RunOutcome(rundir.INTERRUPTED, None, hard_interrupt=True)
+            except Exception as exc:  # noqa: BLE001 - reported like any failure while running
+                outcome = RunOutcome(rundir.FAILED, None, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            else:
+                outcome = execute(
+                    writer,
+                    model,
+                    checkpoint_every=checkpoint_every,
+                    checkpoint_seconds=checkpoint_seconds,
+                    on_tick=on_tick,
+                    should_stop=should_stop,
+                )
         stop.hard = False  # from here on a signal no longer interrupts writing the final files
         seconds = time.monotonic() - started
         try:
-            if metrics is None and state["ticks"]:
-                metrics = rundir.read_metrics(writer.metrics_path)  # the last checkpoint
-            summary = writer.finish(status, metrics, error=error, traceback=trace)
+            summary = finish_run(writer, outcome)
         except Exception as exc:  # noqa: BLE001
             err.print(f"error: could not finish writing {directory}: {type(exc).__name__}: {exc}", markup=False)
             raise typer.Exit(EXIT_FAILED) from None
     finally:
         stop.restore()
 
+    status = outcome.status
+    exit_code = {rundir.COMPLETE: EXIT_OK, rundir.INTERRUPTED: stop.exit_code}.get(status, EXIT_FAILED)
     ticks_done = writer.manifest["ticks_done"]
     if status == rundir.FAILED:
-        err.print(f"error: the run failed after {ticks_done} of {config.ticks} ticks: {error}", markup=False, soft_wrap=True)
+        err.print(f"error: the run failed after {ticks_done} of {config.ticks} ticks: {outcome.error}", markup=False, soft_wrap=True)
+        if outcome.violation is not None:
+            agents = "; ".join(f"{name} {rows}" for name, rows in outcome.violation["agents"].items()) or "none in particular"
+            err.print(
+                f"invariant {outcome.violation['invariant']} broken at tick {outcome.violation['tick']}; offending agents: {agents}",
+                markup=False,
+                soft_wrap=True,
+            )
         err.print(f"{directory} holds what was done (status failed; traceback in manifest.json)", markup=False, soft_wrap=True)
     elif status == rundir.INTERRUPTED:
+        resumable = " (resume with: attnsim resume " + str(directory) + ")" if (directory / "checkpoint.pkl").exists() else ""
         err.print(
-            f"interrupted ({stop.name}) after {ticks_done} of {config.ticks} ticks; {directory} holds them (status interrupted)",
+            f"interrupted ({stop.name}) after {ticks_done} of {config.ticks} ticks; {directory} holds them (status interrupted){resumable}",
             markup=False,
             soft_wrap=True,
         )
@@ -455,6 +498,114 @@ def run(
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     _stdout().print(summary_table(config, directory, status, ticks_done, summary, seconds))
     raise typer.Exit(exit_code)
+
+
+def _memory_problems(config: Scenario, scenario_file: str | Path, sets: list[str] | None, ticks: str | None, *, prefix: str = "") -> list[str]:
+    """The memory check's problems (empty when the run fits), located in the file or the options."""
+    from .memory import check_memory, scenario_locator
+
+    origins: dict[str, tuple[str, int]] = {}
+    for index, text in enumerate(sets or [], start=1):
+        key, sep, _ = text.partition("=")
+        if sep and key.strip():
+            origins[key.strip()] = ("--set", index)
+    if ticks is not None:
+        origins["ticks"] = ("--ticks", 1)
+    issues = check_memory(config, scenario_locator(scenario_file, origins, prefix=prefix))
+    return [str(issue) for issue in issues]
+
+
+# --- resume --------------------------------------------------------------------------------------
+
+
+@app.command()
+def resume(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The run directory to continue.", show_default=False)],
+    force: Annotated[
+        bool, typer.Option("--force", help="Resume even if the memory check says the run will not fit, or the manifest says it is still running.")
+    ] = False,
+    plots: Annotated[
+        bool | None, typer.Option("--plots/--no-plots", help="Draw plots/*.png (default: as the run was started).", show_default=False)
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float,
+        typer.Option("--checkpoint", metavar="SECONDS", min=0.0, help="Rewrite metrics.parquet this often while running."),
+    ] = DEFAULT_CHECKPOINT_SECONDS,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint-every",
+            metavar="N",
+            min=0,
+            help="Save the whole model every N ticks (default: as the run was started).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Continue an interrupted, failed or killed run from its last checkpoint, in the same run directory.
+
+    The run goes on to the scenario's tick count; the manifest goes back to `running`, records the resume under `resumes`, and ends `complete` (or `interrupted` / `failed` again). Without a checkpoint the run starts again from tick 0 (same scenario and seed, same result). Exit codes as for `run`; 2 when the directory, its manifest or its checkpoint cannot be used.
+    """
+    from . import rundir
+    from .checkpoint import ResumeError, open_resume, read_run_scenario
+
+    err = _stderr()
+    try:
+        manifest, config = read_run_scenario(directory)
+    except ResumeError as exc:
+        raise _exit_bad_input([str(issue) for issue in exc.issues]) from None
+    manifest_path = directory / rundir.MANIFEST
+    if manifest.get("status") == rundir.COMPLETE:
+        _stdout().print(
+            f"{directory}: the run is already complete ({manifest.get('ticks_done')} of {config.ticks} ticks); nothing to resume",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_OK)
+    if not force:
+        problems = []
+        pid, host = manifest.get("pid"), manifest.get("host")
+        if manifest.get("status") == rundir.RUNNING and host == platform.node() and isinstance(pid, int) and _alive(pid):
+            problems.append(
+                f"{manifest_path}:1:1: status: the run is still running (process {pid} on this host); stop it first, or pass --force"
+            )
+        problems += _memory_problems(config, manifest_path, None, None, prefix="scenario.")
+        if problems:
+            raise _exit_bad_input(problems)
+    try:
+        plan = open_resume(directory, checkpoint_every=checkpoint_every, plots=plots)
+    except ResumeError as exc:
+        raise _exit_bad_input([str(issue) for issue in exc.issues]) from None
+    except OSError as exc:
+        err.print(f"error: cannot write the run directory {directory}: {exc}", markup=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    plan.writer.manifest.update(pid=os.getpid(), host=platform.node())
+    where = f"from the checkpoint at tick {plan.from_tick}" if plan.from_tick else "from tick 0 (no checkpoint)"
+    err.print(f"resuming {directory} {where} of {config.ticks} (was {plan.previous_status})", markup=False, soft_wrap=True)
+    _drive(
+        plan.model.config,
+        plan.writer,
+        lambda: plan.model,
+        checkpoint_every=plan.checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
+        done_before=plan.from_tick,
+    )
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+# `attnsim sweep` and `attnsim compare` live in cli_sweep.py; importing it registers them on `app`.
+from . import cli_sweep as _cli_sweep  # noqa: E402,F401
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ import pandas as pd
 
 from .allocator import Rule, make_rule
 from .metrics import INTEGER_COLUMNS, METRIC_COLUMNS, collect
+# ConservationError (money appearing or vanishing) is the `money_conserved` invariant; re-exported here.
+from .invariants import ConservationError, InvariantViolation, check_tick  # noqa: F401
 from .panels import PanelRecorder
 from .populations import initial_state
 from .scenario import Scenario, load_scenario, with_overrides
@@ -26,10 +28,6 @@ from .stages.allocation import Allocation, allocate
 from .stages.circulation import Settlement, circulate
 from .stages.consumption import Consumption, consume
 from .state import MarketState
-
-
-class ConservationError(RuntimeError):
-    """Money appeared or vanished: a bug, never a modelling outcome."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +76,27 @@ class AttentionMarket(mesa.Model):
         self.panels: PanelRecorder | None = (
             PanelRecorder(scenario, self.market) if scenario.metrics.agent_panels is not None else None
         )
-        self.datacollector = mesa.DataCollector(
-            model_reporters={name: partial(_latest_metric, name=name) for name in METRIC_COLUMNS}
-        )
+        self.datacollector = self.new_datacollector()
+
+    # Checked at the end of every tick (simulator/invariants.py); False skips the pass.
+    check_invariants: bool = True
+
+    def new_datacollector(self) -> mesa.DataCollector:
+        """An empty collector of the metric columns (also used when restoring a checkpoint)."""
+        return mesa.DataCollector(model_reporters={name: partial(_latest_metric, name=name) for name in METRIC_COLUMNS})
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Save the whole model to `path` atomically (see simulator/checkpoint.py)."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> AttentionMarket:
+        """The model saved by `save_checkpoint`, ready to continue with its next `step()`."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path)
 
     def step(self) -> None:
         market, scenario = self.market, self.config
@@ -88,12 +104,11 @@ class AttentionMarket(mesa.Model):
         self.latest_metrics = collect(
             market, tick.arrivals, tick.allocation, tick.consumption, tick.settlement, market.ledger.take_flows()
         )
+        if self.check_invariants:  # before recording, so a failed run keeps only the ticks that passed
+            check_tick(market, arrivals=tick.arrivals, allocation=tick.allocation, rule=self.rule)
         self.datacollector.collect(self)
         if self.panels is not None:
             self.panels.record(market, tick)
-        error = self.latest_metrics["money_conservation_error"]
-        if error != 0:
-            raise ConservationError(f"tick {market.tick}: money not conserved (error {error} minor units)")
         if market.tick >= scenario.ticks:
             self.running = False
 

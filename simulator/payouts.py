@@ -2,7 +2,9 @@
 
 A rule returns a non-negative weight per creator row; the ledger's exact largest-remainder
 split (`ledger.split_exactly`) turns weights into whole minor units that sum to the pool. Only
-alive creators are paid (circulation masks the rest). Every rule that pays for what goods did
+alive creators are paid (circulation masks the rest). Every rule but `equal` is computed per
+good first (`good_weights`, one weight per catalogue row, what each good earned its creator)
+and summed by owner, so a creator's adaptation can see which of its goods paid. Every rule that pays for what goods did
 multiplies each good's contribution by its clickbait penalty (`state.goods.penalty`, 1 for
 goods not penalised), so penalised goods earn their creators less.
 
@@ -43,6 +45,7 @@ per-user games are rows of a (users, K) array, processed in blocks of rows.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -62,57 +65,76 @@ def payout_weights(
     state: MarketState,
     allocation: Allocation,
     consumption: Consumption,
-    exposure: np.ndarray,
     *,
     backward_discount: float = DEFAULT_BACKWARD_DISCOUNT,
 ) -> np.ndarray:
     """Weights per creator row (length `state.creators_born`) under payout `rule`.
 
-    `exposure` is the per-creator exposure count of the tick (unpenalised; kept for callers that
-    already have it). `backward_discount` is γ of the `backward` rule.
+    `backward_discount` is γ of the `backward` rule. `equal` weighs every alive creator with at
+    least one good in the catalogue: a creator with nothing on offer is not active.
     """
+    if rule == "equal":
+        goods = state.goods
+        on_offer = np.bincount(goods.owner[goods.live], minlength=state.creators_born)[: state.creators_born] > 0
+        return (state.creators.alive[: state.creators_born] & on_offer).astype(np.float64)
+    per_good = good_weights(rule, state, allocation, consumption, backward_discount=backward_discount)
+    rows = np.flatnonzero(per_good)
+    owners = state.goods.owner[rows]
+    return np.bincount(owners, weights=per_good[rows], minlength=state.creators_born)[: state.creators_born]
+
+
+def good_weights(
+    rule: str,
+    state: MarketState,
+    allocation: Allocation,
+    consumption: Consumption,
+    *,
+    backward_discount: float = DEFAULT_BACKWARD_DISCOUNT,
+) -> np.ndarray:
+    """Per catalogue row: what each good earned its creator under `rule` this tick (a creator's
+    payout weight is the sum over its goods). For `shapley` and `backward` a creator's reward
+    from a user is credited to the good that made its contribution σ_uj (its best consumed
+    good for that user). `equal` pays for nothing a good does: zeros."""
     try:
         weigh = RULES[rule]
     except KeyError:
         raise ValueError(f"unknown payout rule {rule!r}; known: {sorted(RULES)}") from None
-    weights = weigh(state, allocation, consumption, exposure, backward_discount)
-    return np.maximum(np.asarray(weights, dtype=np.float64)[: state.creators_born], 0.0)
+    return np.maximum(weigh(state, allocation, consumption, backward_discount), 0.0)
 
 
-# --- the rules ---------------------------------------------------------------------------------
+# --- the rules: weight per catalogue row ---------------------------------------------------------
 
 
-def _exposure(state, allocation, consumption, exposure, discount) -> np.ndarray:
-    goods = state.goods
+def _per_good(state: MarketState, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.bincount(rows, weights=weights, minlength=state.goods.capacity()).astype(np.float64)
+
+
+def _exposure(state, allocation, consumption, discount) -> np.ndarray:
     shown = allocation.exposures[allocation.exposures >= 0]
-    return np.bincount(goods.owner[shown], weights=goods.penalty[shown].astype(np.float64), minlength=state.creators_born)
+    return _per_good(state, shown, state.goods.penalty[shown].astype(np.float64))
 
 
-def _engagement(state, allocation, consumption, exposure, discount) -> np.ndarray:
+def _engagement(state, allocation, consumption, discount) -> np.ndarray:
+    consumed = allocation.exposures[consumption.consumed & (allocation.exposures >= 0)]
+    return _per_good(state, consumed, state.goods.penalty[consumed].astype(np.float64))
+
+
+def _quality(state, allocation, consumption, discount) -> np.ndarray:
     goods = state.goods
-    consumed = allocation.exposures[consumption.consumed]
-    return np.bincount(goods.owner[consumed], weights=goods.penalty[consumed].astype(np.float64), minlength=state.creators_born)
+    consumed = allocation.exposures[consumption.consumed & (allocation.exposures >= 0)]
+    return _per_good(state, consumed, goods.quality[consumed].astype(np.float64) * goods.penalty[consumed])
 
 
-def _quality(state, allocation, consumption, exposure, discount) -> np.ndarray:
-    goods = state.goods
-    consumed = allocation.exposures[consumption.consumed]
-    weights = goods.quality[consumed].astype(np.float64) * goods.penalty[consumed]
-    return np.bincount(goods.owner[consumed], weights=weights, minlength=state.creators_born)
+def _shapley(state, allocation, consumption, discount) -> np.ndarray:
+    return user_game_good_rewards(state, allocation, consumption, shapley_rank_weights)
 
 
-def _shapley(state, allocation, consumption, exposure, discount) -> np.ndarray:
-    return user_game_rewards(*_consumption_values(state, allocation, consumption), state.creators_born, shapley_rank_weights)
+def _backward(state, allocation, consumption, discount) -> np.ndarray:
+    return user_game_good_rewards(state, allocation, consumption, backward_rank_weights(discount))
 
 
-def _backward(state, allocation, consumption, exposure, discount) -> np.ndarray:
-    return user_game_rewards(
-        *_consumption_values(state, allocation, consumption), state.creators_born, backward_rank_weights(discount)
-    )
-
-
-def _equal(state, allocation, consumption, exposure, discount) -> np.ndarray:
-    return state.creators.alive[: state.creators_born].astype(np.float64)
+def _equal(state, allocation, consumption, discount) -> np.ndarray:
+    return np.zeros(state.goods.capacity())
 
 
 RULES: dict[str, Callable[..., np.ndarray]] = {
@@ -142,38 +164,49 @@ def backward_rank_weights(discount: float) -> Callable[[np.ndarray], np.ndarray]
     return weights
 
 
-def _consumption_values(state: MarketState, allocation: Allocation, consumption: Consumption) -> tuple[np.ndarray, np.ndarray]:
-    """(users, K) owner of each consumed good (-1 elsewhere) and its realised value × penalty."""
+def user_game_good_rewards(
+    state: MarketState, allocation: Allocation, consumption: Consumption, rank_weights: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Per catalogue row: the user-game rewards (value × penalty of each consumption), credited
+    to the good behind each creator's contribution."""
     goods = state.goods
     exposures = allocation.exposures
     safe = np.maximum(exposures, 0)
     consumed = consumption.consumed & (exposures >= 0)
     owners = np.where(consumed, goods.owner[safe], -1).astype(np.int64)
     values = np.where(consumed, consumption.value.astype(np.float64) * goods.penalty[safe], 0.0)
-    return owners, values
+    return user_game_rewards(owners, values, goods.capacity(), rank_weights, items=np.where(consumed, exposures, -1))
 
 
-def best_contributions(owners: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best_contributions(
+    owners: np.ndarray, values: np.ndarray, items: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per user row, σ_uj: each creator's best value, in ascending order of σ.
 
     `owners` and `values` are (users, K): the creator of each consumed good (-1 for none) and
-    its value. Returns (creators, sigma), both (users, K): each creator appears once per row
-    with its highest value, rows sorted by sigma ascending; other entries are (-1, 0).
+    its value; `items` (same shape, default `owners`) names what to credit, e.g. the good.
+    Returns (creators, sigma, credited), all (users, K): each creator appears once per row with
+    its highest value and the item that achieved it, rows sorted by sigma ascending; other
+    entries are (-1, 0, -1).
     """
+    items = owners if items is None else items
     rows, width = owners.shape
     if rows == 0 or width == 0:
-        return owners.copy(), np.zeros(owners.shape)
+        return owners.copy(), np.zeros(owners.shape), items.copy()
     row_index = np.repeat(np.arange(rows), width)
     # Within each row: by creator, then by value, so a creator's best good comes last.
     order = np.lexsort((values.ravel(), owners.ravel(), row_index)).reshape(rows, width)
     sorted_owners = owners.ravel()[order]
     sorted_values = values.ravel()[order]
+    sorted_items = items.ravel()[order]
     best = sorted_owners >= 0
     best[:, :-1] &= sorted_owners[:, :-1] != sorted_owners[:, 1:]
     sigma = np.where(best, sorted_values, 0.0)
     creators = np.where(best, sorted_owners, -1)
+    credited = np.where(best, sorted_items, -1)
     by_sigma = np.argsort(sigma, axis=1, kind="stable")
-    return np.take_along_axis(creators, by_sigma, axis=1), np.take_along_axis(sigma, by_sigma, axis=1)
+    take = partial(np.take_along_axis, indices=by_sigma, axis=1)
+    return take(creators), take(sigma), take(credited)
 
 
 def ranked_rewards(sigma: np.ndarray, rank_weights: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -189,15 +222,21 @@ def ranked_rewards(sigma: np.ndarray, rank_weights: Callable[[np.ndarray], np.nd
 
 
 def user_game_rewards(
-    owners: np.ndarray, values: np.ndarray, creators: int, rank_weights: Callable[[np.ndarray], np.ndarray]
+    owners: np.ndarray,
+    values: np.ndarray,
+    size: int,
+    rank_weights: Callable[[np.ndarray], np.ndarray],
+    items: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per creator: the sum over users of `ranked_rewards` of its best contribution σ_uj."""
-    total = np.zeros(creators, dtype=np.float64)
+    """The sum over users of `ranked_rewards` of each creator's best contribution σ_uj, per
+    creator (length `size`), or per credited item if `items` is given."""
+    total = np.zeros(size, dtype=np.float64)
     width = max(owners.shape[1], 1)
     step = max(1, BLOCK_ELEMENTS // width)
     for start in range(0, len(owners), step):
-        block_creators, sigma = best_contributions(owners[start : start + step], values[start : start + step])
+        block = slice(start, start + step)
+        _, sigma, credited = best_contributions(owners[block], values[block], None if items is None else items[block])
         reward = ranked_rewards(sigma, rank_weights)
-        paid = block_creators >= 0
-        total += np.bincount(block_creators[paid], weights=np.maximum(reward[paid], 0.0), minlength=creators)[:creators]
+        paid = credited >= 0
+        total += np.bincount(credited[paid], weights=np.maximum(reward[paid], 0.0), minlength=size)[:size]
     return total

@@ -8,7 +8,9 @@ A run directory holds
 - `metrics.parquet`: one row per tick done, the columns of `simulator.metrics.METRIC_COLUMNS`;
   rewritten during the run (checkpoints) and at the end;
 - `summary.json`: `simulator.runner.summarize` of those metrics;
-- `plots/*.png`: time series of the headline metrics (see `simulator.plots`).
+- `plots/*.png`: time series of the headline metrics (see `simulator.plots`);
+- `agents/<population>.parquet`: agent panels, only when `metrics.agent_panels` is on (see
+  `simulator.panels`); rewritten with the metrics at checkpoints and at the end.
 
 Every file is written atomically (a temporary file in the same directory, then `os.replace`), so
 a process killed at any moment leaves the previous good version of each file, never a torn one.
@@ -39,7 +41,8 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"
 SUMMARY = "summary.json"
 PLOTS = "plots"
-RUN_FILES = (MANIFEST, METRICS, SUMMARY)
+CHECKPOINT = "checkpoint.pkl"  # the model saved by --checkpoint-every (simulator/checkpoint.py)
+RUN_FILES = (MANIFEST, METRICS, SUMMARY, CHECKPOINT)
 FORMAT = "attnsim-run/1"
 
 RUNNING = "running"
@@ -211,6 +214,10 @@ def prepare_output_dir(path: str | Path, *, force: bool = False) -> Path:
             (path / name).unlink(missing_ok=True)
         for leftover in path.glob(f"{_TMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)
+        agents = path / "agents"
+        if agents.is_dir():
+            for stale in [*agents.glob("*.parquet"), *agents.glob(f"{_TMP_PREFIX}*")]:
+                stale.unlink(missing_ok=True)
         plots = path / PLOTS
         if plots.is_dir():
             for png in [*plots.glob("*.png"), *plots.glob(f"{_TMP_PREFIX}*")]:
@@ -296,12 +303,22 @@ class RunWriter:
         write_metrics(self.metrics_path, empty_metrics())
         write_json(self.manifest_path, self.manifest)
 
-    def checkpoint(self, metrics: pd.DataFrame) -> None:
-        """Replace metrics.parquet with the ticks done so far."""
+    def checkpoint(self, metrics: pd.DataFrame, panels: Mapping[str, pd.DataFrame] | None = None) -> None:
+        """Replace metrics.parquet (and `agents/*.parquet` when `panels` are given) with the ticks done so far."""
         write_metrics(self.metrics_path, metrics)
+        if panels:
+            from .panels import write_panels
+
+            write_panels(self.directory, panels)
 
     def finish(
-        self, status: str, metrics: pd.DataFrame | None, *, error: str | None = None, traceback: str | None = None
+        self,
+        status: str,
+        metrics: pd.DataFrame | None,
+        *,
+        error: str | None = None,
+        traceback: str | None = None,
+        panels: Mapping[str, pd.DataFrame] | None = None,
     ) -> dict[str, Any] | None:
         """Write the final files; returns the summary (None if it could not be computed).
 
@@ -314,6 +331,13 @@ class RunWriter:
         frame = normalize_metrics(metrics if metrics is not None else empty_metrics())
         warnings: list[str] = []
         self.checkpoint(frame)
+        if panels:
+            try:
+                from .panels import write_panels
+
+                write_panels(self.directory, panels)
+            except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+                warnings.append(f"agent panels not written: {type(exc).__name__}: {exc}")
         summary: dict[str, Any] | None = None
         try:
             summary = summarize(frame, self.scenario.metrics.summary_fraction)
@@ -326,6 +350,9 @@ class RunWriter:
                 from .plots import save_plots
 
                 save_plots(frame, self.directory / PLOTS)
+                from .plots import save_run_extras
+
+                save_run_extras(frame, panels, self.directory / PLOTS)
             except Exception as exc:  # noqa: BLE001 - recorded, not fatal
                 warnings.append(f"plots not written: {type(exc).__name__}: {exc}")
         ended = utc_now()
@@ -357,7 +384,9 @@ def load_run(directory: str | Path) -> pd.DataFrame:
 
     `attrs["summary"]` is None when the run ended before writing `summary.json` (a killed
     process); check `attrs["manifest"]["status"]` for `complete`, `interrupted`, `failed` or
-    `running` (still running, or killed without a chance to finish).
+    `running` (still running, or killed without a chance to finish). `attrs["panels"]` lists the
+    populations whose agent panels the run wrote (empty when off); `simulator.load_panels(DIR)`
+    reads them.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -372,4 +401,7 @@ def load_run(directory: str | Path) -> pd.DataFrame:
     summary = read_json(summary_path) if summary_path.is_file() else None
     frame.attrs["manifest"] = manifest
     frame.attrs["summary"] = summary
+    from .panels import available
+
+    frame.attrs["panels"] = available(directory)  # populations with agents/*.parquet; simulator.load_panels reads them
     return frame

@@ -73,17 +73,22 @@ def run(
     ticks: int | None = None,
     on_tick: Callable[[AttentionMarket], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    model: AttentionMarket | None = None,
 ) -> RunResult:
     """Run a scenario tick by tick; `on_tick` sees the model after each tick.
 
     `should_stop` is polled between ticks: when it returns True the run ends at that tick
-    boundary and the result has `completed=False` with the ticks done so far.
+    boundary and the result has `completed=False` with the ticks done so far. `model` continues
+    an existing model (e.g. one restored by `AttentionMarket.from_checkpoint`) instead of
+    building a fresh one; `scenario` is then its scenario.
     """
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     if ticks is not None:
         scenario = with_overrides(scenario, {"ticks": ticks})
-    model = AttentionMarket(scenario, seed=seed)
+    if model is None:
+        model = AttentionMarket(scenario, seed=seed)
+    scenario = model.config
     completed = True
     while model.running:
         if should_stop is not None and should_stop():

@@ -23,7 +23,7 @@ PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equ
 AUCTION_FORMATS = ("second_price", "first_price", "gsp")
 BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
 # Rules of the library that the engine implements; the schema names every rule of the contract.
-IMPLEMENTED_ALLOCATION_RULES = ("attention_softmax", "top_k", "random", "oracle")
+IMPLEMENTED_ALLOCATION_RULES = ALLOCATION_RULES
 IMPLEMENTED_PAYOUT_RULES = PAYOUT_RULES
 MAX_SCENARIO_BYTES = 1_000_000
 
@@ -247,8 +247,8 @@ class LearnedConfig(Strict):
     """Ticks between refits of the factorisation."""
     rank: int = Field(16, ge=1, le=256)
     """Dimension of the estimated user and goods vectors."""
-    regularization: PositiveFloat = 0.1
-    """L2 penalty of the factorisation."""
+    regularization: PositiveFloat = 10.0
+    """L2 penalty of the factorisation, pulling each vector toward its prior (the platform's profile of the user, the good's key): the prior weighs as much as this many logged exposures."""
     iterations: int = Field(5, ge=1, le=100)
     """Alternating least squares sweeps per refit."""
     log_ticks: int = Field(20, ge=1)
@@ -259,7 +259,7 @@ class AllocationConfig(Strict):
     """How the platform splits users' attention into exposures and ad slots."""
 
     rule: Literal[ALLOCATION_RULES] = "attention_softmax"  # type: ignore[valid-type]
-    """The allocation rule (see docs/rules.md)."""
+    """The allocation rule (see docs/rules/allocation_<rule>.md)."""
     temperature: PositiveFloat = 1.0
     """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform."""
     ad_slots: int = Field(2, ge=0, le=16)
@@ -281,9 +281,9 @@ class AllocationConfig(Strict):
     learned: LearnedConfig = LearnedConfig()
     """`learned`: the platform's matrix factorisation of its own interaction logs."""
     fairness_floor: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    """Modifier, any rule: each active creator gets at least this share of all exposure (0 turns it off)."""
+    """Modifier, any rule: each creator with live goods gets at least this share of all content exposure in expectation, through units reserved for a uniformly drawn creator (0 turns it off; see docs/rules/allocation_modifiers.md)."""
     creator_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    """Modifier, any rule: no creator gets more than this share of all exposure (1 turns it off)."""
+    """Modifier, any rule: no creator gets more than this share of the tick's content exposure, up to rounding (1 turns it off; see docs/rules/allocation_modifiers.md)."""
     engagement_weight: NonNegativeFloat = 0.0
     """Modifier, any rule: α in seed 002's engagement weighting, adding α·p/(p+r+c) to a good's score (p purchases, r exposures, c consumptions)."""
 
@@ -299,7 +299,7 @@ class PayoutConfig(Strict):
     """How the creator payout pool is funded and divided."""
 
     rule: Literal[PAYOUT_RULES] = "exposure"  # type: ignore[valid-type]
-    """The payout rule (see docs/rules.md)."""
+    """The payout rule (see docs/rules/payout_<rule>.md)."""
     pool_share: Probability = 0.5
     """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool (never more than the platform holds)."""
     backward_discount: Probability = 0.5
@@ -354,6 +354,15 @@ class CirculationConfig(Strict):
     """The ad auction."""
 
 
+class AgentPanelsConfig(Strict):
+    """Per-agent time series (`agents/*.parquet`) for a fixed, seeded sample of agents; off unless set."""
+
+    every: int = Field(1, ge=1, le=1_000_000)
+    """Record the sampled agents on tick 1, every `every` ticks after it, and on the last tick."""
+    sample: int = Field(100, ge=1, le=1_000_000)
+    """Agents sampled from each population (users, creators, advertisers), or all of a smaller one; users and creators who join later enter the sample at the same rate."""
+
+
 class MetricsConfig(Strict):
     """What the metrics collector samples and summarises."""
 
@@ -361,6 +370,8 @@ class MetricsConfig(Strict):
     """User pairs in the fixed, seeded sample behind the homogenization metric."""
     summary_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     """Fraction of final ticks averaged in summary.json."""
+    agent_panels: AgentPanelsConfig | None = None
+    """Agent panels (see docs/notebooks.md), e.g. `{every: 5, sample: 200}`; null (the default) records none and costs nothing."""
 
 
 class SweepConfig(Strict):

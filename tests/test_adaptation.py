@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import simulator
-from conftest import fresh_state, run_stages, tiny
-from simulator.stages.adaptation import rewarded_activity
+from conftest import tiny
 
 # No entries or exits, so the set of creators (and so supply_diversity) changes only by adaptation.
 CLOSED = {
@@ -42,20 +41,6 @@ def test_adaptation_is_reproducible():
     scenario = tiny({**CLOSED, "population.creators.adaptation.rule": "best_response"})
     first, second = simulator.run(scenario), simulator.run(scenario)
     np.testing.assert_array_equal(alive_creators(first.model)[0], alive_creators(second.model)[0])
-
-
-def test_rewarded_activity_follows_the_payout_rule():
-    scenario = tiny()
-    state = fresh_state(scenario)
-    tick = run_stages(state, scenario, np.random.default_rng(3))
-    exposures = tick.allocation.exposures
-    consumed_rows = exposures[tick.consumption.consumed]
-    by_rule = {rule: rewarded_activity(rule, state, tick.allocation, tick.consumption) for rule in simulator.scenario.PAYOUT_RULES}
-    assert by_rule["exposure"].sum() == np.count_nonzero(exposures >= 0)
-    assert by_rule["engagement"].sum() == len(consumed_rows)
-    assert by_rule["quality"].sum() == pytest.approx(state.goods.quality[consumed_rows].sum())
-    assert by_rule["shapley"].sum() == pytest.approx(tick.consumption.value[tick.consumption.consumed].sum())
-    assert not by_rule["equal"].any()
 
 
 def effort_after(payout_rule: str, adaptation: str) -> float:

@@ -15,15 +15,16 @@ raise its own expected profit under the current rules (`creators.adaptation.rule
   profiles against this tick's catalogue, users' logit choice, this tick's payout per unit of
   what the payout rule rewards, and production cost — and takes the best.
 
-What a good "earns" follows the payout rule in force: exposures under `exposure`,
-consumptions under `engagement`, quality-weighted consumptions under `quality`, value
-delivered under `shapley` and `backward`, nothing under `equal`; plus its sales.
+What a good "earns" is its share of the payout pool under the rule in force
+(`payouts.good_weights` times what a unit of weight paid this tick) plus its sales; the market
+model approximates the user-game rules (`shapley`, `backward`) by the value a good delivers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..payouts import good_weights
 from ..populations import production_cost, unit_rows
 from ..scenario import Scenario
 from ..state import FLOAT, MarketState
@@ -33,23 +34,6 @@ from .consumption import Consumption
 AUDIENCE_SAMPLE = 256  # users whose profiles a best-responding creator models the market with
 
 
-def rewarded_activity(rule: str, state: MarketState, allocation: Allocation, consumption: Consumption) -> np.ndarray:
-    """Per catalogue row: this tick's activity the payout rule pays for."""
-    goods = state.goods
-    rows = goods.capacity()
-    exposures = allocation.exposures
-    if rule == "exposure":
-        return np.bincount(exposures[exposures >= 0], minlength=rows).astype(np.float64)
-    consumed = exposures[consumption.consumed]
-    if rule == "engagement":
-        return np.bincount(consumed, minlength=rows).astype(np.float64)
-    if rule == "quality":
-        return np.bincount(consumed, weights=goods.quality[consumed], minlength=rows)
-    if rule in ("shapley", "backward"):
-        return np.bincount(consumed, weights=consumption.value[consumption.consumed], minlength=rows)
-    return np.zeros(rows)  # `equal` pays for nothing a good does
-
-
 def adapt(
     state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario, rng: np.random.Generator
 ) -> None:
@@ -57,10 +41,11 @@ def adapt(
     rows = np.flatnonzero(state.creators.alive[: state.creators_born])
     if cfg.rule == "static" or len(rows) == 0 or len(allocation.users) == 0:
         return
-    rule = scenario.circulation.creator_payout.rule
-    activity = rewarded_activity(rule, state, allocation, consumption)
+    payout = scenario.circulation.creator_payout
+    rule = payout.rule
+    activity = good_weights(rule, state, allocation, consumption, backward_discount=payout.backward_discount)
     total_activity = activity.sum()
-    # What one unit of rewarded activity paid this tick (the ledger still holds the tick's flows).
+    # What one unit of a payout weight paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
     sample = rng.choice(len(allocation.users), size=min(AUDIENCE_SAMPLE, len(allocation.users)), replace=False)
     market = _AudienceModel(state, allocation.users[sample], len(allocation.users), payout_rate, rule, scenario)

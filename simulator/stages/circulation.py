@@ -106,7 +106,7 @@ def _pay_creators(
     ledger = state.ledger
     pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
     alive = state.creators.alive[: state.creators_born]
-    weights = payout_weights(cfg.rule, state, allocation, consumption, exposure, backward_discount=cfg.backward_discount)
+    weights = payout_weights(cfg.rule, state, allocation, consumption, backward_discount=cfg.backward_discount)
     payouts = split_exactly(pool, np.where(alive, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
@@ -212,17 +212,20 @@ def _settle_ads(
 
 
 def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
-    """Smooth profits; creators with `patience` loss-making ticks in a row leave with their goods."""
+    """Smooth profits; creators with `patience` ticks in a row of losses, or of nothing on offer
+    (they could not afford to publish or are under the quality bar), leave with their goods."""
     cfg = scenario.population.creators.exit
     creators = state.creators
+    goods = state.goods
     rows = np.flatnonzero(creators.alive[: state.creators_born])
     ema = (1 - cfg.smoothing) * creators.profit_ema[rows] + cfg.smoothing * profit[rows]
     creators.profit_ema[rows] = ema
-    creators.loss_streak[rows] = np.where(ema < 0, creators.loss_streak[rows] + 1, 0)
+    on_offer = np.bincount(goods.owner[goods.live], minlength=state.creators_born)[rows] > 0
+    failing = (ema < 0) | ~on_offer
+    creators.loss_streak[rows] = np.where(failing, creators.loss_streak[rows] + 1, 0)
     leaving = rows[creators.loss_streak[rows] >= cfg.patience]
     if len(leaving):
         creators.alive[leaving] = False
-        goods = state.goods
         orphaned = np.flatnonzero(goods.live & np.isin(goods.owner, leaving))
         retire_goods(state, orphaned)
     return len(leaving)

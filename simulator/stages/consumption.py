@@ -3,8 +3,8 @@ drift and churn.
 
 The value of an exposure to a user is quality × taste match × the attention it holds: the k-th
 exposure of a tick holds `overload`**k of a fresh one (information overload), scaled down by
-fatigue carried over from earlier ticks. A user consumes an exposure with logit probability
-of its value against the outside option; buys a consumed product if willingness to pay
+fatigue carried over from earlier ticks. A user consumes an exposure when its promised value
+plus a logistic taste shock beats the outside option (a logit choice); buys a consumed product if willingness to pay
 exceeds the price and the wallet covers it (in feed order); clicks ads by targeting match
 and position.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..allocation_rules import record_outcomes
 from ..populations import unit_rows
 from ..scenario import Scenario
 from ..state import FLOAT, MarketState
@@ -69,10 +70,12 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     safe = np.maximum(exposures, 0)
     value = (held * goods.quality[safe] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
     value[~shown] = 0.0
-    # Users choose by the value a good promises; clickbait promises more than it delivers.
+    # Random utility: each exposure gets a logistic taste shock, and the user consumes when the
+    # promised value plus the shock beats the outside option (a logit choice). Clickbait
+    # promises more than it delivers; the user lives with the true value plus the shock.
     promised = value * (1.0 + cfg_creators.clickbait_boost * goods.clickbait[safe])
-    choose = 1.0 / (1.0 + np.exp(-(promised - cfg.outside_option) / cfg.choice_noise))
-    consumed = shown & (rng.random(exposures.shape) < choose)
+    taste = rng.logistic(0.0, cfg.choice_noise, size=exposures.shape).astype(FLOAT)
+    consumed = shown & (promised + taste > cfg.outside_option)
 
     bought = _purchases(state, rows, exposures, consumed, value, cfg.willingness_to_pay)
     clicked = _ad_clicks(state, rows, allocation, scenario, rng)
@@ -80,9 +83,13 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     price = goods.price[safe]
     surplus = np.where(bought, value - price / max(cfg.willingness_to_pay, 1), 0.0)
     ads_shown = np.count_nonzero(allocation.ads >= 0, axis=1)
-    utility = (np.where(consumed, value, 0.0).sum(axis=1) + surplus.sum(axis=1) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
+    # A consumption is worth what it beat the outside option by, as experienced: goods that
+    # disappoint (clickbait) can cost utility.
+    gained = np.where(consumed, value + taste - cfg.outside_option, 0.0).sum(axis=1)
+    utility = (gained + surplus.sum(axis=1) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
 
     _count_engagement(state, exposures, shown, consumed, bought, value)
+    record_outcomes(state, rows, exposures, shown, consumed, scenario)
     _tire(state, rows, np.count_nonzero(shown, axis=1), ads_shown, cfg)
     _learn_from_consumption(state, rows, exposures, consumed, scenario)
     _remember(state, rows, exposures, consumed)
