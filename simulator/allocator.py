@@ -7,6 +7,11 @@ sampling without replacement in proportion to softmax weights (or, for determini
 taking the best k). Users are processed in blocks so no tick ever holds more than
 `allocation.block_elements` scores at once, however many users there are.
 
+The rules that keep state across ticks (`popularity`, `learned`) or select differently
+(`shapley`, with its outside option) live in `allocation_rules/`, as do the modifiers that
+compose with every rule (clickbait penalty, engagement weighting, fairness floor, creator
+cap); `allocate_exposures` applies them in one fixed order.
+
 Queries and keys are unit topic directions; QKᵀ/√d is taken at the scale of standard-normal
 embeddings (norm √d), which makes it √d·cos(query, key).
 """
@@ -189,7 +194,7 @@ def allocate_exposures(
         if cfg.mask_consumed:
             mask_consumed(scores, state, catalogue, block)
         if cap is not None:
-            cap.mask_full(scores, int(block_counts.sum()))
+            cap.begin_block(scores, int(block_counts.sum()))
         if cfg.fairness_floor > 0:
             fair = fairness_units(scores, block_counts, cfg.fairness_floor, segments, rule.deterministic, rng)
             picked = merge_feed(fair, select(scores, block_counts - np.count_nonzero(fair >= 0, axis=1)))

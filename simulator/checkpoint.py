@@ -720,6 +720,43 @@ def open_resume(
     return ResumePlan(writer, model, from_tick, str(previous), every, draw)
 
 
+def resumable(directory: str | Path, scenario: Scenario) -> AttentionMarket | None:
+    """The model in `directory/checkpoint.pkl` if it is a usable checkpoint of exactly `scenario`,
+    else None (no checkpoint, a damaged one, another scenario's); never raises.
+
+    The hook for code that writes its own run directories (sweeps): call it before clearing the
+    directory, and continue the returned model (`runner.run(scenario, model=...)`) instead of a
+    fresh one; `checkpointer` saves new checkpoints as the run goes on."""
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        model = load_checkpoint(path, expect_digest=scenario_digest(scenario))
+    except CheckpointError:
+        return None
+    return model if model.running else None
+
+
+def checkpointer(directory: str | Path, every: int, warnings: list[str] | None = None) -> Callable[[AttentionMarket], None]:
+    """An `on_tick` callback that saves the model to `directory/checkpoint.pkl` after every
+    `every`-th tick (0: never) while the run goes on. A save that fails stops further saves and
+    appends a line to `warnings` (the run itself goes on)."""
+    path = Path(directory) / CHECKPOINT
+    state = {"on": every > 0}
+
+    def on_tick(model: AttentionMarket) -> None:
+        if not state["on"] or model.market.tick % every or not model.running:
+            return
+        try:
+            save_checkpoint(model, path)
+        except CheckpointError as exc:
+            state["on"] = False
+            if warnings is not None:
+                warnings.append(f"checkpoints stopped at tick {model.market.tick}: {exc.message}")
+
+    return on_tick
+
+
 def resume_or_start(
     run_dir: str | Path,
     scenario: Scenario,

@@ -202,6 +202,20 @@ def validate(scenario: ScenarioArg, sets: SetOpt = None, seed: SeedOpt = None, t
     console.print(f"ok: {scenario}", markup=False)
     for label, text in describe_scenario(resolved.scenario):
         console.print(f"  {label:<12} {text}", markup=False, soft_wrap=True)
+    console.print(f"  {'memory':<12} {_memory_digest(resolved.scenario)}", markup=False, soft_wrap=True)
+
+
+def _memory_digest(scenario: Scenario) -> str:
+    """The memory check in one line: the estimate, what is available, and whether `run` would go."""
+    from .memory import available_memory, estimate_memory, human
+
+    need = estimate_memory(scenario).total
+    available, _origin = available_memory()
+    if available is None:
+        return f"about {human(need)} at peak"
+    if need <= available:
+        return f"about {human(need)} at peak, of {human(available)} available"
+    return f"about {human(need)} at peak, more than the {human(available)} available: `attnsim run` refuses it without --force"
 
 
 # --- run -----------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from rich.table import Table
 
 from .cli import (
     DEFAULT_RUNS_DIR,
-    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
     ScenarioArg,
@@ -226,4 +225,4 @@ def compare(
     raise typer.Exit(EXIT_OK)
 
 
-__all__ = ["compare", "sweep", "EXIT_BAD_INPUT"]
+__all__ = ["compare", "sweep"]

@@ -257,7 +257,9 @@ def check_memory(
     if need <= available:
         return []
     where: Locator = locate or (lambda key: (source or "<scenario>", 1, 1))
-    drivers = [part for part in estimate.drivers() if part.key != "<process>"] or list(estimate.parts)
+    scaled = [part for part in estimate.parts if part.key != "<process>"]
+    share = 0.1 * sum(part.bytes for part in scaled)
+    drivers = sorted((part for part in scaled if part.bytes >= share), key=lambda part: -part.bytes)[:5]
     head = drivers[0].key
     runs = f"{workers} runs side by side need" if workers > 1 else "the run needs"
     issues = [

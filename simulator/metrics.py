@@ -26,6 +26,7 @@ METRIC_COLUMNS = (
     "purchases",
     "ad_clicks",
     "user_utility_mean",
+    "user_welfare",
     "exposure_gini_creators",
     "exposure_hhi_creators",
     "top1pct_creator_exposure_share",
@@ -62,6 +63,7 @@ METRIC_COLUMNS = (
 FLOAT_COLUMNS = frozenset(
     {
         "user_utility_mean",
+        "user_welfare",
         "exposure_gini_creators",
         "exposure_hhi_creators",
         "top1pct_creator_exposure_share",
@@ -140,8 +142,9 @@ def collect(
 ) -> dict[str, float | int]:
     creators = state.creators
     alive_creators = creators.alive[: state.creators_born]
-    exposure = settlement.creator_exposure[alive_creators]
-    income = settlement.creator_income[alive_creators]
+    # Shares and inequality are over the creators who took part in the tick, leavers included.
+    exposure = settlement.creator_exposure[settlement.creators_in_tick]
+    income = settlement.creator_income[settlement.creators_in_tick]
     ad_spend = flows.get("ad_spend", 0)
     platform_take = flows.get("platform_take", 0)
     creator_sales = flows.get("creator_sales", 0)
@@ -158,6 +161,7 @@ def collect(
         "purchases": int(np.count_nonzero(consumption.bought)),
         "ad_clicks": int(np.count_nonzero(consumption.clicked)),
         "user_utility_mean": float(consumption.utility.mean()) if active else math.nan,
+        "user_welfare": float(consumption.utility.sum()) / state.users_born,
         "exposure_gini_creators": gini(exposure),
         "exposure_hhi_creators": hhi(exposure),
         "top1pct_creator_exposure_share": top_share(exposure, 0.01),

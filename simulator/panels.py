@@ -18,9 +18,10 @@ generator as they appear, so imitating entrants show up in the panels too.
 Frames are long: one row per (tick, agent). Columns, by population:
 
 - users: `tick`, `agent` (the user's row), `status` (`active` showed up this tick, `alive` has not
-  churned but stayed away, `churned` left this tick or before), `wallet` (minor units), `budget`
-  (attention units brought this tick), `exposures` (goods shown), `ads` (ads shown),
-  `consumptions`, `purchases`, `utility` (realised this tick, NaN when not active),
+  churned but stayed away, `churned` left for good this tick or before), `wallet` (minor units),
+  `budget` (attention units brought this tick), `exposures` (goods shown), `ads` (ads shown),
+  `consumptions`, `purchases`, `utility` (realised this tick; NaN when the user did not show up,
+  so a user's tick of churning has its utility and status `churned`),
   `utility_ema` (the smoothed utility churn watches), `interest_0 ... interest_{d-1}`;
 - creators: `tick`, `agent`, `status` (`active` or `exited`), `born_tick`, `wallet`, `exposure`
   (exposures of its goods this tick), `income` (sales + payouts this tick, minor units),
@@ -201,7 +202,7 @@ class PanelRecorder:
             return np.where(active, values[idx], fill)
 
         alive = users.alive[rows]
-        status = np.where(active, "active", np.where(alive, "alive", "churned")).astype(object)
+        status = np.where(~alive, "churned", np.where(active, "active", "alive")).astype(object)
         chunk = {
             "tick": np.full(len(rows), tick, dtype=np.int64),
             "agent": rows.copy(),

@@ -49,6 +49,7 @@ METRICS: dict[str, MetricInfo] = {
     "purchases": MetricInfo("purchases", "events per tick"),
     "ad_clicks": MetricInfo("ad clicks", "events per tick"),
     "user_utility_mean": MetricInfo("mean user utility", "utility per active user per tick"),
+    "user_welfare": MetricInfo("user welfare", "utility per user ever joined per tick"),
     "exposure_gini_creators": MetricInfo("exposure Gini (creators)", "Gini coefficient, 0–1"),
     "exposure_hhi_creators": MetricInfo("exposure HHI (creators)", "Herfindahl index, 0–1"),
     "top1pct_creator_exposure_share": MetricInfo("top 1% creators' exposure share", "share, 0–1"),
@@ -104,7 +105,7 @@ PANELS: dict[str, Panel] = {
         (
             AxisSpec(("active_users", "alive_users"), "users"),
             AxisSpec(("churned_users",)),
-            AxisSpec(("user_utility_mean",)),
+            AxisSpec(("user_utility_mean", "user_welfare"), "utility per user per tick"),
         ),
     ),
     "attention": Panel(
@@ -488,7 +489,6 @@ def money_flows(metrics: pd.DataFrame, *, ax: Axes | None = None, title: str | N
     _finish_axes(ax, title or "Money flows per tick (stacked)", metric_info("tick").label, "money, minor units per tick")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
-    ax.set_ylim(bottom=0)
     return ax
 
 

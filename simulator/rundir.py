@@ -195,6 +195,10 @@ def check_output_dir(path: str | Path, *, force: bool = False) -> list[str]:
         return [f"{path} cannot be read: {exc.strerror or exc}"]
     if non_empty and not force:
         return [f"{path} exists and is not empty; choose another --out or pass --force to write into it"]
+    # Files are written (and, under --force, removed) inside these: a link would lead elsewhere.
+    linked = [name for name in (PLOTS, "agents", *RUN_FILES) if (path / name).is_symlink()]
+    if linked:
+        return [f"{path / linked[0]} is a symbolic link; a run directory writes its own files, not through links"]
     return []
 
 

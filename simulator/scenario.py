@@ -11,6 +11,7 @@ one unit per exposure of a good or an ad.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,8 +58,8 @@ class LogNormal(Strict):
 class ChurnConfig(Strict):
     """Users leave after `patience` consecutive active ticks with smoothed utility below `threshold`."""
 
-    threshold: float = Field(0.05, allow_inf_nan=False)
-    """Smoothed utility per active tick under which a tick counts as disappointing."""
+    threshold: float = Field(0.0, allow_inf_nan=False)
+    """Smoothed utility per active tick under which a tick counts as disappointing (0: the platform is worth less than the outside option)."""
     patience: int = Field(5, ge=1)
     """Consecutive disappointing active ticks before the user leaves for good."""
     smoothing: Probability = 0.3
@@ -461,11 +462,38 @@ class _Located:
         return self.default
 
 
+MAX_YAML_DEPTH = 32  # a scenario nests a handful of levels; the YAML parser recurses per level
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than MAX_YAML_DEPTH before the (recursive) parser sees it.
+
+    Uses the scanner's token stream, which is not recursive; a scanning error is left for the
+    parser to report with its own message."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    mark = token.start_mark
+                    raise ScenarioError(
+                        [ScenarioIssue(source, mark.line + 1, mark.column + 1, "<yaml>", f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a scenario is a few levels of keys")]
+                    )
+            elif isinstance(token, (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)):
+                depth -= 1
+    except yaml.YAMLError:
+        return
+
+
 def _compose_with_positions(text: str, source: str) -> _Located:
     """Parse YAML safely, keeping the line and column of each mapping key."""
     positions: dict[str, Position] = {}
+    _check_depth(text, source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ScenarioError([ScenarioIssue(source, 1, 1, "<yaml>", "the YAML is nested too deeply; a scenario is a few levels of keys")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -509,6 +537,11 @@ def _compose_with_positions(text: str, source: str) -> _Located:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = getattr(exc, "problem", None) or str(exc)
+        tag = re.search(r"for the tag '([^']*)'", problem)
+        if tag:  # !!python/object/apply:... and friends: the safe loader constructs no objects
+            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            problem = f"the YAML tag {name} is not allowed; a scenario is plain data (numbers, strings, lists, mappings), and tags that construct objects or run code are refused"
+            raise ScenarioError([ScenarioIssue(source, line, col, "<yaml>", problem)]) from None
         raise ScenarioError([ScenarioIssue(source, line, col, "<yaml>", f"refused YAML: {problem}")]) from None
     if not isinstance(data, dict):
         raise ScenarioError([ScenarioIssue(source, 1, 1, "<root>", "a scenario must be a YAML mapping of keys to values")])
@@ -519,7 +552,7 @@ def parse_override_value(text: str) -> Any:
     """Parse a --set value as a YAML scalar, so `0.5` is a float and `true` a bool."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text as a string
         return text
     return text if value is None and text.strip() not in ("null", "~", "") else value
 

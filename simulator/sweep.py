@@ -686,6 +686,8 @@ def _run_sweep(
     on_run: Callable[[dict[str, Any]], None] | None,
     scenario_file: str | None,
 ) -> SweepResult:
+    if backend == "dask":
+        workers = _dask_workers(dask_client)  # the cluster's threads, for sweep.json and batching
     runs_dir = directory / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     ids = {spec.run_id for spec in specs}
@@ -765,11 +767,11 @@ def _run_sweep(
             )
             last_write[0] = now
 
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     crash: BaseException | None = None
     try:
         if todo:
-            size = batch_size or _auto_batch_size(len(todo), workers if backend == "local" else _dask_workers(dask_client), config.sweep.replications if config.sweep else 1)
+            size = batch_size or _auto_batch_size(len(todo), workers, config.sweep.replications if config.sweep else 1)
             batches = [todo[start : start + size] for start in range(0, len(todo), size)]
             if backend == "dask":
                 _execute_dask(dask_client, batches, context, finished)
@@ -779,11 +781,20 @@ def _run_sweep(
                         finished(record)
             else:
                 _execute_local(batches, str(runs_dir), context, min(workers, len(batches)), finished)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = exc
     except Exception as exc:  # noqa: BLE001 - the backend broke down: keep what is done, then raise
         crash = exc
         warnings.append(f"the sweep stopped: {type(exc).__name__}: {exc}")
+
+    if interrupted is not None or crash is not None:
+        # runs that finished inside a batch whose result never came back are complete on disk
+        for spec in specs:
+            if records[spec.run_id]["status"] == PENDING:
+                metrics = _reusable(runs_dir / spec.run_id, spec)
+                if metrics is not None:
+                    reused_metrics[spec.run_id] = metrics
+                    records[spec.run_id].update(status=rundir.COMPLETE, ticks_done=len(metrics))
 
     # sweep.parquet from every complete run, then the final manifest
     by_id = {spec.run_id: spec for spec in specs}
@@ -803,7 +814,7 @@ def _run_sweep(
     write_sweep_table(directory / SWEEP_TABLE, grid, complete)
 
     failed = [spec.run_id for spec in specs if records[spec.run_id]["status"] != rundir.COMPLETE]
-    if interrupted:
+    if interrupted is not None:
         status = SWEEP_INTERRUPTED
     elif crash is not None:
         status = SWEEP_FAILED
@@ -820,8 +831,8 @@ def _run_sweep(
         reused=[spec.run_id for spec in specs if records[spec.run_id].get("reused")],
         failed=failed,
     )
-    if interrupted:
-        raise KeyboardInterrupt(result)
+    if interrupted is not None:
+        raise type(interrupted)(result)  # the same kind (the CLI tells SIGTERM from Ctrl-C by it)
     if crash is not None:
         raise crash
     return result

@@ -75,7 +75,7 @@ def assert_sane(model: AttentionMarket) -> None:
     temperature=st.sampled_from([0.05, 0.3, 1.0, 3.0, 50.0]),
     take_rate=st.floats(0.0, 1.0),
     ad_slots=st.integers(0, 3),
-    rule=st.sampled_from(["attention_softmax", "top_k", "random", "oracle"]),
+    rule=st.sampled_from(["attention_softmax", "top_k", "random", "oracle", "popularity", "learned", "shapley"]),
     auction=st.sampled_from(["second_price", "first_price", "gsp"]),
     bidding=st.sampled_from(["truthful", "shaded", "paced", "learning"]),
     pricing=st.sampled_from(["per_click", "per_impression"]),

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..allocator import Catalogue
 
 PRIOR_SCALE = float(np.sqrt(0.5))  # a: priors predict a²·cos(query, key) above the mean rate
+SOLVE_BLOCK_ELEMENTS = 1 << 22  # largest stack of normal-equation entries solved at once
 INIT_NOISE = 0.05  # spread of new goods' starting vectors around their priors (breaks symmetry when r > d)
 
 
@@ -102,15 +103,20 @@ def _solve_side(
     upper = np.triu_indices(width)
     features32 = features.astype(np.float32)
     outer = features32[:, upper[0]] * features32[:, upper[1]]
-    gram = (counts @ outer).astype(np.float64)
-    lhs = np.empty((counts.shape[0], width * width))
-    lhs[:, upper[0] * width + upper[1]] = gram
-    lhs[:, upper[1] * width + upper[0]] = gram
-    lhs = lhs.reshape(-1, width, width)
-    lhs[:, np.arange(width), np.arange(width)] += penalty
     weighted = sparse.csr_matrix((residual.astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
-    rhs = (weighted @ features32).astype(np.float64) + penalty * prior
-    return np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0]
+    solved = np.empty((counts.shape[0], width))
+    step = max(1, SOLVE_BLOCK_ELEMENTS // (width * width))  # rows per batch: bounds the stacked systems' memory
+    for start in range(0, counts.shape[0], step):
+        rows = slice(start, start + step)
+        gram = (counts[rows] @ outer).astype(np.float64)
+        lhs = np.empty((gram.shape[0], width * width))
+        lhs[:, upper[0] * width + upper[1]] = gram
+        lhs[:, upper[1] * width + upper[0]] = gram
+        lhs = lhs.reshape(-1, width, width)
+        lhs[:, np.arange(width), np.arange(width)] += penalty
+        rhs = (weighted[rows] @ features32).astype(np.float64) + penalty * prior[rows]
+        solved[rows] = np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0]
+    return solved
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,8 @@ class LearnedRule:
         if state.learned is None:
             state.learned = LearnedModel()
         model = state.learned
-        if not model.log:
-            return
+        if not any(len(entry[1]) for entry in model.log):
+            return  # nothing logged yet: the priors stand
         if model.trained_tick >= 0 and state.tick - model.trained_tick < self.retrain_every:
             return
         self.fit(state, rng)
@@ -207,8 +213,8 @@ class LearnedRule:
     def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
         dim = catalogue.keys.shape[1]
         items, bias = self._item_vectors(state, catalogue)
-        people = self._user_vectors(state, users).astype(FLOAT)
-        scores = people @ items.T.astype(FLOAT)
-        scores += bias.astype(FLOAT)[None, :]
-        scores *= FLOAT(2.0 * np.sqrt(dim) / self.temperature)
-        return scores
+        scale = 2.0 * np.sqrt(dim) / self.temperature
+        # One product: scale·[x_u, 1] · [v_g, b_g]ᵀ.
+        people = np.hstack([self._user_vectors(state, users), np.ones((len(users), 1))]) * scale
+        goods = np.hstack([items, bias[:, None]])
+        return people.astype(FLOAT) @ goods.T.astype(FLOAT)

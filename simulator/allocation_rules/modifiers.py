@@ -11,12 +11,12 @@
   units follow the rule. So each creator with live goods gets at least β/N = f of the
   expected exposure (when f·N ≤ 1).
 - Creator cap: after a block of users is allocated, no creator may hold more than
-  ⌈cap × A⌉ of the tick's exposures so far (A = content exposures allocated so far this
-  tick, this block included). Excess exposures of a creator over its limit are withdrawn at
-  random and the freed units are allocated again by the rule with the capped creators'
-  goods masked, until every creator is within its limit. The cap is exact up to the
-  rounding (share ≤ cap + 1/A); when cap × N < 1 it cannot be met by all and units stay
-  unallocated.
+  ⌈cap × R⌉ exposures this tick (R = content units users requested so far this tick, this
+  block included). Exposures of a creator beyond its limit are withdrawn at random and the
+  freed units are allocated again by the rule with the capped creators' goods masked, until
+  every creator is within its limit. So a creator's share of the tick's content exposure A
+  is at most ⌈cap × R⌉ / A: cap up to rounding when every unit is allocated (A = R); when
+  cap × N < 1 not every unit can be placed and the rest stay unallocated.
 """
 
 from __future__ import annotations
@@ -97,30 +97,30 @@ def merge_feed(fair: np.ndarray, ruled: np.ndarray) -> np.ndarray:
 
 
 class CreatorCap:
-    """Keeps every creator within ⌈cap × exposures allocated so far⌉ across a tick's blocks."""
+    """Keeps every creator within ⌈cap × content units requested so far this tick⌉, block by block."""
 
     def __init__(self, cap: float, segments: CreatorSegments):
         self.cap = cap
         self.segments = segments
         self.used = np.zeros(len(segments), dtype=np.int64)
-        self.allocated = 0
+        self.requested = 0
 
-    def mask_full(self, scores: np.ndarray, block_units: int) -> None:
-        """Mask creators that are at their limit even if the whole block is allocated."""
-        limit = int(np.ceil(self.cap * (self.allocated + block_units)))
-        full = self.used >= limit
+    def begin_block(self, scores: np.ndarray, block_units: int) -> None:
+        """Count the block's units into the tick's total and mask creators already at their limit."""
+        self.requested += block_units
+        self.limit = int(np.ceil(self.cap * self.requested))
+        full = self.used >= self.limit
         if full.any():
             scores[:, np.isin(self.segments.of_position, np.flatnonzero(full))] = -np.inf
 
     def enforce(self, feed: np.ndarray, scores: np.ndarray, select: Select, rng: np.random.Generator) -> np.ndarray:
         """Withdraw exposures beyond the limits and reallocate them, until all creators fit."""
         segments = self.segments
+        room = np.maximum(self.limit - self.used, 0)
         while True:
             shown = feed >= 0
             creator = np.where(shown, segments.of_position[np.maximum(feed, 0)], -1)
             block = np.bincount(creator[shown], minlength=len(segments))
-            limit = int(np.ceil(self.cap * (self.allocated + int(shown.sum()))))
-            room = np.maximum(limit - self.used, 0)
             over = block > room
             if not over.any():
                 break
@@ -132,8 +132,7 @@ class CreatorCap:
             rank = np.arange(len(owner)) - np.searchsorted(owner, owner, side="left")
             withdraw = rank >= room[owner]
             feed[row[withdraw], place[withdraw]] = -1
-            capped_positions = np.isin(segments.of_position, np.flatnonzero(over))
-            scores[:, capped_positions] = -np.inf
+            scores[:, np.isin(segments.of_position, np.flatnonzero(over))] = -np.inf
             # Reallocate the freed units of the affected users, never repeating what they hold.
             users, freed = np.unique(row[withdraw], return_counts=True)
             sub_scores = scores[users].copy()
@@ -147,5 +146,4 @@ class CreatorCap:
             merged[refill_row, kept[refill_row] + refill_place] = refill[refill_row, refill_place]
             feed[users] = merged[:, : feed.shape[1]]
         self.used += block
-        self.allocated += int((feed >= 0).sum())
         return feed

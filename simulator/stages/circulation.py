@@ -31,6 +31,7 @@ from ..ledger import split_exactly
 class Settlement:
     creator_exposure: np.ndarray  # per creator row: exposures this tick
     creator_income: np.ndarray  # per creator row: sales + payouts this tick (minor units)
+    creators_in_tick: np.ndarray  # per creator row: active during the tick (alive before exits)
     advertiser_value: int  # value advertisers gained from clicks this tick
     ad_free_deliveries: int  # billable ad events delivered after the advertiser's budget ran out
     entries: int
@@ -66,11 +67,18 @@ def circulate(
     ledger.remove("production_costs", "creators", charged, costs[charged])
 
     income = sales + payouts
+    in_tick = state.creators.alive[:creators_born].copy()
     exits = _settle_creators(state, income - costs, scenario)
     entries = _admit_creators(state, scenario, rng)
-    # Entrants joined after the money moved: they had no exposure and no income this tick.
+    # Entrants joined after the money moved: no exposure, no income, not part of this tick.
     return Settlement(
-        np.pad(exposure, (0, entries)), np.pad(income, (0, entries)), advertiser_value, ad_free_deliveries, entries, exits
+        np.pad(exposure, (0, entries)),
+        np.pad(income, (0, entries)),
+        np.pad(in_tick, (0, entries)),
+        advertiser_value,
+        ad_free_deliveries,
+        entries,
+        exits,
     )
 
 

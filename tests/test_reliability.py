@@ -1,0 +1,421 @@
+"""Invariants, checkpoints and the memory check, in process.
+
+(Faults in real processes are in test_faults.py; bad input through the CLI in test_bad_inputs.py;
+random scenarios in test_properties.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny
+from typer.testing import CliRunner
+
+import simulator
+import simulator.model
+from simulator import checkpoint as ckpt
+from simulator import rundir
+from simulator.cli import app
+from simulator.invariants import INVARIANTS, MAX_AGENTS, ConservationError, InvariantViolation, check_tick
+from simulator.memory import BASELINE_BYTES, check_memory, estimate_memory, row_bytes
+from simulator.model import AttentionMarket, advance
+from simulator.state import LearnedModel, Users
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stepped(ticks: int = 2, overrides: dict | None = None) -> AttentionMarket:
+    model = AttentionMarket(tiny(overrides))
+    for _ in range(ticks):
+        model.step()
+    return model
+
+
+# --- invariants ------------------------------------------------------------------------------------
+
+
+def violation_of(model: AttentionMarket, **outputs) -> InvariantViolation:
+    with pytest.raises(InvariantViolation) as caught:
+        check_tick(model.market, rule=model.rule, **outputs)
+    return caught.value
+
+
+def test_a_healthy_market_passes_every_invariant():
+    model = stepped(3)
+    outcome = advance(model.market, model.config, model.rule, model.rng)
+    model.market.ledger.take_flows()
+    check_tick(model.market, arrivals=outcome.arrivals, allocation=outcome.allocation, rule=model.rule)
+
+
+def test_money_leak_is_the_money_conserved_invariant():
+    model = stepped(1)
+    model.market.ledger.balances["platform"][0] += 1
+    with pytest.raises(ConservationError) as caught:
+        model.step()
+    assert caught.value.invariant == "money_conserved"
+    assert caught.value.tick == 2
+    assert isinstance(caught.value, InvariantViolation)
+    assert simulator.model.ConservationError is ConservationError  # still importable from the model
+
+
+def test_negative_wallet_names_the_account_rows():
+    model = stepped(1)
+    balances = model.market.ledger.balances["users"]
+    moved = int(balances[3]) + 7
+    balances[3] -= moved  # conserved: the money went to user 4
+    balances[4] += moved
+    found = violation_of(model)
+    assert found.invariant == "non_negative_balances"
+    assert found.agents == {"users": [3]}
+
+
+def test_negative_budget_names_the_advertiser():
+    model = stepped(1)
+    model.market.advertisers.budget_per_tick[2] = -1
+    found = violation_of(model)
+    assert (found.invariant, found.agents) == ("non_negative_budgets", {"advertisers": [2]})
+
+
+@pytest.mark.parametrize(("population", "field", "row"), [("users", "interest", 5), ("goods", "value_delivered", 7), ("creators", "profit_ema", 1)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_floats_are_found_in_any_population(population, field, row, bad):
+    model = stepped(1)
+    array = getattr(getattr(model.market, population), field)
+    if array.ndim == 2:
+        array[row, 1] = bad
+    else:
+        array[row] = bad
+    found = violation_of(model)
+    assert found.invariant == "finite_floats"
+    assert found.agents == {population: [row]}
+    assert f"market.{population}.{field}" in found.message
+
+
+def test_non_finite_floats_are_found_in_state_added_later():
+    """The walk is generic: state another module hangs on the market (here the learned rule's
+    model) is checked without being listed anywhere."""
+    model = stepped(1)
+    model.market.learned = LearnedModel(user_factor=np.array([[0.5, np.nan], [1.0, 2.0]]))
+    found = violation_of(model)
+    assert found.invariant == "finite_floats"
+    assert "market.learned.user_factor" in found.message
+    assert found.agents == {"market.learned.user_factor": [0]}
+
+
+def test_exposures_beyond_a_users_budget():
+    model = stepped(1)
+    outcome = advance(model.market, model.config, model.rule, model.rng)
+    model.market.ledger.take_flows()
+    shown = np.count_nonzero(outcome.allocation.exposures >= 0, axis=1)
+    index = int(np.flatnonzero(shown > 0)[0])
+    outcome.arrivals.budgets[index] = 0
+    found = violation_of(model, arrivals=outcome.arrivals, allocation=outcome.allocation)
+    assert found.invariant == "exposures_within_budgets"
+    assert found.agents == {"users": [int(outcome.allocation.users[index])]}
+
+
+def test_dangling_goods_references():
+    model = stepped(1)
+    live = np.flatnonzero(model.market.goods.live)
+    model.market.goods.owner[live[2]] = model.market.creators_born + 3
+    found = violation_of(model)
+    assert (found.invariant, found.agents) == ("goods_references_valid", {"goods": [int(live[2])]})
+
+    model = stepped(1)
+    model.market.users.history[9, 0] = model.market.uids.issued + 100
+    found = violation_of(model)
+    assert (found.invariant, found.agents) == ("goods_references_valid", {"users": [9]})
+
+
+def test_offending_agents_are_capped_but_counted():
+    model = stepped(1)
+    model.market.users.fatigue[:100] = np.nan
+    found = violation_of(model)
+    assert found.agents["users"] == list(range(MAX_AGENTS))
+    assert found.offending == 100
+    assert set(found.to_dict()) == {"tick", "invariant", "message", "agents", "offending"}
+    assert found.to_dict()["invariant"] in INVARIANTS
+
+
+def test_a_violation_stops_the_model_before_the_tick_is_recorded(monkeypatch):
+    original = simulator.model.advance
+
+    def corrupting(market, *args, **kwargs):
+        outcome = original(market, *args, **kwargs)
+        if market.tick == 3:
+            market.users.activity[11] = np.inf
+        return outcome
+
+    monkeypatch.setattr(simulator.model, "advance", corrupting)
+    model = AttentionMarket(tiny())
+    model.step()
+    model.step()
+    with pytest.raises(InvariantViolation) as caught:
+        model.step()
+    assert (caught.value.tick, caught.value.invariant, caught.value.agents) == (3, "finite_floats", {"users": [11]})
+    assert model.metrics["tick"].tolist() == [1, 2]
+
+
+def test_the_checks_can_be_switched_off():
+    model = stepped(1)
+    model.check_invariants = False
+    model.market.users.activity[0] = np.nan  # would be caught; the run is on its own now
+    model.step()
+
+
+def test_the_cli_fails_the_run_and_records_the_violation(tmp_path, monkeypatch):
+    original = simulator.model.advance
+
+    def corrupting(market, *args, **kwargs):
+        outcome = original(market, *args, **kwargs)
+        if market.tick == 3:
+            market.goods.value_delivered[np.flatnonzero(market.goods.live)[:2]] = np.nan
+        return outcome
+
+    monkeypatch.setattr(simulator.model, "advance", corrupting)
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(json.dumps({**json.loads(json.dumps(tiny().model_dump(mode="json"))), "ticks": 6}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(out), "--no-plots"])
+    assert result.exit_code == 1, result.stderr
+    assert "invariant finite_floats broken at tick 3" in result.stderr
+    frame = rundir.load_run(out)
+    manifest = frame.attrs["manifest"]
+    assert manifest["status"] == "failed"
+    assert manifest["violation"]["tick"] == 3
+    assert manifest["violation"]["invariant"] == "finite_floats"
+    assert len(manifest["violation"]["agents"]["goods"]) == 2
+    assert "InvariantViolation" in manifest["error"]
+    assert frame["tick"].tolist() == [1, 2]
+    assert frame.attrs["summary"]["ticks"] == 2
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_continues_exactly(tmp_path):
+    whole = stepped(10)
+    part = stepped(4)
+    path = part.save_checkpoint(tmp_path / "checkpoint.pkl")
+    restored = AttentionMarket.from_checkpoint(path)
+    assert (restored.steps, restored.time, restored.market.tick) == (4, 4.0, 4)
+    result = simulator.run(restored.config, model=restored)
+    assert result.completed
+    pd.testing.assert_frame_equal(result.metrics, whole.metrics)
+    header = ckpt.read_header(path)
+    assert header["tick"] == 4 and header["version"] == ckpt.FORMAT_VERSION
+    assert header["scenario_sha256"] == ckpt.scenario_digest(part.config)
+    assert header["scenario"] == json.loads(json.dumps(part.config.model_dump(mode="json")))
+
+
+def test_state_added_to_the_model_later_is_checkpointed_too(tmp_path):
+    model = stepped(2)
+    model.extra_memory = {"window": [np.arange(5, dtype=np.int64), np.linspace(0, 1, 3)], "count": 7}
+    restored = AttentionMarket.from_checkpoint(model.save_checkpoint(tmp_path / "c.pkl"))
+    assert restored.extra_memory["count"] == 7
+    np.testing.assert_array_equal(restored.extra_memory["window"][1], np.linspace(0, 1, 3))
+
+
+@pytest.mark.parametrize("holding", [lambda: (lambda: 1), lambda: open(__file__, "rb"), lambda: pd.DataFrame({"a": [1]})])
+def test_state_a_checkpoint_may_not_hold_is_refused_when_saving(tmp_path, holding):
+    model = stepped(1)
+    path = tmp_path / "checkpoint.pkl"
+    model.save_checkpoint(path)
+    good = path.read_bytes()
+    model.unsupported = holding()
+    with pytest.raises(ckpt.CheckpointError, match="cannot checkpoint this model"):
+        model.save_checkpoint(path)
+    assert path.read_bytes() == good, "a failed save leaves the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pkl"]
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = stepped(1)
+    path = model.save_checkpoint(tmp_path / "checkpoint.pkl")
+    good = path.read_bytes()
+    model.step()
+
+    def exploding(self, obj):
+        raise KeyboardInterrupt  # as a second Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(ckpt._CheckingPickler, "dump", exploding)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_checkpoint(path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pkl"]
+
+
+def test_the_loader_refuses_globals_outside_the_allowlist(tmp_path):
+    model = stepped(1)
+    path = model.save_checkpoint(tmp_path / "checkpoint.pkl")
+    data = path.read_bytes()
+    header = data[len(ckpt.MAGIC) :].split(b"\n", 1)[0]
+    import hashlib
+
+    for payload in (pickle.dumps(subprocess.Popen), pickle.dumps(pd.DataFrame), pickle.dumps(np.memmap)):
+        body = ckpt.MAGIC + header + b"\n" + payload
+        trailer = ckpt._TRAILER_TAG + f"{len(payload):016x} {hashlib.sha256(body).hexdigest()}\n".encode()
+        path.write_bytes(body + trailer)
+        with pytest.raises(ckpt.CheckpointError, match="may not refer to"):
+            ckpt.load_checkpoint(path)
+
+
+def test_cli_run_checkpoints_and_removes_the_checkpoint_when_complete(tmp_path, monkeypatch):
+    saved: list[int] = []
+    original = ckpt.save_checkpoint
+
+    def spy(model, path):
+        saved.append(model.market.tick)
+        return original(model, path)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(json.dumps({**tiny().model_dump(mode="json"), "ticks": 7}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(out), "--no-plots", "--checkpoint-every", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert saved == [2, 4, 6]
+    assert not (out / "checkpoint.pkl").exists()
+    manifest = rundir.read_manifest(out)
+    assert manifest["checkpoint_every"] == 2 and manifest["plots"] is False
+
+
+def test_a_checkpoint_that_cannot_be_written_warns_and_the_run_goes_on(tmp_path, monkeypatch):
+    def failing(model, path):
+        raise ckpt.CheckpointError(path, "cannot checkpoint this model: disk says no")
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", failing)
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(json.dumps({**tiny().model_dump(mode="json"), "ticks": 5}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(out), "--no-plots", "--checkpoint-every", "1"])
+    assert result.exit_code == 0, result.stderr
+    manifest = rundir.read_manifest(out)
+    assert manifest["status"] == "complete" and manifest["ticks_done"] == 5
+    assert any("checkpoints stopped at tick 1" in warning for warning in manifest["warnings"])
+    assert "disk says no" in result.stderr
+
+
+def test_run_force_clears_an_old_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pkl").write_bytes(b"stale")
+    rundir.prepare_output_dir(out, force=True)
+    assert not (out / "checkpoint.pkl").exists()
+
+
+# --- the sweep hook ----------------------------------------------------------------------------------
+
+
+def test_resume_or_start_runs_skips_and_resumes(tmp_path):
+    scenario = tiny({"ticks": 6})
+    fresh = ckpt.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    assert fresh.status == "complete" and fresh.resumed_from is None and not fresh.skipped
+    again = ckpt.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    assert again.skipped and again.status == "complete"
+    pd.testing.assert_frame_equal(again.metrics, fresh.metrics, check_dtype=False)
+
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    half = ckpt.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2, should_stop=stop_after_three)
+    assert half.status == "interrupted"
+    assert ckpt.read_header(tmp_path / "half" / "checkpoint.pkl")["tick"] == 3
+    finished = ckpt.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2)
+    assert finished.status == "complete" and finished.resumed_from == 3
+    assert (tmp_path / "half" / "metrics.parquet").read_bytes() == (tmp_path / "fresh" / "metrics.parquet").read_bytes()
+
+    with pytest.raises(ckpt.ResumeError, match="different scenario"):
+        ckpt.resume_or_start(tmp_path / "half", tiny({"ticks": 7}))
+
+
+def test_resume_or_start_restarts_from_a_damaged_checkpoint(tmp_path):
+    scenario = tiny({"ticks": 5})
+    reference = ckpt.resume_or_start(tmp_path / "reference", scenario)
+    calls = {"n": 0}
+
+    def stop_after_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    ckpt.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1, should_stop=stop_after_two)
+    (tmp_path / "run" / "checkpoint.pkl").write_bytes(b"garbage")
+    outcome = ckpt.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1)
+    assert outcome.status == "complete" and outcome.resumed_from == 0
+    assert (tmp_path / "run" / "checkpoint.pkl.corrupt").exists()
+    assert "unusable" in rundir.read_manifest(tmp_path / "run")["resumes"][-1]["notes"][0]
+    assert (tmp_path / "run" / "metrics.parquet").read_bytes() == (tmp_path / "reference" / "metrics.parquet").read_bytes()
+    assert reference.status == "complete"
+
+
+# --- the memory check --------------------------------------------------------------------------------
+
+
+def test_row_bytes_follow_the_dtypes_in_state_py():
+    users = Users.empty(1000, 16, history_width=32)
+    actual = sum(getattr(users, name).nbytes for name in users.__dataclass_fields__)
+    assert actual == 1000 * row_bytes(Users, 16, {"history": 32})
+
+
+@pytest.mark.parametrize("users", [2_000, 15_000])
+def test_the_estimate_is_within_a_factor_2_of_tracemalloc(users):
+    scenario = simulator.load_scenario(
+        ROOT / "scenarios" / "baseline.yaml", overrides={"population.users.count": users, "ticks": 3}
+    )
+    estimate = estimate_memory(scenario).total - BASELINE_BYTES
+    tracemalloc.start()
+    try:
+        model = AttentionMarket(scenario)
+        while model.running:
+            model.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 0.5 <= estimate / peak <= 2.0, f"estimate {estimate:,} vs traced peak {peak:,}"
+
+
+def test_the_estimate_is_within_a_factor_2_of_peak_rss():
+    script = (
+        "import resource, simulator\n"
+        "from simulator.memory import estimate_memory\n"
+        "s = simulator.load_scenario('scenarios/baseline.yaml', overrides={'population.users.count': 20000, 'ticks': 2})\n"
+        "m = simulator.AttentionMarket(s)\n"
+        "while m.running: m.step()\n"
+        "print(estimate_memory(s).total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    estimate, rss = (int(value) for value in done.stdout.split())
+    assert 0.5 <= estimate / rss <= 2.0, f"estimate {estimate:,} vs peak RSS {rss:,}"
+
+
+def test_check_memory_names_the_driving_keys():
+    scenario = tiny({"population.users.count": 5_000_000, "embedding_dim": 256})
+    issues = check_memory(scenario, lambda key: ("s.yaml", 3, 7), available=10**9)
+    assert issues and issues[0].key == "population.users.count"
+    assert "more than the 953.7 MiB available" in issues[0].message
+    assert all(str(issue).startswith("s.yaml:3:7: ") for issue in issues)
+    assert not check_memory(tiny(), available=10**12)
+    many = check_memory(tiny(), available=estimate_memory(tiny()).total * 3, workers=4)
+    assert many and "4 runs side by side" in many[0].message
+
+
+def test_available_memory_is_measured(monkeypatch):
+    from simulator.memory import available_memory
+
+    monkeypatch.delenv("ATTNSIM_AVAILABLE_MEMORY", raising=False)
+    value, origin = available_memory()
+    assert value is None or value > 0
+    monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", "12345")
+    assert available_memory() == (12345, "ATTNSIM_AVAILABLE_MEMORY")
