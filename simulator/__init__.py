@@ -13,7 +13,7 @@ from .rundir import load_run
 from .runner import RunResult, run, summarize
 from .scenario import Scenario, ScenarioError, load_scenario
 from .sweep import SweepResult, load_sweep, run_sweep
-from .compare import compare  # noqa: E402 - the function; other names: `from simulator.compare import ...`
+from .comparison import compare  # noqa: E402
 
 __all__ = [
     "AttentionMarket",

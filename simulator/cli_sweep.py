@@ -203,7 +203,7 @@ def compare(
 
     Prints the table, writes compare.csv, compare.md, pairs.csv and plots. Letters mark which groups differ beyond noise (Welch t-tests, Holm-corrected per metric). Exit 0 done, 2 bad input.
     """
-    from .compare import CompareError, comparison, rich_table, write_comparison
+    from .comparison import CompareError, comparison, rich_table, write_comparison
 
     err = _stderr()
     if not 0 < level < 1:

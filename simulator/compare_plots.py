@@ -3,11 +3,11 @@ whiskers, and headline time series with replication bands.
 
 Like `simulator.plots`, everything uses matplotlib's object API on the Agg canvas:
 
-    from simulator.compare import comparison
+    from simulator.comparison import comparison
     from simulator import compare_plots
     result = comparison(["runs/payout_rules"])
     compare_plots.bars_figure(result.table, result.metrics, result.runs).savefig("bars.png")
-    compare_plots.timeseries_figure(result.ticks, ["user_utility_mean"], result.groups).savefig("ts.png")
+    compare_plots.timeseries_figure(result.ticks, ["user_utility_mean"]).savefig("ts.png")
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .plots import _thousands, figure_png, metric_info
+from .plots import _thousands, figure_png, metric_info, replication_bands
 
 METRICS_PER_FIGURE = 12
 COLUMNS = 3
@@ -50,7 +50,7 @@ def bars_figure(
 ) -> Figure:
     """One subplot per metric: a bar per group at its mean, whiskers for the confidence interval
     (none for n = 1) and, when `runs` (the per-run table) is given, a dot per run."""
-    from .compare import metric_title
+    from .comparison import metric_title
 
     level = table.attrs.get("level", 0.95) if level is None else level
     rows = max(1, math.ceil(len(metrics) / columns))
@@ -98,55 +98,28 @@ def bars_figure(
 def timeseries_figure(
     ticks: pd.DataFrame,
     metrics: Sequence[str],
-    groups: Sequence[str] | None = None,
     *,
     level: float = 0.95,
     width: float = 9.0,
     row_height: float = 2.6,
     dpi: int = 100,
 ) -> Figure:
-    """Metrics against the tick, one subplot each: per group the mean across its runs and a band
-    for the Student t interval of that mean at each tick (no band for a single run)."""
-    from scipy.stats import t as student
-
-    groups = list(dict.fromkeys(ticks["group"])) if groups is None else list(groups)
+    """Metrics against the tick, one subplot each: per group the mean across its runs and the
+    Student t interval of that mean (`plots.replication_bands`, the notebooks' function)."""
     metrics = [m for m in metrics if m in ticks.columns]
     fig = Figure(figsize=(width, row_height * max(1, len(metrics)) + 0.8), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(max(1, len(metrics)), 1, sharex=True, squeeze=False)[:, 0]
     for ax, metric in zip(axes, metrics):
-        for position, group in enumerate(groups):
-            part = ticks.loc[ticks["group"] == group, ["tick", metric]]
-            if part.empty:
-                continue
-            stats = part.groupby("tick")[metric].agg(["mean", "std", "count"])
-            tick = stats.index.to_numpy()
-            mean = stats["mean"].to_numpy(dtype=np.float64)
-            count = stats["count"].to_numpy(dtype=np.float64)
-            sd = stats["std"].to_numpy(dtype=np.float64)
-            color = f"C{position % 10}"
-            ax.plot(tick, mean, color=color, linewidth=1.4, label=str(group), marker="o" if len(tick) <= 30 else None, markersize=3)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                quantile = np.where(count >= 2, student.ppf((1 + level) / 2, np.maximum(count - 1, 1)), np.nan)
-                half = quantile * sd / np.sqrt(count)
-            if np.isfinite(half).any():
-                ax.fill_between(tick, mean - half, mean + half, color=color, alpha=0.18, linewidth=0)
-        ax.set_title(metric_info(metric).label, fontsize=10, loc="left")
-        ax.set_ylabel(metric_info(metric).unit, fontsize=8)
-        ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3, linewidth=0.6)
-    axes[-1].set_xlabel("tick")
-    if len(groups) > 1 and metrics:
-        axes[0].legend(fontsize=7, loc="best", frameon=False, ncols=2 if len(groups) > 6 else 1)
+        replication_bands(ticks, metric, by="group", band="ci", level=level, ax=ax, title=metric_info(metric).label)
     fig.suptitle(f"Headline metrics per tick: mean across replications, {level * 100:g}% interval band", fontsize=12)
     return fig
 
 
 def save_compare_plots(result: Any, directory: str | Path) -> list[Path]:
     """`summary.png` (`summary-2.png`, ... for more than 12 metrics) and `timeseries.png` of a
-    `simulator.compare.Comparison`, written atomically; returns the paths."""
-    from .compare import TIMESERIES_METRICS
+    `simulator.comparison.Comparison`, written atomically; returns the paths."""
+    from .comparison import TIMESERIES_METRICS
     from .rundir import atomic_write_bytes
 
     directory = Path(directory)
@@ -163,6 +136,6 @@ def save_compare_plots(result: Any, directory: str | Path) -> list[Path]:
     series = [m for m in TIMESERIES_METRICS if m in result.ticks.columns]
     if series and "tick" in result.ticks.columns:
         path = directory / "timeseries.png"
-        atomic_write_bytes(path, figure_png(timeseries_figure(result.ticks, series, result.groups, level=result.level)))
+        atomic_write_bytes(path, figure_png(timeseries_figure(result.ticks, series, level=result.level)))
         written.append(path)
     return written

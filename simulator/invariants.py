@@ -216,50 +216,65 @@ def non_finite(root: Any, name: str) -> tuple[list[str], dict[str, np.ndarray]]:
     Walks dataclass fields, mappings, sequences and deques, and the attributes of plain objects
     of this package, so state added later is covered without listing it here. Returns the
     paths of the offending arrays and, per population (or per path outside them), the
-    offending rows.
+    offending rows. Paths are only spelled out for offenders, so a clean walk is cheap.
     """
     paths: list[str] = []
     rows: dict[str, np.ndarray] = {}
     seen: set[int] = set()
 
-    def visit(value: Any, path: str, population: str | None) -> None:
-        if isinstance(value, np.ndarray):
+    def spell(trail: tuple) -> str:
+        return "".join(part if isinstance(part, str) else f"[{part[0]!r}]" for part in trail)
+
+    def visit(value: Any, trail: tuple, population: str | None) -> None:
+        kind = type(value)
+        if kind is np.ndarray:
             if value.dtype.kind not in "fc" or value.size == 0 or _all_finite(value):
                 return
             bad = ~np.isfinite(value)
             if not bad.any():
                 return
+            path = spell(trail)
             paths.append(path)
             offending = np.flatnonzero(bad.reshape(len(value), -1).any(axis=1)) if value.ndim else np.zeros(1, dtype=np.int64)
             key = population or path
             rows[key] = np.union1d(rows[key], offending) if key in rows else offending
             return
-        if isinstance(value, (float, np.floating)):
+        if kind in _ATOMIC:
+            return
+        if kind is float or isinstance(value, np.floating):
             if not np.isfinite(value):
-                paths.append(path)
+                paths.append(spell(trail))
             return
-        if value is None or isinstance(value, (bool, int, str, bytes, np.generic, set, frozenset)):
-            return
-        if id(value) in seen:
+        if isinstance(value, (np.generic, np.ndarray)) or id(value) in seen:
+            if isinstance(value, np.ndarray):  # an ndarray subclass
+                visit(np.asarray(value), trail, population)
             return
         seen.add(id(value))
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            inner = population
-            if isinstance(value, Population):
-                inner = path.rsplit(".", 1)[-1]
-            for spec in dataclasses.fields(value):
-                visit(getattr(value, spec.name, None), f"{path}.{spec.name}", inner)
+        names = _FIELDS.get(kind)
+        if names is None and dataclasses.is_dataclass(value):
+            names = _FIELDS[kind] = tuple(spec.name for spec in dataclasses.fields(value))
+        if names is not None:
+            inner = trail[-1][1:] if isinstance(value, Population) else population
+            for field_name in names:
+                item = getattr(value, field_name, None)
+                if type(item) not in _ATOMIC:
+                    visit(item, (*trail, f".{field_name}"), inner)
         elif isinstance(value, Mapping):
             for key, item in value.items():
                 if type(item) not in _ATOMIC:  # e.g. the homogenization sample's sets: nothing to check
-                    visit(item, f"{path}[{key!r}]", population)
+                    visit(item, (*trail, (key,)), population)
         elif isinstance(value, (list, tuple, deque)):
             for index, item in enumerate(value):
                 if type(item) not in _ATOMIC:
-                    visit(item, f"{path}[{index}]", population)
-        elif type(value).__module__.split(".")[0] == __name__.split(".")[0] and hasattr(value, "__dict__"):
+                    visit(item, (*trail, (index,)), population)
+        elif kind.__module__.split(".")[0] == _PACKAGE and hasattr(value, "__dict__"):
             for key, item in vars(value).items():
-                visit(item, f"{path}.{key}", population)
+                if type(item) not in _ATOMIC:
+                    visit(item, (*trail, f".{key}"), population)
 
-    visit(root, name, None)
+    visit(root, (name,), None)
     return paths, rows
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_PACKAGE = __name__.split(".")[0]

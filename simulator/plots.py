@@ -248,22 +248,7 @@ def save_plots(data: Data, directory: str | Path, panels: Mapping[str, Panel] | 
 # both axes labelled with units. The CLI's extra run plots (`save_run_extras`) and the notebooks in
 # notebooks/ use these same functions.
 
-BANDS = ("ci95", "minmax", "sd", "iqr", "none")
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (a 95% two-sided interval)."""
-    if df < 1:
-        return float("nan")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+BANDS = ("ci", "minmax", "sd", "iqr", "none")
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (7.0, 4.2)) -> Axes:
@@ -281,12 +266,14 @@ def _finish_axes(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
     ax.grid(True, alpha=0.3, linewidth=0.6)
 
 
-def band_frame(frame: pd.DataFrame, column: str, *, by: str | None = None, x: str = "tick", band: str = "ci95") -> pd.DataFrame:
+def band_frame(
+    frame: pd.DataFrame, column: str, *, by: str | None = None, x: str = "tick", band: str = "ci", level: float = 0.95
+) -> pd.DataFrame:
     """Mean of `column` across runs at each `x`, per group of `by`, with the band's bounds.
 
     `frame` is long: one row per run and tick (e.g. a sweep's combined table), any number of runs
-    per group. Returns columns `[by,] x, mean, low, high, runs`. `band` is `ci95` (mean ± t·s/√n,
-    Student's t with n − 1 degrees of freedom), `minmax`, `sd` (mean ± one standard deviation),
+    per group. Returns columns `[by,] x, mean, low, high, runs`. `band` is `ci` (the `level`
+    Student t interval of the mean, mean ± t·s/√n with n − 1 degrees of freedom), `minmax`, `sd` (mean ± one standard deviation),
     `iqr` (for skewed values: `mean` holds the median and the band is the 25–75% range) or `none`;
     with one run the band is the line itself.
     """
@@ -302,8 +289,11 @@ def band_frame(frame: pd.DataFrame, column: str, *, by: str | None = None, x: st
     sd = stats["std"].fillna(0.0).to_numpy(dtype=float)
     mean = stats["mean"].to_numpy(dtype=float)
     n = stats["count"].to_numpy(dtype=int)
-    if band == "ci95":
-        half = np.array([t975(int(k) - 1) if k > 1 else 0.0 for k in n]) * sd / np.sqrt(np.maximum(n, 1))
+    if band == "ci":
+        from scipy.stats import t as student
+
+        quantile = np.where(n > 1, student.ppf((1 + level) / 2, np.maximum(n - 1, 1)), 0.0)
+        half = quantile * sd / np.sqrt(np.maximum(n, 1))
         low, high = mean - half, mean + half
     elif band == "sd":
         low, high = mean - sd, mean + sd
@@ -316,7 +306,7 @@ def band_frame(frame: pd.DataFrame, column: str, *, by: str | None = None, x: st
     return out
 
 
-_BAND_TEXT = {"ci95": "95% CI of the mean", "minmax": "min–max", "sd": "± 1 s.d.", "iqr": "25–75%", "none": ""}
+_BAND_TEXT = {"ci": "{level:g}% CI of the mean", "minmax": "min–max", "sd": "± 1 s.d.", "iqr": "25–75%", "none": ""}
 
 
 def replication_bands(
@@ -325,19 +315,20 @@ def replication_bands(
     *,
     by: str | None = None,
     x: str = "tick",
-    band: str = "ci95",
+    band: str = "ci",
+    level: float = 0.95,
     ax: Axes | None = None,
     title: str | None = None,
 ) -> Axes:
     """Time series of `column` with replication bands: the mean line across runs and a shaded band
-    (`ci95`, `minmax`, `sd`, `iqr` (median line) or `none`; see `band_frame`), one line per value
+    (`ci` at `level`, `minmax`, `sd`, `iqr` (median line) or `none`; see `band_frame`), one line per value
     of `by` (e.g. a sweep's rule column).
 
     `frame` is long, one row per run and tick, such as a sweep's combined table or
     `pd.concat` of several runs' metrics with a label column.
     """
     ax = _axes(ax)
-    table = band_frame(frame, column, by=by, x=x, band=band)
+    table = band_frame(frame, column, by=by, x=x, band=band, level=level)
     groups = [(None, table)] if by is None else list(table.groupby(by, sort=True, dropna=False))
     runs_seen = set()
     for key, rows in groups:
@@ -348,7 +339,7 @@ def replication_bands(
         runs_seen.update(int(k) for k in rows["runs"].unique())
     info = metric_info(column)
     runs = "/".join(str(k) for k in sorted(runs_seen)) or "0"
-    band_text = _BAND_TEXT[band]
+    band_text = _BAND_TEXT[band].format(level=level * 100)
     centre = "median" if band == "iqr" else "mean"
     heading = title or f"{info.label}: {centre} over {runs} run{'s' if runs != '1' else ''}" + (f", band {band_text}" if band_text else "")
     _finish_axes(ax, heading, metric_info(x).label, info.unit)

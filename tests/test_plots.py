@@ -95,8 +95,8 @@ def test_replication_bands_every_band_on_given_axes(band: str):
 def test_band_frame_numbers():
     frame = sweep_frame(rules=("a",), replications=3, ticks=1)  # values 0.01, 0.11, 0.21 at tick 1
     values = np.array([0.01, 0.11, 0.21])
-    ci = plots.band_frame(frame, "user_utility_mean", band="ci95").iloc[0]
-    half = 4.303 * values.std(ddof=1) / np.sqrt(3)
+    ci = plots.band_frame(frame, "user_utility_mean", band="ci").iloc[0]
+    half = 4.302653 * values.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
     assert ci["mean"] == pytest.approx(values.mean())
     assert (ci["low"], ci["high"]) == (pytest.approx(values.mean() - half), pytest.approx(values.mean() + half))
     assert ci["runs"] == 3
@@ -108,11 +108,12 @@ def test_band_frame_numbers():
         plots.band_frame(frame, "user_utility_mean", band="nope")
 
 
-def test_t975_matches_known_quantiles():
-    assert plots.t975(1) == pytest.approx(12.706)
-    assert plots.t975(4) == pytest.approx(2.776)
-    assert plots.t975(60) == pytest.approx(2.000, abs=2e-3)
-    assert plots.t975(1000) == pytest.approx(1.962, abs=2e-3)
+def test_band_level_sets_the_interval():
+    frame = sweep_frame(rules=("a",), replications=3, ticks=1)
+    values = np.array([0.01, 0.11, 0.21])
+    ci90 = plots.band_frame(frame, "user_utility_mean", band="ci", level=0.90).iloc[0]
+    half = 2.920 * values.std(ddof=1) / np.sqrt(3)  # t(0.95, 2 df)
+    assert ci90["high"] - ci90["mean"] == pytest.approx(half, rel=1e-3)
 
 
 def test_lorenz_curve_draws_and_labels():

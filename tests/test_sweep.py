@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import simulator
 import simulator.sweep as sweep_module
 from simulator.cli import app
-from simulator.compare import comparison, compact_letters, holm, mean_interval, welch_test
+from simulator.comparison import comparison, compact_letters, holm, mean_interval, welch_test
 from simulator.metrics import METRIC_COLUMNS
 from simulator.rundir import read_manifest
 from simulator.scenario import load_scenario
@@ -155,7 +155,7 @@ def test_one_worker_two_workers_and_dask_give_identical_sweep_tables(reference, 
     assert two.ok and two.ran == RUN_IDS
     assert (tmp_path / "two" / "sweep.parquet").read_bytes() == expected
 
-    with distributed.LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
         on_dask = run_sweep(scenario, out=tmp_path / "dask", backend="dask", address=cluster.scheduler_address)
     assert on_dask.ok and on_dask.ran == RUN_IDS
     assert (tmp_path / "dask" / "sweep.parquet").read_bytes() == expected

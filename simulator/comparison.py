@@ -5,12 +5,11 @@ and which differences stand out from the noise.
     table = simulator.compare("runs/payout_rules")          # a sweep directory (or several, or run directories)
     table[table.metric == "creator_income_gini"]
 
-    from simulator.compare import comparison, write_comparison
+    from simulator.comparison import comparison, write_comparison
     result = comparison(["runs/payout_rules"], level=0.95)  # the table, the pairwise tests, the runs
     write_comparison(result, "runs/payout_rules/compare")   # compare.csv, compare.md, pairs.csv, plots/
 
-(`simulator.compare` is this function; the module's other names are imported from
-`simulator.compare` as above.)
+(`simulator.compare` is the `compare` function of this module.)
 
 Groups. A sweep directory contributes one group per grid point, its replications being the runs
 of that point. Plain run directories (`attnsim run` outputs; a directory holding run directories
