@@ -19,7 +19,7 @@ embeddings (norm √d), which makes it √d·cos(query, key).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -28,8 +28,12 @@ from .allocation_rules.learned import LearnedRule
 from .allocation_rules.modifiers import CreatorCap, fairness_units, merge_feed, score_adjustment
 from .allocation_rules.popularity import PopularityRule
 from .allocation_rules.shapley import ShapleyRule
+from .kernels import draw_without_replacement
 from .scenario import Scenario
 from .state import FLOAT, MarketState
+
+if TYPE_CHECKING:
+    from .candidates import CandidateBlock
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,12 @@ class Rule(Protocol):
     Optional extras, looked up with getattr: `prepare(state, scenario, rng)`, called once per
     tick before any block (stateful rules refit there, e.g. `learned`); `pick(scores, counts,
     segments, rng)`, which replaces the softmax sampling or top-k step (the `shapley` mediator);
-    `needs_creators = True` when `pick` needs the catalogue grouped by creator.
+    `needs_creators = True` when `pick` needs the catalogue grouped by creator;
+    `candidate_scores(state, catalogue, users, positions)`, the scores of given catalogue
+    positions only — `positions` is (C,) shared by every user of the block or (b, C) per user
+    (every entry a valid position), the result is (b, C) — which lets the rule run in the
+    candidate mode (see simulator/candidates.py); `routing_vectors(state, users)`, the vectors
+    the candidate mode groups users by (default: the platform's profiles, `query`).
     """
 
     deterministic: bool
@@ -72,9 +81,15 @@ class QueryKeyRule:
 
     def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
         dim = catalogue.keys.shape[1]
-        scores = state.users.query[users] @ catalogue.keys.T
-        scores *= FLOAT(np.sqrt(dim) / self.temperature)
-        return scores
+        # Scale the block's queries (b × d), not the scores (b × g).
+        queries = state.users.query[users] * FLOAT(np.sqrt(dim) / self.temperature)
+        return queries @ catalogue.keys.T
+
+    def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The same scores for `positions` only: one product for shared positions, a batched one per user."""
+        dim = catalogue.keys.shape[1]
+        queries = state.users.query[users] * FLOAT(np.sqrt(dim) / self.temperature)
+        return gathered_products(queries, catalogue.keys, positions)
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,31 @@ class OracleRule:
             scores = np.log(value)  # quality 0 gives -inf: worthless goods are never shown
         scores *= FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
         return scores
+
+    def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        dim = catalogue.keys.shape[1]
+        value = gathered_products(state.users.interest[users], catalogue.keys, positions)
+        value -= 1.0
+        value *= FLOAT(self.sharpness)
+        np.exp(value, out=value)
+        value *= catalogue.quality[positions] if positions.ndim == 2 else catalogue.quality[positions][None, :]
+        with np.errstate(divide="ignore"):
+            scores = np.log(value)
+        scores *= FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
+        return scores
+
+    def routing_vectors(self, state: MarketState, users: np.ndarray) -> np.ndarray:
+        return state.users.interest[users]
+
+
+def gathered_products(vectors: np.ndarray, table: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """vectors[i] · table[positions[i, j]] as a (b, C) float32 matrix; `positions` (C,) shared by
+    every row is one matrix product, (b, C) per row a compiled loop over the gathered rows."""
+    if positions.ndim == 1:
+        return vectors @ table[positions].T
+    from .kernels import gathered_dots
+
+    return gathered_dots(np.ascontiguousarray(vectors, dtype=FLOAT), np.ascontiguousarray(table, dtype=FLOAT), np.ascontiguousarray(positions))
 
 
 RULES: dict[str, Callable[[Scenario], Rule]] = {
@@ -149,6 +189,36 @@ def mask_consumed(scores: np.ndarray, state: MarketState, catalogue: Catalogue, 
     scores[block_row, positions[block_row, column]] = -np.inf
 
 
+@dataclass(frozen=True)
+class AllocationMode:
+    """How a tick's content was allocated: `exact` (every live good scored for every user) or
+    `ivf` (candidate sets, see simulator/candidates.py), and why."""
+
+    mode: str
+    reason: str
+
+
+def resolve_mode(scenario: Scenario, rule: Rule, live_goods: int) -> AllocationMode:
+    """The mode `allocation.candidates.mode` resolves to for this rule and catalogue size.
+
+    `auto` picks ivf above `auto_above` live goods. The candidate mode needs the rule's
+    `candidate_scores` (so `popularity`, `random` and `shapley` run exact) and works without the
+    fairness floor and the creator cap, which need every creator's goods in every score row."""
+    cfg = scenario.allocation
+    mode = cfg.candidates.mode
+    if mode == "exact":
+        return AllocationMode("exact", "allocation.candidates.mode is exact")
+    if mode == "auto" and live_goods <= cfg.candidates.auto_above:
+        return AllocationMode("exact", f"{live_goods} live goods, not above allocation.candidates.auto_above ({cfg.candidates.auto_above})")
+    if getattr(rule, "candidate_scores", None) is None:
+        return AllocationMode("exact", f"the {cfg.rule} rule has no candidate scores; it always runs exact")
+    if cfg.fairness_floor > 0 or cfg.creator_cap < 1:
+        return AllocationMode("exact", "the fairness floor and the creator cap run exact only")
+    if mode == "ivf":
+        return AllocationMode("ivf", "allocation.candidates.mode is ivf")
+    return AllocationMode("ivf", f"{live_goods} live goods, above allocation.candidates.auto_above ({cfg.candidates.auto_above})")
+
+
 def allocate_exposures(
     state: MarketState,
     catalogue: Catalogue,
@@ -157,6 +227,7 @@ def allocate_exposures(
     rule: Rule,
     scenario: Scenario,
     rng: np.random.Generator,
+    mode: str | None = None,
 ) -> np.ndarray:
     """Exposures for `users`: a (len(users), max(counts)) matrix of catalogue rows, -1 padded.
 
@@ -167,6 +238,9 @@ def allocate_exposures(
     Per block: the rule's scores, plus the score modifiers (clickbait penalty, engagement
     weighting), with consumed goods masked; then the fairness floor's units, the rule's own
     selection for the rest, and the creator cap (see allocation_rules/modifiers.py).
+
+    `mode` is `exact` or `ivf` (the candidate mode, `allocate_candidates`); None resolves
+    `allocation.candidates.mode` with `resolve_mode`.
     """
     width = int(counts.max(initial=0))
     exposures = np.full((len(users), width), -1, dtype=np.int64)
@@ -177,6 +251,11 @@ def allocate_exposures(
     if prepare is not None:
         prepare(state, scenario, rng)
     adjustment = score_adjustment(state, catalogue.rows, scenario)
+    if mode is None:
+        mode = resolve_mode(scenario, rule, len(catalogue.rows)).mode
+    if mode == "ivf":
+        allocate_candidates(state, catalogue, users, counts, rule, scenario, rng, adjustment, exposures)
+        return exposures
     needs_creators = getattr(rule, "needs_creators", False) or cfg.fairness_floor > 0 or cfg.creator_cap < 1
     segments = CreatorSegments.of(state, catalogue) if needs_creators else None
     cap = CreatorCap(cfg.creator_cap, segments) if cfg.creator_cap < 1 else None
@@ -204,6 +283,73 @@ def allocate_exposures(
             picked = cap.enforce(picked, scores, select, rng)
         exposures[start : start + len(block), : picked.shape[1]] = np.where(picked >= 0, catalogue.rows[np.maximum(picked, 0)], -1)
     return exposures
+
+
+def allocate_candidates(
+    state: MarketState,
+    catalogue: Catalogue,
+    users: np.ndarray,
+    counts: np.ndarray,
+    rule: Rule,
+    scenario: Scenario,
+    rng: np.random.Generator,
+    adjustment: np.ndarray | None,
+    exposures: np.ndarray,
+) -> None:
+    """The candidate mode: fill `exposures` with the rule's selection over each user's candidates."""
+    for block, scores in candidate_scores(state, catalogue, users, rule, scenario, rng, adjustment):
+        picked = select_positions(rule, scores, counts[block.rows], None, rng)
+        positions = block.positions_at(picked)
+        exposures[block.rows, : picked.shape[1]] = np.where(positions >= 0, catalogue.rows[np.maximum(positions, 0)], -1)
+
+
+def candidate_scores(
+    state: MarketState,
+    catalogue: Catalogue,
+    users: np.ndarray,
+    rule: Rule,
+    scenario: Scenario,
+    rng: np.random.Generator,
+    adjustment: np.ndarray | None,
+) -> Iterator[tuple[CandidateBlock, np.ndarray]]:
+    """(block, scores) per block of users of the candidate mode (see simulator/candidates.py).
+
+    A block is one group of the index (or part of one): the rule's `candidate_scores` for the
+    group's shared candidates (one product) and for each user's sampled goods (plus the log of
+    their strata's sizes, for sampled rules), the score adjustments, and consumed goods masked;
+    columns as in `block.matrix()`, -inf for dropped draws."""
+    from .candidates import index_for
+
+    cfg = scenario.allocation
+    view = index_for(state, catalogue, scenario, rng).view(state, catalogue, scenario)
+    routing = getattr(rule, "routing_vectors", None)
+    vectors = routing(state, users) if routing is not None else state.users.query[users]
+    for block in view.blocks(vectors, rng, cfg.block_elements):
+        members = users[block.rows]
+        scores = np.full((len(members), block.width), -np.inf, dtype=FLOAT)
+        for low, high, shared in block.runs():
+            part = scores[low:high, : len(shared)]
+            part[...] = rule.candidate_scores(state, catalogue, members[low:high], shared)
+            if adjustment is not None:
+                part += adjustment[shared][None, :]
+        own = block.own
+        if own.shape[1]:
+            drawn = own >= 0
+            safe = np.where(drawn, own, 0)
+            tail = rule.candidate_scores(state, catalogue, members, safe)
+            if not rule.deterministic:
+                tail += block.own_log_weight
+            if adjustment is not None:
+                tail += adjustment[safe]
+            tail[~drawn] = -np.inf
+            scores[:, block.shared_width :] = tail
+        if cfg.mask_consumed:
+            remembered = state.uids.rows(state.users.history[members])
+            positions = np.where(remembered >= 0, catalogue.position_of_row[np.maximum(remembered, 0)], -1)
+            columns = view.columns_of(block, positions)
+            row, slot = np.nonzero(columns >= 0)
+            scores[row, columns[row, slot]] = -np.inf
+        yield block, scores
 
 
 def select_positions(
@@ -245,70 +391,20 @@ def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample counts[i] distinct columns per row without replacement, P ∝ softmax(scores).
 
-    Draws with replacement from each row's softmax and keeps first occurrences: the sequence of
-    first occurrences is exactly successive sampling without replacement. A draw picks a block
-    of about √g columns by the blocks' total weight, then a column inside the block, so the
-    whole block costs one exp and one blocked sum, never a cumulative sum over every score.
-    Rows whose draws repeat too much to fill the budget (very peaked weights) fall back to the
-    exact Gumbel-top-k trick. `scores` is shifted in place.
+    numpy takes the row maxima and the exp (SIMD passes over the block); a compiled kernel
+    (`simulator/kernels.py`) then draws each row's exposures in feed order by successive
+    sampling. Each row's random stream comes from its own seed drawn here, so results do not
+    depend on how rows are split among threads. `scores` is left untouched.
     """
     rows, columns = scores.shape
-    top = scores.max(axis=1, keepdims=True)
-    top[~np.isfinite(top)] = 0.0
-    scores -= top  # a shift per row changes neither the softmax nor the Gumbel top-k
-    weights = np.exp(scores)  # may underflow to 0 for finite scores far below the row's best
-    counts = np.minimum(counts, np.count_nonzero(np.isfinite(scores), axis=1))
     width = int(counts.max(initial=0))
     picked = np.full((rows, width), -1, dtype=np.int64)
-    if width == 0:
+    if width == 0 or columns == 0:
         return picked
-
-    block = max(8, int(np.sqrt(columns)))
-    block_mass = np.add.reduceat(weights, np.arange(0, columns, block), axis=1, dtype=np.float64)
-    blocks = block_mass.shape[1]
-    block_end = np.cumsum(block_mass, axis=1)
-    totals = block_end[:, -1].copy()
-    totals[totals == 0] = 1.0
-
-    draws = np.where(counts > 0, 2 * counts + 4, 0)
-    row = np.repeat(np.arange(rows), draws)
-    target = rng.random(len(row))  # a fraction of the row's total weight
-    offsets = np.arange(rows, dtype=np.float64)[:, None]
-    chosen_block = np.searchsorted((block_end / totals[:, None] + offsets).ravel(), target + row, side="right")
-    chosen_block = np.clip(chosen_block - row * blocks, 0, blocks - 1)
-    residual = target * totals[row] - (block_end[row, chosen_block] - block_mass[row, chosen_block])
-    inside = chosen_block[:, None] * block + np.arange(block)[None, :]
-    in_range = inside < columns
-    inside_weights = np.where(in_range, weights[row[:, None], np.minimum(inside, columns - 1)], 0.0)
-    offset_in_block = np.count_nonzero(np.cumsum(inside_weights, axis=1, dtype=np.float64) <= residual[:, None], axis=1)
-    column = chosen_block * block + np.minimum(offset_in_block, block - 1)
-    usable = (column < columns) & (weights[row, np.minimum(column, columns - 1)] > 0)
-
-    # First occurrence of each (row, column), then its rank among the row's first occurrences.
-    sequence = np.arange(len(row))
-    order = np.lexsort((sequence, column, row))
-    first_sorted = np.ones(len(row), dtype=bool)
-    first_sorted[1:] = (row[order][1:] != row[order][:-1]) | (column[order][1:] != column[order][:-1])
-    first = np.empty(len(row), dtype=bool)
-    first[order] = first_sorted
-    first &= usable
-    seen = np.cumsum(first)
-    before_row = np.concatenate([[0], seen])[np.cumsum(draws) - draws]
-    rank = seen - 1 - before_row[row]
-    take = first & (rank < counts[row])
-    picked[row[take], rank[take]] = column[take]
-
-    got = np.bincount(row[take], minlength=rows)
-    short = np.flatnonzero(got < counts)
-    if len(short):
-        # Complete the prefix already drawn: the next distinct goods of successive sampling,
-        # given those seen, are a Gumbel-top-k over the goods not yet picked.
-        perturbed = scores[short] + rng.gumbel(size=(len(short), columns)).astype(FLOAT)
-        prefix = picked[short]
-        drawn_row, drawn_slot = np.nonzero(prefix >= 0)
-        perturbed[drawn_row, prefix[drawn_row, drawn_slot]] = -np.inf
-        rest = top_k_positions(perturbed, counts[short] - got[short])
-        slot = got[short][:, None] + np.arange(rest.shape[1])[None, :]
-        fill_row, fill_slot = np.nonzero(rest >= 0)
-        picked[short[fill_row], slot[fill_row, fill_slot]] = rest[fill_row, fill_slot]
+    top = scores.max(axis=1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    weights = np.subtract(scores, top)
+    np.exp(weights, out=weights)  # may underflow to 0 far below the row's best: the kernel rescales
+    seeds = rng.integers(0, 2**63, size=rows, dtype=np.int64).astype(np.uint64)
+    draw_without_replacement(weights, scores, counts.astype(np.int64), seeds, picked)
     return picked

@@ -569,6 +569,12 @@ def execute(
             outcome.violation = exc.to_dict()
         outcome.metrics = _metrics_or_none(model)
     outcome.panels = _panel_frames(model)
+    if getattr(model, "allocation_mode", None) is not None:  # which allocation ran (allocation.candidates)
+        writer.manifest.update(
+            allocation_mode=model.allocation_mode,
+            allocation_mode_reason=model.allocation_mode_reason,
+            allocation_mode_ticks=dict(model.allocation_modes),
+        )
     return outcome
 
 
@@ -589,9 +595,12 @@ def finish_run(writer: RunWriter, outcome: RunOutcome) -> dict[str, Any] | None:
     if outcome.violation is not None:
         writer.manifest["violation"] = outcome.violation
     if outcome.warnings:
-        writer.manifest.setdefault("warnings", [])
-        writer.manifest["warnings"] = [*writer.manifest["warnings"], *outcome.warnings]
+        writer.manifest["warnings"] = [*writer.manifest.get("warnings", []), *outcome.warnings]
     summary = writer.finish(outcome.status, metrics, error=outcome.error, traceback=outcome.traceback, panels=outcome.panels)
+    kept = writer.manifest.get("warnings", [])
+    if outcome.warnings and not set(outcome.warnings) <= set(kept):  # finish() wrote its own list over ours
+        writer.manifest["warnings"] = [*outcome.warnings, *kept]
+        rundir.write_json(writer.manifest_path, writer.manifest)
     if outcome.status == rundir.COMPLETE:
         (writer.directory / CHECKPOINT).unlink(missing_ok=True)
     outcome.summary = summary

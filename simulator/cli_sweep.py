@@ -64,6 +64,10 @@ def sweep(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", metavar="N", min=1, help="Runs per task sent to a worker; default: automatic.", show_default=False)
     ] = None,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option("--checkpoint-every", metavar="N", min=0, help="Save each run's model every N ticks, so running the sweep again resumes half-done runs from there (0: never)."),
+    ] = 0,
 ) -> None:
     """Run the scenario's sweep: grid × replications, one run directory each, plus sweep.parquet and sweep.json.
 
@@ -136,6 +140,7 @@ def sweep(
                 on_start=on_start,
                 on_run=on_run,
                 scenario_file=scenario,
+                checkpoint_every=checkpoint_every,
             )
         finally:
             progress.stop()

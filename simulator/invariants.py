@@ -198,15 +198,13 @@ def _all_finite(array: np.ndarray) -> bool:
     """Whether every element of a float array is finite, in one BLAS pass: x · 0 is 0 when all
     of x is finite and NaN as soon as one element is NaN or ±inf (no overflow, unlike a sum)."""
     if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8) or not array.flags.c_contiguous:
-        with np.errstate(invalid="ignore", over="ignore"):
-            return bool(np.isfinite(array).all())
+        return bool(np.isfinite(array).all())
     flat = array.reshape(-1)
     key = array.dtype.str
     zeros = _ZEROS.get(key)
     if zeros is None or len(zeros) < len(flat):
         zeros = _ZEROS[key] = np.zeros(max(len(flat), 2 * len(zeros) if zeros is not None else 0), dtype=array.dtype)
-    with np.errstate(invalid="ignore"):
-        return bool(np.isfinite(np.dot(flat, zeros[: len(flat)])))
+    return bool(np.isfinite(np.dot(flat, zeros[: len(flat)])))  # the caller silences "invalid"
 
 
 
@@ -230,7 +228,8 @@ def non_finite(root: Any, name: str) -> tuple[list[str], dict[str, np.ndarray]]:
         if kind is np.ndarray:
             if value.dtype.kind not in "fc" or value.size == 0 or _all_finite(value):
                 return
-            bad = ~np.isfinite(value)
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(value)
             if not bad.any():
                 return
             path = spell(trail)
@@ -257,7 +256,10 @@ def non_finite(root: Any, name: str) -> tuple[list[str], dict[str, np.ndarray]]:
             inner = trail[-1][1:] if isinstance(value, Population) else population
             for field_name in names:
                 item = getattr(value, field_name, None)
-                if type(item) not in _ATOMIC:
+                kind = type(item)
+                if kind is np.ndarray and item.dtype.kind not in "fc":
+                    continue  # integer and boolean arrays: nothing to check, no call
+                if kind not in _ATOMIC:
                     visit(item, (*trail, f".{field_name}"), inner)
         elif isinstance(value, Mapping):
             for key, item in value.items():
@@ -272,7 +274,8 @@ def non_finite(root: Any, name: str) -> tuple[list[str], dict[str, np.ndarray]]:
                 if type(item) not in _ATOMIC:
                     visit(item, (*trail, f".{key}"), population)
 
-    visit(root, (name,), None)
+    with np.errstate(invalid="ignore", over="ignore"):  # x · 0 with an inf in x: expected, not a warning
+        visit(root, (name,), None)
     return paths, rows
 
 

@@ -9,9 +9,12 @@
   publishing rate × lifetime), with room for the capacity doubling of `state.Population`;
 - the uid index (8 bytes per good ever published) and the metrics recorded every tick;
 - one tick's working memory: the allocator's score block (`allocation.block_elements` scores,
-  ~24 bytes each with the sampling temporaries) and the per-exposure matrices of the active users
-  (~56 bytes per attention unit up to `population.users.budget_max`);
+  10–24 bytes each with the selection's temporaries, by rule) and the per-exposure matrices of
+  the active users (~56 bytes per attention unit up to `population.users.budget_max`);
 - the `learned` rule's interaction logs and factors;
+- the candidate mode's index (`allocation.candidates`), when the run may use it: a few
+  integers per catalogue row and per active user (its score blocks are bounded by
+  `allocation.block_elements` like exact mode's);
 - the interpreter and libraries (`BASELINE_BYTES`).
 
 It is a deliberately simple model, checked against tracemalloc and the process's peak RSS in
@@ -37,13 +40,19 @@ import numpy as np
 from .scenario import Scenario, ScenarioIssue
 from .state import Advertisers, Creators, Goods, Population, Users
 
-BASELINE_BYTES = 200 * 1024**2  # Python, numpy, pandas, pyarrow, mesa and the package, imported
-BLOCK_BYTES_PER_ELEMENT = 24  # scores, their exp, sampling temporaries, per element of a block
+BASELINE_BYTES = 280 * 1024**2  # Python, numpy, scipy, pandas, pyarrow, mesa and the package, imported
+# Per element of the allocator's score block: the scores plus the selection's temporaries, as
+# measured with tracemalloc per rule (sampling without replacement is lean; the deterministic
+# top-k and the Shapley mediator keep more per element).
+BLOCK_BYTES_PER_ELEMENT = {"top_k": 24, "shapley": 18, "oracle": 14}
+BLOCK_BYTES_DEFAULT = 10
 EXPOSURE_BYTES_PER_UNIT = 56  # per active user and attention unit: exposures, values, masks, ...
 VECTOR_COPIES = 3  # per active user: copies of its interest and profile vectors in a tick
 USER_TICK_BYTES = 48  # per user and tick: show-up draws, masks, index arrays
 METRIC_BYTES_PER_VALUE = 40  # a Python number in the collector's lists, plus the frame at checkpoints
 GROWTH = 2.0  # a population that grows may hold twice its rows (capacity doubles)
+CANDIDATE_BYTES_PER_GOOD = 48  # candidate mode: each row's list and uid, the tick's lists over positions
+CANDIDATE_BYTES_PER_USER = 40  # candidate mode: each active user's nearest list and place in the routing order
 ENV_AVAILABLE = "ATTNSIM_AVAILABLE_MEMORY"
 
 
@@ -145,9 +154,24 @@ def estimate_memory(scenario: Scenario) -> MemoryEstimate:
     )
     live = max(goods_cfg.initial, steady, 1)  # goods live in a tick (the catalogue's rows may be more)
     block = min(alloc.block_elements, max(1, int(active)) * int(live))
+    per_element = BLOCK_BYTES_PER_ELEMENT.get(alloc.rule, BLOCK_BYTES_DEFAULT)
     parts.append(
-        MemoryPart("allocation.block_elements", int(block * BLOCK_BYTES_PER_ELEMENT), f"the allocator's score block: {block:,} scores × {BLOCK_BYTES_PER_ELEMENT} bytes")
+        MemoryPart(
+            "allocation.block_elements", int(block * per_element), f"the allocator's score block: {block:,} scores × {per_element} bytes ({alloc.rule})"
+        )
     )
+
+    candidates = alloc.candidates
+    if candidates.mode == "ivf" or (candidates.mode == "auto" and live > candidates.auto_above):
+        index = goods * CANDIDATE_BYTES_PER_GOOD + active * CANDIDATE_BYTES_PER_USER
+        parts.append(
+            MemoryPart(
+                "allocation.candidates.mode",
+                int(index),
+                f"the candidate mode's index: {_count(goods)} catalogue rows × {CANDIDATE_BYTES_PER_GOOD} bytes and "
+                f"{_count(active)} routed users × {CANDIDATE_BYTES_PER_USER} bytes",
+            )
+        )
 
     if alloc.rule == "learned":
         learned = alloc.learned

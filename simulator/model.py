@@ -80,6 +80,11 @@ class AttentionMarket(mesa.Model):
 
     # Checked at the end of every tick (simulator/invariants.py); False skips the pass.
     check_invariants: bool = True
+    # How content was allocated (`allocation.candidates`): the latest tick's mode (`exact` or
+    # `ivf`, None before the first tick), why, and ticks per mode; manifest.json records them.
+    allocation_mode: str | None = None
+    allocation_mode_reason: str = ""
+    allocation_modes: dict[str, int] = {}  # replaced, never mutated in place
 
     def new_datacollector(self) -> mesa.DataCollector:
         """An empty collector of the metric columns (also used when restoring a checkpoint)."""
@@ -101,6 +106,9 @@ class AttentionMarket(mesa.Model):
     def step(self) -> None:
         market, scenario = self.market, self.config
         tick = advance(market, scenario, self.rule, self.rng)
+        mode = tick.allocation.mode
+        self.allocation_mode, self.allocation_mode_reason = mode.mode, mode.reason
+        self.allocation_modes = {**self.allocation_modes, mode.mode: self.allocation_modes.get(mode.mode, 0) + 1}
         self.latest_metrics = collect(
             market, tick.arrivals, tick.allocation, tick.consumption, tick.settlement, market.ledger.take_flows()
         )

@@ -256,6 +256,29 @@ class LearnedConfig(Strict):
     """Ticks of interaction logs the platform keeps for fitting."""
 
 
+class CandidatesConfig(Strict):
+    """Candidate mode for large catalogues: each user is scored against a candidate set instead of every live good (see docs/model.md, "Candidate mode")."""
+
+    mode: Literal["auto", "exact", "ivf"] = "auto"
+    """exact: score every live good for every user; ivf: score each user's candidates only (the goods of the inverted lists nearest to the user's group, fresh and popular goods, and a stratified random sample of the rest, weighted by the inverse of its sampling probability); auto: ivf above `auto_above` live goods, exact otherwise. Rules without candidate scores (popularity, random, shapley) and the fairness floor and creator cap always run exact. manifest.json records the mode used (`allocation_mode`)."""
+    auto_above: int = Field(20_000, ge=0)
+    """`auto`: live goods above which the candidate mode is used."""
+    clusters: int = Field(0, ge=0, le=1_000_000)
+    """Inverted lists: spherical k-means clusters of goods' keys; 0 gives ⌈√(live goods)⌉. Lists longer than half of `per_user` are cut in slabs."""
+    probe: int = Field(0, ge=0, le=100_000)
+    """Most lists searched per group of users (the lists nearest to the group's mean profile); 0: as many as fit in `per_user`."""
+    per_user: int = Field(2048, ge=1)
+    """Goods from the searched lists per user: whole lists are taken, nearest first, while they fit (at least one list)."""
+    fresh: int = Field(32, ge=0)
+    """Newest goods added to every user's candidates."""
+    popular: int = Field(32, ge=0)
+    """Goods most consumed in the last `popularity_window` ticks added to every user's candidates."""
+    random: int = Field(64, ge=0)
+    """Goods sampled per user from the rest of the catalogue (one per stratum of equal size, strata in order of similarity to the user's group), each weighted by its stratum's size so the rest keeps its share of attention in expectation; 0 drops the rest."""
+    refresh_every: int = Field(10, ge=1)
+    """Ticks between k-means refits of the lists; in between, new goods join their nearest list and expired ones leave."""
+
+
 class AllocationConfig(Strict):
     """How the platform splits users' attention into exposures and ad slots."""
 
@@ -277,6 +300,8 @@ class AllocationConfig(Strict):
     """Rate at which the platform's profile of a user moves toward what the user consumed."""
     block_elements: int = Field(4_194_304, ge=1_024)
     """Largest users × goods score block held at once; bounds the allocator's memory."""
+    candidates: CandidatesConfig = CandidatesConfig()
+    """Candidate mode for large catalogues (exact below `candidates.auto_above` live goods)."""
     popularity_window: int = Field(10, ge=1, le=10_000)
     """`popularity`: ticks of consumption counts that make a good popular (a sliding window)."""
     learned: LearnedConfig = LearnedConfig()

@@ -201,3 +201,4 @@ class MarketState:
     creators_born: int
     consumption_window: ConsumptionWindow = field(default_factory=ConsumptionWindow)
     learned: LearnedModel | None = None  # created by the `learned` rule on first use
+    candidates: Any = None  # the candidate mode's index (simulator/candidates.py), built on first use

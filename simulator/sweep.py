@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import rundir
+from . import checkpoint, rundir
 from .metrics import FLOAT_COLUMNS, METRIC_COLUMNS
 from .runner import run as run_scenario
 from .scenario import Scenario, ScenarioError, SweepConfig, load_scenario
@@ -237,8 +237,12 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
     started = time.monotonic()
     record = _failed_record(spec, "")
     record["host"] = platform.node()
+    every = int(context.get("checkpoint_every") or 0)
+    resumed = None
     try:
         scenario = load_scenario(dict(spec["scenario"]))
+        # A half-done run of exactly this scenario left a checkpoint: continue from it (checkpoint.py).
+        resumed = checkpoint.resumable(directory, scenario) if every else None
         rundir.prepare_output_dir(directory, force=True)
         writer = rundir.RunWriter(
             directory,
@@ -259,6 +263,8 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
             "seed": spec["seed"],
         }
         record["versions"] = writer.manifest["versions"]
+        if resumed is not None:
+            writer.manifest["resumes"] = [{"at": rundir.timestamp(), "from_tick": resumed.market.tick}]
         writer.start()
     except Exception as exc:  # noqa: BLE001 - reported as this run's failure
         record["error"] = f"could not start the run: {type(exc).__name__}: {exc}"
@@ -267,10 +273,12 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
         return record
 
     models: list[Any] = []
+    save_checkpoint = checkpoint.checkpointer(directory, every)
 
     def on_tick(model: Any) -> None:
         if not models:
             models.append(model)
+        save_checkpoint(model)
 
     def metrics_so_far() -> pd.DataFrame | None:
         try:
@@ -291,7 +299,7 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
 
     status, error, trace, metrics = rundir.FAILED, None, None, None
     try:
-        result = _run(scenario, on_tick)
+        result = _run(scenario, on_tick) if resumed is None else run_scenario(scenario, on_tick=on_tick, model=resumed)
         metrics = result.metrics
         status = rundir.COMPLETE if result.completed else rundir.INTERRUPTED
     except KeyboardInterrupt:
@@ -303,6 +311,8 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
         metrics = metrics_so_far()
     try:
         writer.finish(status, metrics, error=error, traceback=trace, **panels_so_far())
+        if status == rundir.COMPLETE:
+            (directory / checkpoint.CHECKPOINT).unlink(missing_ok=True)
     except Exception as exc:  # noqa: BLE001
         status = rundir.FAILED
         error = f"could not write the run directory: {type(exc).__name__}: {exc}"
@@ -382,6 +392,9 @@ def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
     rundir.prepare_output_dir(directory, force=True)
     order = sorted(files, key=lambda name: (name == rundir.MANIFEST, name))
     for name in order:
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise ValueError(f"a worker sent a file outside its run directory: {name!r}")
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         rundir.atomic_write_bytes(path, files[name])
@@ -582,6 +595,7 @@ def run_sweep(
     on_start: Callable[[int, int], None] | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
     scenario_file: str | Path | None = None,
+    checkpoint_every: int = 0,
 ) -> SweepResult:
     """Run the scenario's `sweep.grid` × `sweep.replications` into a sweep directory.
 
@@ -598,6 +612,10 @@ def run_sweep(
 
     With the local backend and more than one worker, a script calling this must guard it with
     `if __name__ == "__main__":` (worker processes are started with "spawn").
+
+    `checkpoint_every` N > 0 saves each run's model to its `checkpoint.pkl` every N ticks, so a
+    sweep stopped half-way resumes its half-done runs from their checkpoints, not from tick 0
+    (see simulator/checkpoint.py; removed when the run completes).
     """
     if backend not in BACKENDS:
         raise SweepError(f"--backend:1:1: backend: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -645,6 +663,7 @@ def run_sweep(
             on_start=on_start,
             on_run=on_run,
             scenario_file=str(Path(scenario_file).resolve()) if scenario_file is not None else None,
+            checkpoint_every=checkpoint_every,
         )
     finally:
         if own_client and dask_client is not None:
@@ -685,6 +704,7 @@ def _run_sweep(
     on_start: Callable[[int, int], None] | None,
     on_run: Callable[[dict[str, Any]], None] | None,
     scenario_file: str | None,
+    checkpoint_every: int = 0,
 ) -> SweepResult:
     if backend == "dask":
         workers = _dask_workers(dask_client)  # the cluster's threads, for sweep.json and batching
@@ -732,6 +752,7 @@ def _run_sweep(
         "fingerprint": manifest["fingerprint"],
         "sweep_seed": config.seed,
         "sweep_directory": str(directory.resolve()),
+        "checkpoint_every": checkpoint_every,
     }
     own_versions = rundir.package_versions()
     last_write = [time.monotonic()]

@@ -395,3 +395,13 @@ def test_table_in_docs_lists_every_case():
     page = (ROOT / "docs" / "reliability.md").read_text()
     missing = [case for case in [*CASES, *RESUME_CASES, "out-is-a-file", "out-not-empty", "out-has-symlinked-plots"] if f"`{case}`" not in page]
     assert not missing, f"docs/reliability.md does not list {missing}"
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "/tmp/absolute.txt", "plots/../../escaped.txt"])
+def test_a_sweep_worker_cannot_write_outside_its_run_directory(tmp_path, name):
+    from simulator.sweep import _write_files
+
+    directory = tmp_path / "sweep" / "runs" / "g000-r00"
+    with pytest.raises(ValueError, match="outside its run directory"):
+        _write_files(directory, {name: b"x", "manifest.json": b"{}"})
+    assert not (tmp_path / "sweep" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()

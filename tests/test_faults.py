@@ -9,7 +9,6 @@ passed, then kills, then `resume`s the directory.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess

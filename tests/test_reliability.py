@@ -368,10 +368,10 @@ def test_row_bytes_follow_the_dtypes_in_state_py():
     assert actual == 1000 * row_bytes(Users, 16, {"history": 32})
 
 
-@pytest.mark.parametrize("users", [2_000, 15_000])
-def test_the_estimate_is_within_a_factor_2_of_tracemalloc(users):
+@pytest.mark.parametrize(("users", "rule"), [(2_000, "attention_softmax"), (15_000, "attention_softmax"), (5_000, "top_k")])
+def test_the_estimate_is_within_a_factor_2_of_tracemalloc(users, rule):
     scenario = simulator.load_scenario(
-        ROOT / "scenarios" / "baseline.yaml", overrides={"population.users.count": users, "ticks": 3}
+        ROOT / "scenarios" / "baseline.yaml", overrides={"population.users.count": users, "ticks": 3, "allocation.rule": rule}
     )
     estimate = estimate_memory(scenario).total - BASELINE_BYTES
     tracemalloc.start()
@@ -419,3 +419,57 @@ def test_available_memory_is_measured(monkeypatch):
     assert value is None or value > 0
     monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", "12345")
     assert available_memory() == (12345, "ATTNSIM_AVAILABLE_MEMORY")
+
+
+def test_a_sweep_resumes_its_half_done_run_from_the_checkpoint(tmp_path, monkeypatch):
+    """sweep.py's hook: a run stopped half-way leaves a checkpoint; running the sweep again
+    continues that run from it (not from tick 0) and ends with the same sweep.parquet."""
+    import yaml
+
+    import simulator.sweep as sweep_module
+
+    data = {
+        "name": "ckptsweep",
+        "seed": 5,
+        "ticks": 6,
+        "embedding_dim": 4,
+        "population": {"users": {"count": 80}, "creators": {"count": 6}, "goods": {"initial": 20}, "advertisers": {"count": 2}},
+        "sweep": {"grid": {"allocation.temperature": [0.5, 2.0]}, "replications": 1},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    clean = sweep_module.run_sweep(path, out=tmp_path / "clean", workers=1, checkpoint_every=2)
+    assert clean.ok
+    assert not list((tmp_path / "clean").rglob("checkpoint.pkl")), "complete runs keep no checkpoint"
+
+    real = sweep_module._run
+
+    def stopped_at_tick_5(scenario, on_tick):
+        def tick(model):
+            on_tick(model)
+            if scenario.allocation.temperature == 2.0 and model.market.tick == 5:
+                raise KeyboardInterrupt
+        return real(scenario, tick)
+
+    monkeypatch.setattr(sweep_module, "_run", stopped_at_tick_5)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.run_sweep(path, out=tmp_path / "resumed", workers=1, checkpoint_every=2)
+    half = tmp_path / "resumed" / "runs" / "g001-r00"
+    assert ckpt.read_header(half / "checkpoint.pkl")["tick"] == 4
+
+    resumed_from: list[int] = []
+    original = ckpt.resumable
+
+    def spy(directory, scenario):
+        model = original(directory, scenario)
+        resumed_from.append(model.market.tick if model is not None else 0)
+        return model
+
+    monkeypatch.setattr(ckpt, "resumable", spy)
+    monkeypatch.setattr(sweep_module, "_run", real)
+    again = sweep_module.run_sweep(path, out=tmp_path / "resumed", workers=1, checkpoint_every=2)
+    assert again.ok and again.ran == ["g001-r00"]
+    assert resumed_from == [4]
+    assert rundir.read_manifest(half)["resumes"][0]["from_tick"] == 4
+    assert (tmp_path / "resumed" / "sweep.parquet").read_bytes() == (tmp_path / "clean" / "sweep.parquet").read_bytes()
+    assert not (half / "checkpoint.pkl").exists()

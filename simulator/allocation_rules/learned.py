@@ -197,13 +197,16 @@ class LearnedRule:
             vectors[fitted] = model.user_factor[position[fitted], : self.rank]
         return vectors
 
-    def _item_vectors(self, state: MarketState, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    def _item_vectors(self, state: MarketState, catalogue: Catalogue, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors and biases of the catalogue's goods (or of the goods at `positions` only)."""
         basis = prior_basis(catalogue.keys.shape[1], self.rank)
-        vectors = PRIOR_SCALE * (catalogue.keys.astype(np.float64) @ basis)
-        bias = np.zeros(len(catalogue.rows))
+        keys = catalogue.keys if positions is None else catalogue.keys[positions]
+        rows = catalogue.rows if positions is None else catalogue.rows[positions]
+        vectors = PRIOR_SCALE * (keys.astype(np.float64) @ basis)
+        bias = np.zeros(len(rows))
         model = state.learned
         if model is not None and len(model.item_uids) and model.item_factor.shape[1] == self.rank + 1:
-            uids = state.goods.uid[catalogue.rows]
+            uids = state.goods.uid[rows]
             position = np.minimum(np.searchsorted(model.item_uids, uids), len(model.item_uids) - 1)
             fitted = model.item_uids[position] == uids
             vectors[fitted] = model.item_factor[position[fitted], : self.rank]
@@ -218,3 +221,15 @@ class LearnedRule:
         people = np.hstack([self._user_vectors(state, users), np.ones((len(users), 1))]) * scale
         goods = np.hstack([items, bias[:, None]])
         return people.astype(FLOAT) @ goods.T.astype(FLOAT)
+
+    def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The same scores for given catalogue positions only (the candidate mode, see simulator/candidates.py)."""
+        from ..allocator import gathered_products
+
+        dim = catalogue.keys.shape[1]
+        scale = 2.0 * np.sqrt(dim) / self.temperature
+        people = (np.hstack([self._user_vectors(state, users), np.ones((len(users), 1))]) * scale).astype(FLOAT)
+        distinct, inverse = np.unique(positions, return_inverse=True)
+        items, bias = self._item_vectors(state, catalogue, distinct)
+        goods = np.hstack([items, bias[:, None]]).astype(FLOAT)
+        return gathered_products(people, goods, inverse.reshape(positions.shape))

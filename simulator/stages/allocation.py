@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..allocator import Catalogue, Rule, allocate_exposures, block_rows
+from ..allocator import AllocationMode, Catalogue, Rule, allocate_exposures, block_rows, resolve_mode
 from ..auction import run_auctions
 from ..scenario import Scenario
 from ..state import MarketState
@@ -26,6 +26,7 @@ class Allocation:
     ad_prices: np.ndarray  # (users, slots) price per click, minor units
     ad_click_rates: np.ndarray  # (users, slots) predicted click rate of the ad shown there
     ad_slots_offered: int  # ad positions users had attention for, filled or not
+    mode: AllocationMode = AllocationMode("exact", "")  # exact or candidate (ivf) content allocation
 
     def attention_allocated(self) -> int:
         return int(np.count_nonzero(self.exposures >= 0) + np.count_nonzero(self.ads >= 0))
@@ -47,8 +48,9 @@ def allocate(state: MarketState, arrivals: Arrivals, rule: Rule, scenario: Scena
     # Attention for slots no advertiser bought goes back to content.
     content_counts = arrivals.budgets - np.count_nonzero(ads >= 0, axis=1)
     catalogue = Catalogue.of(state)
-    exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng)
-    return Allocation(arrivals.active, exposures, ads, prices, click_rates, int(ad_counts.sum()))
+    mode = resolve_mode(scenario, rule, len(catalogue.rows))
+    exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng, mode=mode.mode)
+    return Allocation(arrivals.active, exposures, ads, prices, click_rates, int(ad_counts.sum()), mode)
 
 
 def _sell_ad_slots(

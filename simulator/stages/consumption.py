@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..allocation_rules import record_outcomes
+from ..kernels import gathered_dots, gathered_sums
 from ..populations import unit_rows
 from ..scenario import Scenario
 from ..state import FLOAT, MarketState
@@ -43,18 +44,6 @@ def expected_value(interest: np.ndarray, keys: np.ndarray, quality: np.ndarray, 
     return cos
 
 
-def exposure_cosines(vectors: np.ndarray, keys: np.ndarray, exposures: np.ndarray, block: int) -> np.ndarray:
-    """cos(vectors[i], keys[exposures[i, k]]) for each exposure (0 where padded), in blocks of users."""
-    out = np.zeros(exposures.shape, dtype=FLOAT)
-    step = max(1, block // max(exposures.shape[1] * keys.shape[1], 1))
-    for start in range(0, len(exposures), step):
-        rows = exposures[start : start + step]
-        gathered = keys[np.maximum(rows, 0)]
-        out[start : start + step] = np.einsum("nkd,nd->nk", gathered, vectors[start : start + step])
-    out[exposures < 0] = 0.0
-    return out
-
-
 def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> Consumption:
     cfg = scenario.population.users
     cfg_creators = scenario.population.creators
@@ -62,10 +51,9 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     rows = allocation.users
     exposures = allocation.exposures
     shown = exposures >= 0
-    block = scenario.allocation.block_elements
 
     interest = users.interest[rows]
-    cos = exposure_cosines(interest, goods.key, exposures, block)
+    cos = gathered_dots(interest, goods.key, exposures)
     held = (cfg.overload ** np.arange(exposures.shape[1], dtype=FLOAT))[None, :] * (1.0 - users.fatigue[rows])[:, None]
     safe = np.maximum(exposures, 0)
     value = (held * goods.quality[safe] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
@@ -151,16 +139,8 @@ def _learn_from_consumption(state: MarketState, rows: np.ndarray, exposures: np.
     if not has.any():
         return
     users = state.users
-    keys = state.goods.key
-    block = scenario.allocation.block_elements
     chosen_rows = rows[has]
-    mean_key = np.zeros((len(chosen_rows), keys.shape[1]), dtype=FLOAT)
-    sub_exposures = np.where(consumed[has], exposures[has], -1)
-    step = max(1, block // max(sub_exposures.shape[1] * keys.shape[1], 1))
-    for start in range(0, len(chosen_rows), step):
-        part = sub_exposures[start : start + step]
-        gathered = keys[np.maximum(part, 0)] * (part >= 0)[:, :, None]
-        mean_key[start : start + step] = gathered.sum(axis=1)
+    mean_key = gathered_sums(state.goods.key, np.where(consumed[has], exposures[has], -1))
     mean_key = unit_rows(mean_key)
     drift = scenario.population.users.drift
     if drift:

@@ -1,0 +1,209 @@
+"""The candidate mode (`allocation.candidates`): the IVF index, candidate sets, faithfulness to
+exact allocation, the automatic choice, money and reproducibility, and the benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny
+from simulator.allocation_rules.modifiers import score_adjustment
+from simulator.allocator import Catalogue, allocate_exposures, candidate_scores, make_rule, mask_consumed, resolve_mode
+from simulator.candidates import index_for
+from simulator.model import AttentionMarket
+from simulator.populations import initial_state
+from simulator.scenario import with_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def market(users=600, goods=1500, creators=150, dim=8, ticks=3, **overrides):
+    """A scenario with a catalogue large enough for the index to matter, and its market after `ticks` ticks."""
+    scenario = tiny(
+        {
+            "population.users.count": users,
+            "population.goods.initial": goods,
+            "population.creators.count": creators,
+            "embedding_dim": dim,
+            "allocation.candidates.mode": "ivf",
+            "allocation.candidates.per_user": 200,
+            **overrides,
+        }
+    )
+    model = AttentionMarket(scenario)
+    for _ in range(ticks):
+        model.step()
+    return scenario, model
+
+
+def view_of(scenario, state, seed=0):
+    catalogue = Catalogue.of(state)
+    return catalogue, index_for(state, catalogue, scenario, np.random.default_rng(seed)).view(state, catalogue, scenario)
+
+
+def test_index_holds_every_live_good_in_exactly_one_list():
+    scenario, model = market(ticks=4)  # goods have expired and been published since the first fit
+    state = model.market
+    catalogue, view = view_of(scenario, state)
+    index = state.candidates
+    assert model.allocation_mode == "ivf" and index.fitted_tick == 1
+    # CSR over catalogue positions: every live good once, lists consistent with list_of_position.
+    np.testing.assert_array_equal(np.sort(view.members), np.arange(len(catalogue.rows)))
+    owner_list = np.repeat(np.arange(view.lists + 1), view.sizes())
+    np.testing.assert_array_equal(view.list_of_position[view.members], owner_list)
+    # The persistent index covers the live rows only, with their current uids.
+    live = state.goods.live
+    assert (index.list_of_row[: len(live)][live] >= 0).all()
+    assert (index.list_of_row[: len(live)][~live] == -1).all()
+    np.testing.assert_array_equal(index.uid_of_row[catalogue.rows], state.goods.uid[catalogue.rows])
+    assert view.sizes()[: view.lists].max() <= scenario.allocation.candidates.per_user // 2 + 50  # large lists are cut
+
+
+def test_candidate_sets_are_distinct_live_and_include_fresh_goods():
+    scenario, model = market(ticks=2)
+    state = model.market
+    catalogue, view = view_of(scenario, state)
+    users = np.flatnonzero(state.users.alive)
+    positions, weights = view.candidates(state.users.query[users], np.random.default_rng(3))
+    assert positions.shape[0] == len(users) and positions.shape[1] < len(catalogue.rows)
+    uids = state.goods.uid[catalogue.rows]
+    fresh = set(np.argsort(-uids)[: scenario.allocation.candidates.fresh].tolist())
+    sampled = 0
+    for row, weight in zip(positions, weights):
+        kept = row[row >= 0]
+        assert len(kept) == len(set(kept.tolist())), "a candidate listed twice"
+        assert fresh <= set(kept.tolist())
+        sampled += np.count_nonzero(weight > 0)
+        assert (weight[row < 0] == 0).all()
+    assert sampled > 0  # the rest of the catalogue is represented
+    assert state.goods.live[catalogue.rows[positions[positions >= 0]]].all()
+
+
+def expected_per_creator(state, scenario, catalogue, users, counts, rule, mode):
+    """Σ_users count × softmax probability, per creator (no sampling noise)."""
+    adjustment = score_adjustment(state, catalogue.rows, scenario)
+    per_position = np.zeros(len(catalogue.rows))
+
+    def add(scores, rows, positions):
+        top = scores.max(axis=1, keepdims=True)
+        weights = np.exp((scores - np.where(np.isfinite(top), top, 0)).astype(np.float64))
+        probability = weights / weights.sum(axis=1, keepdims=True) * counts[rows, None]
+        valid = positions >= 0
+        per_position[:] += np.bincount(positions[valid], weights=probability[valid], minlength=len(per_position))
+
+    if mode == "exact":
+        scores = rule.scores(state, catalogue, users)
+        mask_consumed(scores, state, catalogue, users)
+        add(scores, np.arange(len(users)), np.broadcast_to(np.arange(len(catalogue.rows)), scores.shape))
+    else:
+        for block, scores in candidate_scores(state, catalogue, users, rule, scenario, np.random.default_rng(5), adjustment):
+            add(scores, block.rows, block.matrix())
+    per_creator = np.bincount(state.goods.owner[catalogue.rows], weights=per_position, minlength=state.creators.capacity())
+    return per_creator / per_creator.sum()
+
+
+@pytest.mark.parametrize("rule", ["attention_softmax", "oracle", "learned"])
+def test_candidate_mode_matches_exact_per_creator(rule):
+    scenario, model = market(users=1500, goods=3000, creators=300, dim=16, ticks=2, **{"allocation.rule": rule})
+    state = model.market
+    catalogue = Catalogue.of(state)
+    users = np.flatnonzero(state.users.alive)
+    counts = state.users.budget[users].astype(np.int64)
+    rule_ = make_rule(scenario)
+    exact = expected_per_creator(state, scenario, catalogue, users, counts, rule_, "exact")
+    candidates = expected_per_creator(state, scenario, catalogue, users, counts, rule_, "ivf")
+    assert 0.5 * np.abs(exact - candidates).sum() < 0.1
+    # Without the weighted sample of the rest, the candidates alone would move far more exposure.
+    state.candidates = None
+    truncated = with_overrides(scenario, {"allocation.candidates.random": 0})
+    without = expected_per_creator(state, truncated, catalogue, users, counts, rule_, "ivf")
+    assert 0.5 * np.abs(exact - without).sum() > 0.5 * np.abs(exact - candidates).sum()
+
+
+def test_sampled_exposures_are_distinct_live_and_within_budget():
+    scenario, model = market(ticks=1)
+    state = model.market
+    catalogue = Catalogue.of(state)
+    users = np.flatnonzero(state.users.alive)
+    counts = state.users.budget[users].astype(np.int64)
+    exposures = allocate_exposures(state, catalogue, users, counts, make_rule(scenario), scenario, np.random.default_rng(1))
+    for row, count in zip(exposures, counts):
+        shown = row[row >= 0]
+        assert len(shown) == len(set(shown.tolist())) and len(shown) <= count
+    assert state.goods.live[exposures[exposures >= 0]].all()
+    assert (exposures >= 0).sum() == counts.sum()  # the catalogue (1 500) covers every budget
+
+
+def test_auto_mode_picks_exact_below_the_threshold_and_ivf_above():
+    rule = make_rule(tiny())
+    below = tiny({"allocation.candidates.auto_above": 100})
+    assert resolve_mode(below, rule, 100).mode == "exact"
+    assert resolve_mode(below, rule, 101).mode == "ivf"
+    assert resolve_mode(tiny({"allocation.candidates.mode": "exact", "allocation.candidates.auto_above": 0}), rule, 10**6).mode == "exact"
+    # Rules without candidate scores and the unit modifiers stay exact, and say why.
+    popularity = tiny({"allocation.rule": "popularity", "allocation.candidates.mode": "ivf"})
+    assert resolve_mode(popularity, make_rule(popularity), 10**6).mode == "exact"
+    assert "popularity" in resolve_mode(popularity, make_rule(popularity), 10**6).reason
+    floor = tiny({"allocation.fairness_floor": 0.001, "allocation.candidates.auto_above": 0})
+    assert resolve_mode(floor, rule, 10**6).mode == "exact"
+    # Through the model: the tiny catalogue (60 goods) is exact by default, ivf above a lower bar.
+    default = AttentionMarket(tiny({"ticks": 1}))
+    default.step()
+    assert default.allocation_mode == "exact" and default.allocation_modes == {"exact": 1}
+    low = AttentionMarket(tiny({"ticks": 1, "allocation.candidates.auto_above": 10}))
+    low.step()
+    assert low.allocation_mode == "ivf" and "auto_above" in low.allocation_mode_reason
+
+
+def test_ivf_runs_conserve_money_and_are_reproducible(tmp_path):
+    scenario = tiny({"ticks": 6, "allocation.candidates.auto_above": 10, "allocation.candidates.refresh_every": 2})
+    first, second = AttentionMarket(scenario), AttentionMarket(scenario)
+    for _ in range(3):
+        first.step()  # invariants, money conservation included, are checked after every tick
+        second.step()
+    path = first.save_checkpoint(tmp_path / "checkpoint.pkl")
+    resumed = AttentionMarket.from_checkpoint(path)
+    for _ in range(3):
+        first.step()
+        second.step()
+        resumed.step()
+    assert (first.metrics["money_conservation_error"] == 0).all()
+    assert first.metrics.equals(second.metrics) and first.metrics.equals(resumed.metrics)
+    assert first.allocation_modes == {"ivf": 6} == resumed.allocation_modes
+
+
+def test_run_directory_records_the_mode(tmp_path):
+    from simulator.checkpoint import resume_or_start
+
+    scenario = tiny({"ticks": 2, "allocation.candidates.auto_above": 10})
+    resume_or_start(tmp_path / "run", scenario)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["allocation_mode"] == "ivf" and manifest["allocation_mode_ticks"] == {"ivf": 2}
+
+
+def test_the_index_state_starts_empty():
+    assert initial_state(tiny(), np.random.default_rng(0)).candidates is None
+
+
+def run_json(*args: str) -> dict:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_faithfulness_benchmark_quick_mode_prints_json():
+    result = run_json("benchmarks/candidate_faithfulness.py", "--users", "2000", "--goods", "2000", "--dim", "16", "--repeats", "1", "--warmup", "1",
+                      "--set", "allocation.candidates.per_user=256")  # fmt: skip
+    assert 0 <= result["tv_expected"] < 0.1 and result["speedup"] > 0
+    assert result["candidates"]["mode"] == "ivf" and result["candidates_per_user"] < result["live_goods"]
+
+
+def test_tick_benchmark_reports_the_candidate_mode():
+    result = run_json("benchmarks/bench_tick.py", "--size", "2000x2000x16", "--no-baselines", "--ticks", "1", "--warmup", "0",
+                      "--set", "allocation.candidates.mode=ivf")  # fmt: skip
+    assert result["results"][0]["simulator"]["candidate_mode"] == "ivf"
