@@ -340,17 +340,6 @@ def summary_table(
     return table
 
 
-def _panel_frames(model: Any) -> dict[str, Any] | None:
-    """The model's agent panels so far (None when `metrics.agent_panels` is off or they cannot be read)."""
-    recorder = getattr(model, "panels", None)
-    if recorder is None:
-        return None
-    try:
-        return recorder.frames()
-    except Exception:  # noqa: BLE001 - a half-updated model after a failure: keep the last checkpoint
-        return None
-
-
 def _command_line(scenario: str, out: Path, sets: list[str] | None, seed: str | None, ticks: str | None) -> list[str]:
     command = ["attnsim", "run", scenario, "--out", str(out)]
     for text in sets or []:
@@ -514,8 +503,10 @@ def _drive(
     raise typer.Exit(exit_code)
 
 
-def _memory_problems(config: Scenario, scenario_file: str | Path, sets: list[str] | None, ticks: str | None, *, prefix: str = "") -> list[str]:
-    """The memory check's problems (empty when the run fits), located in the file or the options."""
+def _memory_problems(
+    config: Scenario, scenario_file: str | Path, sets: list[str] | None, ticks: str | None, *, prefix: str = "", workers: int = 1
+) -> list[str]:
+    """The memory check's problems (empty when `workers` runs at once fit), located in the file or the options."""
     from .memory import check_memory, scenario_locator
 
     origins: dict[str, tuple[str, int]] = {}
@@ -525,7 +516,7 @@ def _memory_problems(config: Scenario, scenario_file: str | Path, sets: list[str
             origins[key.strip()] = ("--set", index)
     if ticks is not None:
         origins["ticks"] = ("--ticks", 1)
-    issues = check_memory(config, scenario_locator(scenario_file, origins, prefix=prefix))
+    issues = check_memory(config, scenario_locator(scenario_file, origins, prefix=prefix), workers=workers)
     return [str(issue) for issue in issues]
 
 

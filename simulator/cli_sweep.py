@@ -7,6 +7,7 @@ failed; the others went on), 2 bad input (every problem on stderr as `FILE:LINE:
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from .cli import (
     SetOpt,
     TicksOpt,
     _exit_bad_input,
+    _memory_problems,
     _stderr,
     _stdout,
     app,
@@ -59,7 +61,10 @@ def sweep(
     sets: SetOpt = None,
     seed: SeedOpt = None,
     ticks: TicksOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Use a directory that holds another sweep (or other files); runs that match exactly are kept.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Use a directory that holds another sweep (or other files; runs that match exactly are kept), and skip the memory check."),
+    ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw each run's plots/*.png (off by default for sweeps).")] = False,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", metavar="N", min=1, help="Runs per task sent to a worker; default: automatic.", show_default=False)
@@ -82,6 +87,12 @@ def sweep(
         raise _exit_bad_input(resolved.problems)
     config = resolved.scenario
     assert config is not None
+    if not force:
+        # Every worker holds a run at once (Dask workers live elsewhere: one run is checked).
+        concurrent = 1 if backend == "dask" else (workers or os.cpu_count() or 1)
+        memory = _memory_problems(config, scenario, sets, ticks, workers=concurrent)
+        if memory:
+            raise _exit_bad_input(memory)
     directory = out if out is not None else default_sweep_dir(config.name, DEFAULT_RUNS_DIR)
     if config.sweep is None:
         err.print(f"note: {scenario} has no sweep: block; running it as one grid point with 1 replication", markup=False, soft_wrap=True)

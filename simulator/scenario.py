@@ -267,13 +267,13 @@ class CandidatesConfig(Strict):
     """Inverted lists: spherical k-means clusters of goods' keys; 0 gives ⌈√(live goods)⌉. Lists longer than half of `per_user` are cut in slabs."""
     probe: int = Field(0, ge=0, le=100_000)
     """Most lists searched per group of users (the lists nearest to the group's mean profile); 0: as many as fit in `per_user`."""
-    per_user: int = Field(2048, ge=1)
+    per_user: int = Field(512, ge=1)
     """Goods from the searched lists per user: whole lists are taken, nearest first, while they fit (at least one list)."""
     fresh: int = Field(32, ge=0)
     """Newest goods added to every user's candidates."""
     popular: int = Field(32, ge=0)
     """Goods most consumed in the last `popularity_window` ticks added to every user's candidates."""
-    random: int = Field(64, ge=0)
+    random: int = Field(128, ge=0)
     """Goods sampled per user from the rest of the catalogue (one per stratum of equal size, strata in order of similarity to the user's group), each weighted by its stratum's size so the rest keeps its share of attention in expectation; 0 drops the rest."""
     refresh_every: int = Field(10, ge=1)
     """Ticks between k-means refits of the lists; in between, new goods join their nearest list and expired ones leave."""

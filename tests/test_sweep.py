@@ -176,6 +176,15 @@ def test_bad_backend_options_are_refused(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_sweep_that_does_not_fit_in_memory_is_refused_unless_forced(tmp_path, monkeypatch):
+    scenario = write_scenario(tmp_path)
+    monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", "1000000")
+    refused = CliRunner().invoke(app, ["sweep", str(scenario), "--out", str(tmp_path / "x"), "--workers", "2"])
+    assert refused.exit_code == 2
+    assert "2 runs side by side need about" in refused.output and "population.users.count" in refused.output
+    assert not (tmp_path / "x").exists()
+
+
 # --- resume, different sweeps, failures ---------------------------------------------------------
 
 
