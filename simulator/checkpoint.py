@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .scenario import Scenario, ScenarioError, ScenarioIssue, load_scenario
+from .rundir import fsync_directory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -310,21 +311,8 @@ def save_checkpoint(model: AttentionMarket, path: str | Path) -> Path:
         except OSError:
             pass
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- reading -------------------------------------------------------------------------------------------

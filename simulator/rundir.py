@@ -78,10 +78,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename inside `directory` durable (best effort: not every filesystem allows it)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
