@@ -12,6 +12,10 @@ The rules that keep state across ticks (`popularity`, `learned`) or select diffe
 compose with every rule (clickbait penalty, engagement weighting, fairness floor, creator
 cap); `allocate_exposures` applies them in one fixed order.
 
+Large catalogues go to the candidate mode (`allocation.candidates`, `resolve_mode`): each user
+is scored against a candidate set from `candidates.py` through the rule's `candidate_scores`,
+and the same masking and selection run over those columns (`allocate_candidates`).
+
 Queries and keys are unit topic directions; QKᵀ/√d is taken at the scale of standard-normal
 embeddings (norm √d), which makes it √d·cos(query, key).
 """
@@ -146,9 +150,9 @@ def gathered_products(vectors: np.ndarray, table: np.ndarray, positions: np.ndar
     every row is one matrix product, (b, C) per row a compiled loop over the gathered rows."""
     if positions.ndim == 1:
         return vectors @ table[positions].T
-    from .kernels import gathered_dots
+    from .candidates import row_dots
 
-    return gathered_dots(np.ascontiguousarray(vectors, dtype=FLOAT), np.ascontiguousarray(table, dtype=FLOAT), np.ascontiguousarray(positions))
+    return row_dots(vectors, table, positions)
 
 
 RULES: dict[str, Callable[[Scenario], Rule]] = {

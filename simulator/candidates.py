@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+from numba import njit, prange
 
 from .state import FLOAT, MarketState
 
@@ -53,6 +54,28 @@ if TYPE_CHECKING:
 FIT_ITERATIONS = 6  # Lloyd iterations of a fresh fit
 REFIT_ITERATIONS = 3  # Lloyd iterations of a warm-started refit
 ROUTE_BLOCK_ELEMENTS = 1 << 22  # users × lists scores held at once while routing or assigning
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _row_dots(vectors, table, index, out):
+    rows, width = index.shape
+    dim = vectors.shape[1]
+    for i in prange(rows):
+        for k in range(width):
+            good = index[i, k]
+            total = np.float32(0.0)
+            for d in range(dim):
+                total += vectors[i, d] * table[good, d]
+            out[i, k] = total
+
+
+def row_dots(vectors: np.ndarray, table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """out[i, k] = vectors[i] · table[index[i, k]] (float32; every index valid), compiled: one
+    pass over the gathered rows, without a rows × width × d temporary."""
+    out = np.empty(index.shape, dtype=FLOAT)
+    if index.size:
+        _row_dots(np.ascontiguousarray(vectors, dtype=FLOAT), np.ascontiguousarray(table, dtype=FLOAT), np.ascontiguousarray(index, dtype=np.int64), out)
+    return out
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -338,11 +361,10 @@ class CandidateView:
         size = np.diff(tail.bounds)
         if len(size) == 0 or rows == 0:
             return np.full((rows, len(size)), -1, dtype=np.int64), np.zeros((rows, len(size)), dtype=FLOAT)
-        index = tail.bounds[:-1][None, :] + (rng.random((rows, len(size))) * size[None, :]).astype(np.int64)
-        index = np.minimum(index, tail.bounds[1:][None, :] - 1)
-        segment = np.searchsorted(tail.start, index, side="right") - 1
-        lists = tail.lists[segment]
-        positions = self.members[self.indptr[lists] + index - tail.start[segment]]
+        index = (rng.random((rows, len(size))) * size[None, :]).astype(np.int64)
+        index += tail.bounds[:-1][None, :]
+        np.minimum(index, tail.bounds[1:][None, :] - 1, out=index)
+        positions = self.positions_of(tail.lists)[index]  # the tail's goods in tail order
         return positions, np.broadcast_to(np.log(size).astype(FLOAT), positions.shape)
 
     def blocks(self, queries: np.ndarray, rng: np.random.Generator, block_elements: int) -> Iterator[CandidateBlock]:
@@ -400,19 +422,20 @@ class CandidateView:
         the block's candidate columns; -1 where they are not candidates."""
         columns = np.full(positions.shape, -1, dtype=np.int64)
         safe = np.maximum(positions, 0)
+        column_of = np.full(self.goods, -1, dtype=np.int64)  # shared column of each position, per run
         for (low, high, shared), tail in zip(block.runs(), block.tails):
             part, valid = safe[low:high], positions[low:high] >= 0
             if len(shared):
-                order = np.argsort(shared, kind="stable")
-                ordered = shared[order]
-                found = np.minimum(np.searchsorted(ordered, part), len(shared) - 1)
-                columns[low:high] = np.where(valid & (ordered[found] == part), order[found], -1)
+                column_of[shared] = np.arange(len(shared))
+                columns[low:high] = np.where(valid, column_of[part], -1)
+                column_of[shared] = -1
             strata = len(tail.bounds) - 1
             if strata:
                 lists = self.list_of_position[part]
                 rank = tail.rank_of_list[lists]
                 index = tail.start[np.maximum(rank, 0)] + self.place_of_position[part] - self.indptr[lists]
-                stratum = np.clip(np.searchsorted(tail.bounds, index, side="right") - 1, 0, strata - 1)
+                # bounds[j] = ⌊j·N/r⌋, so the stratum holding tail index i is ⌈(i + 1)·r/N⌉ − 1.
+                stratum = np.clip(((np.maximum(index, 0) + 1) * strata + tail.size - 1) // tail.size - 1, 0, strata - 1)
                 drawn = np.take_along_axis(block.own[low:high], stratum, axis=1)
                 hit = valid & (rank >= 0) & (drawn == part)
                 columns[low:high] = np.where(hit, block.shared_width + stratum, columns[low:high])

@@ -139,6 +139,28 @@ def test_sampled_exposures_are_distinct_live_and_within_budget():
     assert (exposures >= 0).sum() == counts.sum()  # the catalogue (1 500) covers every budget
 
 
+def test_consumed_goods_are_masked_among_the_candidates():
+    scenario, model = market(goods=400, creators=40, ticks=4, **{"allocation.candidates.per_user": 60, "allocation.candidates.random": 200})
+    state = model.market
+    catalogue, view = view_of(scenario, state)
+    users = np.flatnonzero(state.users.alive)
+    remembered = state.uids.rows(state.users.history[users])
+    assert (remembered >= 0).sum() > len(users)  # users remember several consumptions each
+    # Every remembered good that is a candidate (shared or drawn) is found and masked.
+    adjustment = score_adjustment(state, catalogue.rows, scenario)
+    masked = 0
+    for block, scores in candidate_scores(state, catalogue, users, make_rule(scenario), scenario, np.random.default_rng(2), adjustment):
+        matrix = block.matrix()
+        held = remembered[block.rows]
+        candidate_rows = np.where(matrix >= 0, catalogue.rows[np.maximum(matrix, 0)], -2)
+        is_remembered = (candidate_rows[:, :, None] == held[:, None, :]).any(axis=2)
+        assert np.isneginf(scores[is_remembered]).all()
+        masked += int(is_remembered[:, block.shared_width :].sum())
+    assert masked > 0  # some drawn goods were remembered ones
+    exposures = allocate_exposures(state, catalogue, users, state.users.budget[users].astype(np.int64), make_rule(scenario), scenario, np.random.default_rng(1))
+    assert not (exposures[:, :, None] == np.where(remembered >= 0, remembered, -2)[:, None, :]).any()
+
+
 def test_auto_mode_picks_exact_below_the_threshold_and_ivf_above():
     rule = make_rule(tiny())
     below = tiny({"allocation.candidates.auto_above": 100})
