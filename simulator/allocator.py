@@ -32,7 +32,7 @@ from .allocation_rules.learned import LearnedRule
 from .allocation_rules.modifiers import CreatorCap, fairness_units, merge_feed, score_adjustment
 from .allocation_rules.popularity import PopularityRule
 from .allocation_rules.shapley import ShapleyRule
-from .kernels import draw_without_replacement
+from .kernels import draw_without_replacement, gathered_dots
 from .scenario import Scenario
 from .state import FLOAT, MarketState
 
@@ -150,9 +150,7 @@ def gathered_products(vectors: np.ndarray, table: np.ndarray, positions: np.ndar
     every row is one matrix product, (b, C) per row a compiled loop over the gathered rows."""
     if positions.ndim == 1:
         return vectors @ table[positions].T
-    from .candidates import row_dots
-
-    return row_dots(vectors, table, positions)
+    return gathered_dots(np.ascontiguousarray(vectors, dtype=FLOAT), table, positions)
 
 
 RULES: dict[str, Callable[[Scenario], Rule]] = {

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-from numba import njit, prange
 
 from .state import FLOAT, MarketState
 
@@ -54,28 +53,6 @@ if TYPE_CHECKING:
 FIT_ITERATIONS = 6  # Lloyd iterations of a fresh fit
 REFIT_ITERATIONS = 3  # Lloyd iterations of a warm-started refit
 ROUTE_BLOCK_ELEMENTS = 1 << 22  # users × lists scores held at once while routing or assigning
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _row_dots(vectors, table, index, out):
-    rows, width = index.shape
-    dim = vectors.shape[1]
-    for i in prange(rows):
-        for k in range(width):
-            good = index[i, k]
-            total = np.float32(0.0)
-            for d in range(dim):
-                total += vectors[i, d] * table[good, d]
-            out[i, k] = total
-
-
-def row_dots(vectors: np.ndarray, table: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """out[i, k] = vectors[i] · table[index[i, k]] (float32; every index valid), compiled: one
-    pass over the gathered rows, without a rows × width × d temporary."""
-    out = np.empty(index.shape, dtype=FLOAT)
-    if index.size:
-        _row_dots(np.ascontiguousarray(vectors, dtype=FLOAT), np.ascontiguousarray(table, dtype=FLOAT), np.ascontiguousarray(index, dtype=np.int64), out)
-    return out
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

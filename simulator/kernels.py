@@ -13,9 +13,10 @@ matrix product for a small machine's cores (measured 5x slower allocation on 2 c
 numba's OpenMP layer), and its workqueue layer aborts when two simulations run in threads of
 one process (a Dask worker). Sweeps get their parallelism from processes.
 
-`gathered_dots` and `gathered_sums` serve the consumption stage: dot products of each user's
-vector with the keys of the goods it was shown, and sums of those keys, without materialising
-a users × exposures × d gather.
+`gathered_dots` and `gathered_sums` serve the consumption stage and the candidate mode: dot
+products of each user's vector with the keys of the goods it was shown (or its candidates), and
+sums of those keys, without materialising a users × exposures × d gather (`fastmath` lets the
+d-long sums vectorize).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def draw_without_replacement(
     _draw_rows(weights, scores, counts, seeds, out)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def gathered_dots(vectors, keys, index):
     """out[i, k] = vectors[i] · keys[index[i, k]], 0 where index[i, k] < 0."""
     rows, width = index.shape
@@ -123,7 +124,7 @@ def gathered_dots(vectors, keys, index):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def gathered_sums(keys, index):
     """out[i] = Σ_k keys[index[i, k]] over index[i, k] >= 0."""
     rows, width = index.shape

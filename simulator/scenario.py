@@ -261,7 +261,7 @@ class CandidatesConfig(Strict):
 
     mode: Literal["auto", "exact", "ivf"] = "auto"
     """exact: score every live good for every user; ivf: score each user's candidates only (the goods of the inverted lists nearest to the user's group, fresh and popular goods, and a stratified random sample of the rest, weighted by the inverse of its sampling probability); auto: ivf above `auto_above` live goods, exact otherwise. Rules without candidate scores (popularity, random, shapley) and the fairness floor and creator cap always run exact. manifest.json records the mode used (`allocation_mode`)."""
-    auto_above: int = Field(20_000, ge=0)
+    auto_above: int = Field(8_000, ge=0)
     """`auto`: live goods above which the candidate mode is used."""
     clusters: int = Field(0, ge=0, le=1_000_000)
     """Inverted lists: spherical k-means clusters of goods' keys; 0 gives ⌈√(live goods)⌉. Lists longer than half of `per_user` are cut in slabs."""
