@@ -37,7 +37,6 @@ import io
 import json
 import os
 import pickle
-import secrets
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Mapping
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .scenario import Scenario, ScenarioError, ScenarioIssue, load_scenario
-from .rundir import fsync_directory
+from .rundir import TMP_PREFIX, atomic_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,7 +63,6 @@ MAGIC = b"ATTNSIM-CHECKPOINT\n"
 _TRAILER_TAG = b"\nATTNSIM-END "
 _TRAILER_SIZE = len(_TRAILER_TAG) + 16 + 1 + 64 + 1  # tag, length (hex), space, sha256 (hex), newline
 _MAX_HEADER = 64 * 1024 * 1024
-_TMP_PREFIX = ".attnsim-tmp-"  # the same prefix as rundir's, so `--force` and resume clear leftovers
 _CHUNK = 1 << 20
 
 
@@ -287,31 +285,18 @@ def save_checkpoint(model: AttentionMarket, path: str | Path) -> Path:
         "scenario": scenario,
     }
     header_bytes = json.dumps(header, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii") + b"\n"
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
     digest = hashlib.sha256()
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb", buffering=_CHUNK) as handle:
-            writer = _HashingWriter(handle, digest)
-            writer.write(MAGIC)
-            writer.write(header_bytes)
-            start = writer.count
-            try:
-                _CheckingPickler(writer, protocol=5).dump(model_state(model))
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                raise CheckpointError(path, f"cannot checkpoint this model: {exc}") from None
-            length = writer.count - start
-            handle.write(_TRAILER_TAG + f"{length:016x} {digest.hexdigest()}\n".encode("ascii"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    with atomic_file(path, buffering=_CHUNK) as handle:
+        writer = _HashingWriter(handle, digest)
+        writer.write(MAGIC)
+        writer.write(header_bytes)
+        start = writer.count
         try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_directory(path.parent)
+            _CheckingPickler(writer, protocol=5).dump(model_state(model))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise CheckpointError(path, f"cannot checkpoint this model: {exc}") from None
+        length = writer.count - start
+        handle.write(_TRAILER_TAG + f"{length:016x} {digest.hexdigest()}\n".encode("ascii"))
     return path
 
 
@@ -688,7 +673,7 @@ def open_resume(
     draw = plots if plots is not None else bool(manifest.get("plots", True))
     writer = rundir.RunWriter(directory, model.config, plots=draw)
     versions = writer.manifest["versions"]
-    for leftover in directory.glob(f"{_TMP_PREFIX}*"):
+    for leftover in directory.glob(f"{TMP_PREFIX}*"):
         leftover.unlink(missing_ok=True)
     resumed = dict(manifest)
     for key in ("error", "traceback", "violation", "warnings"):

@@ -25,10 +25,11 @@ import math
 import os
 import platform
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ INTERRUPTED = "interrupted"
 FAILED = "failed"
 STATUSES = (RUNNING, COMPLETE, INTERRUPTED, FAILED)
 
-_TMP_PREFIX = ".attnsim-tmp-"
+TMP_PREFIX = ".attnsim-tmp-"
 
 
 class RunDirError(ValueError):
@@ -61,14 +62,16 @@ class RunDirError(ValueError):
 # --- atomic writes -------------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never a partial one."""
+@contextmanager
+def atomic_file(path: str | Path, buffering: int = -1) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` only once fully written and synced: readers see the
+    old file or the new one, never a partial one; on any error the temporary file is removed."""
     path = Path(path)
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, like a plain open()
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "wb", buffering=buffering) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -79,6 +82,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             pass
         raise
     fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never a partial one."""
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -217,15 +226,15 @@ def prepare_output_dir(path: str | Path, *, force: bool = False) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
-        for leftover in path.glob(f"{_TMP_PREFIX}*"):
+        for leftover in path.glob(f"{TMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)
         agents = path / "agents"
         if agents.is_dir():
-            for stale in [*agents.glob("*.parquet"), *agents.glob(f"{_TMP_PREFIX}*")]:
+            for stale in [*agents.glob("*.parquet"), *agents.glob(f"{TMP_PREFIX}*")]:
                 stale.unlink(missing_ok=True)
         plots = path / PLOTS
         if plots.is_dir():
-            for png in [*plots.glob("*.png"), *plots.glob(f"{_TMP_PREFIX}*")]:
+            for png in [*plots.glob("*.png"), *plots.glob(f"{TMP_PREFIX}*")]:
                 png.unlink(missing_ok=True)
     except OSError as exc:
         raise RunDirError(f"{path} cannot be used: {exc.strerror or exc}") from None

@@ -29,6 +29,19 @@ TINY: dict[str, Any] = {
 }
 
 
+# The tiny scenario as a YAML file's text, for tests that go through the command line.
+TINY_YAML = """\
+name: tiny
+seed: 7
+ticks: {ticks}
+population:
+  users: {{count: 300}}
+  creators: {{count: 20}}
+  goods: {{initial: 50}}
+  advertisers: {{count: 5}}
+"""
+
+
 def tiny(overrides: dict[str, Any] | None = None) -> Scenario:
     """The tiny scenario with dotted-key overrides, validated like `--set`."""
     return load_scenario(copy.deepcopy(TINY), overrides)

@@ -21,20 +21,11 @@ from typer.testing import CliRunner
 
 from simulator import checkpoint as ckpt
 from simulator.cli import app
+from conftest import TINY_YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_LINE = re.compile(r"^[^:\s][^:]*:\d+:\d+: \S+: .+$")
 
-TINY = """\
-name: tiny
-seed: 7
-ticks: {ticks}
-population:
-  users: {{count: 300}}
-  creators: {{count: 20}}
-  goods: {{initial: 50}}
-  advertisers: {{count: 5}}
-"""
 
 
 @dataclass(frozen=True)
@@ -106,7 +97,7 @@ CASES: dict[str, Case] = {
         env={"ATTNSIM_AVAILABLE_MEMORY": str(1024**3)},
     ),
     "memory-check-blames-set-option": Case(
-        _yaml(TINY.format(ticks=3)),
+        _yaml(TINY_YAML.format(ticks=3)),
         (("--set:1:1", "population.users.count", "more than the 1.0 GiB available"),),
         args=("--set", "population.users.count=40000000"),
         validate_ok=True,
@@ -151,7 +142,7 @@ CASES: dict[str, Case] = {
         b"name: x\n# " + b"a" * (10 * 1024 * 1024) + b"\n", (("1:1", "<file>", "a scenario is at most 1000000"),)
     ),
     "bad-set-option": Case(
-        _yaml(TINY.format(ticks=3)),
+        _yaml(TINY_YAML.format(ticks=3)),
         (
             ("--set:1:1", "oops", "expected KEY=VALUE"),
             ("--set:2:1", "population.users.count", "valid integer"),
@@ -160,7 +151,7 @@ CASES: dict[str, Case] = {
         args=("--set", "oops", "--set", "population.users.count=" + "[" * 20_000, "--set", "allocation.temprature=2"),
     ),
     "set-option-yaml-tag": Case(
-        _yaml(TINY.format(ticks=3)),
+        _yaml(TINY_YAML.format(ticks=3)),
         (("--set:1:1", "seed", "valid integer (got '!!python/object/apply:os.system"),),
         args=("--set", 'seed=!!python/object/apply:os.system ["touch MARKER"]'),
     ),
@@ -216,7 +207,7 @@ def test_bad_scenario_is_refused_with_a_located_message(runner, tmp_path, monkey
 def test_force_skips_the_memory_check(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", "1000")
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(ticks=2))
+    path.write_text(TINY_YAML.format(ticks=2))
     refused = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "a"), "--no-plots"])
     check_refusal(refused, str(path), ())
     assert "the run needs about" in refused.stderr and "more than the 1000 B available" in refused.stderr
@@ -234,7 +225,7 @@ def test_force_skips_the_memory_check(runner, tmp_path, monkeypatch):
 )
 def test_unusable_out_is_refused(runner, tmp_path, case_id, option, expect):
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(ticks=2))
+    path.write_text(TINY_YAML.format(ticks=2))
     out = tmp_path / "out"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -267,7 +258,7 @@ def interrupted_run(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("interrupted")
     path = base / "tiny.yaml"
-    path.write_text(TINY.format(ticks=6))
+    path.write_text(TINY_YAML.format(ticks=6))
     scenario = load_scenario(path)
     directory = base / "run"
     directory.mkdir()

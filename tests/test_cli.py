@@ -25,6 +25,7 @@ from simulator.cli import app
 from simulator.metrics import METRIC_COLUMNS
 from simulator.rundir import RunWriter, atomic_write_bytes, load_run
 from simulator.runner import summarize
+from conftest import TINY_YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -38,16 +39,6 @@ SMALL = [
 ISSUE_LINE = re.compile(r"^[^:\s][^:]*:\d+:\d+: \S+: .+$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-TINY = """\
-name: tiny
-seed: 7
-ticks: {ticks}
-population:
-  users: {{count: 300}}
-  creators: {{count: 20}}
-  goods: {{initial: 50}}
-  advertisers: {{count: 5}}
-"""
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ def runner() -> CliRunner:
 
 def write_tiny(directory: Path, ticks: int = 5) -> Path:
     path = directory / "tiny.yaml"
-    path.write_text(TINY.format(ticks=ticks))
+    path.write_text(TINY_YAML.format(ticks=ticks))
     return path
 
 
