@@ -201,7 +201,7 @@ class AdvertisersConfig(Strict):
     """Advertisers; 0 turns the ad market off."""
     budget_per_tick: Money = 2_000
     """Most an advertiser may spend in one tick."""
-    total_budget: Money = 150_000
+    total_budget: Money = 250_000
     """An advertiser's whole budget for the run (its wallet at tick 0)."""
     value_per_click: LogNormal = LogNormal(median=120.0, sigma=0.5)
     """What a click is worth to an advertiser, in minor units, drawn per advertiser."""
