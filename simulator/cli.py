@@ -41,8 +41,6 @@ from .scenario import Scenario, ScenarioError, load_scenario, parse_override_val
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_SIGINT = 128 + signal.SIGINT  # 130
-EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
 DEFAULT_RUNS_DIR = "runs"
 DEFAULT_CHECKPOINT_SECONDS = 5.0
@@ -77,14 +75,6 @@ CheckpointEveryOpt = Annotated[
         help="Save the whole model to checkpoint.pkl every N ticks (0: never), so `attnsim resume DIR` can continue the run.",
     ),
 ]
-
-
-class BadInput(Exception):
-    """Bad input: `lines` are the `FILE:LINE:COL: key: message` lines to print, every one of them."""
-
-    def __init__(self, lines: list[str]):
-        self.lines = lines
-        super().__init__("\n".join(lines))
 
 
 def _stderr() -> Console:

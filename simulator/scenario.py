@@ -24,8 +24,6 @@ PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equ
 AUCTION_FORMATS = ("second_price", "first_price", "gsp")
 BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
 # Rules of the library that the engine implements; the schema names every rule of the contract.
-IMPLEMENTED_ALLOCATION_RULES = ALLOCATION_RULES
-IMPLEMENTED_PAYOUT_RULES = PAYOUT_RULES
 MAX_SCENARIO_BYTES = 1_000_000
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -313,13 +311,6 @@ class AllocationConfig(Strict):
     engagement_weight: NonNegativeFloat = 0.0
     """Modifier, any rule: α in seed 002's engagement weighting, adding α·p/(p+r+c) to a good's score (p purchases, r exposures, c consumptions)."""
 
-    @field_validator("rule")
-    @classmethod
-    def _rule_is_built(cls, rule: str) -> str:
-        if rule not in IMPLEMENTED_ALLOCATION_RULES:
-            raise ValueError(f"allocation rule {rule!r} is not available yet; use one of {IMPLEMENTED_ALLOCATION_RULES}")
-        return rule
-
 
 class PayoutConfig(Strict):
     """How the creator payout pool is funded and divided."""
@@ -330,13 +321,6 @@ class PayoutConfig(Strict):
     """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool (never more than the platform holds)."""
     backward_discount: Probability = 0.5
     """`backward`: γ, the weight of the k-th ranked drop is γ^(k−1) (0 pays each user's top creator its margin over the runner-up; 1 pays every creator its own best value)."""
-
-    @field_validator("rule")
-    @classmethod
-    def _rule_is_built(cls, rule: str) -> str:
-        if rule not in IMPLEMENTED_PAYOUT_RULES:
-            raise ValueError(f"payout rule {rule!r} is not available yet; use one of {IMPLEMENTED_PAYOUT_RULES}")
-        return rule
 
 
 class AuctionConfig(Strict):

@@ -500,10 +500,6 @@ def load_sweep(directory: str | Path) -> pd.DataFrame:
     return frame
 
 
-def read_sweep_manifest(directory: str | Path) -> dict[str, Any]:
-    return rundir.read_json(Path(directory) / SWEEP_MANIFEST)
-
-
 # --- running a sweep (the client) ----------------------------------------------------------------
 
 

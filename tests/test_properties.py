@@ -68,8 +68,8 @@ def literal_choices(info: Any) -> tuple[Any, ...] | None:
 
 # Every choice the schema offers; the rule lists come from the constants other modules extend.
 CHOICES: dict[str, tuple[Any, ...]] = {key: choices for key, info in LEAVES.items() if (choices := literal_choices(info))}
-CHOICES["allocation.rule"] = tuple(schema.IMPLEMENTED_ALLOCATION_RULES)
-CHOICES["circulation.creator_payout.rule"] = tuple(schema.IMPLEMENTED_PAYOUT_RULES)
+CHOICES["allocation.rule"] = tuple(schema.ALLOCATION_RULES)
+CHOICES["circulation.creator_payout.rule"] = tuple(schema.PAYOUT_RULES)
 CHOICES["circulation.auction.format"] = tuple(schema.AUCTION_FORMATS)
 CHOICES["population.advertisers.bidding"] = tuple(schema.BIDDING_STRATEGIES)
 MAIN_AXES = ("allocation.rule", "circulation.creator_payout.rule", "circulation.auction.format", "population.advertisers.bidding")
