@@ -102,9 +102,9 @@ class UsersConfig(Strict):
     taste_sharpness: NonNegativeFloat = 2.0
     """How fast value falls with topic mismatch: match = exp(sharpness × (cos − 1))."""
     outside_option: float = Field(0.25, allow_inf_nan=False)
-    """Value of not consuming; an exposure is consumed with logit probability of value − outside_option."""
+    """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by."""
     choice_noise: PositiveFloat = 0.1
-    """Scale of the logit choice noise."""
+    """Scale of the logistic taste shock in each consumption choice."""
     willingness_to_pay: Money = 3_000
     """Money a product of value 1 is worth to a user; buys happen when value × this > price."""
     drift: Probability = 0.02
