@@ -47,7 +47,7 @@ def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.
     allocation = allocate(market, arrivals, rule, scenario, rng)
     consumption = consume(market, allocation, scenario, rng)
     settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
-    adapt(market, allocation, consumption, scenario, rng)
+    adapt(market, allocation, consumption, settlement, scenario, rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
 

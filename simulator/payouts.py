@@ -70,17 +70,21 @@ def payout_weights(
 ) -> np.ndarray:
     """Weights per creator row (length `state.creators_born`) under payout `rule`.
 
-    `backward_discount` is γ of the `backward` rule. `equal` weighs every alive creator with at
-    least one good in the catalogue: a creator with nothing on offer is not active.
+    `backward_discount` is γ of the `backward` rule.
     """
+    per_good = good_weights(rule, state, allocation, consumption, backward_discount=backward_discount)
+    return creator_weights(rule, state, per_good)
+
+
+def creator_weights(rule: str, state: MarketState, per_good: np.ndarray) -> np.ndarray:
+    """Per creator row: the sum of its goods' `good_weights`. `equal` weighs every alive creator
+    with at least one good in the catalogue: a creator with nothing on offer is not active."""
+    goods = state.goods
     if rule == "equal":
-        goods = state.goods
         on_offer = np.bincount(goods.owner[goods.live], minlength=state.creators_born)[: state.creators_born] > 0
         return (state.creators.alive[: state.creators_born] & on_offer).astype(np.float64)
-    per_good = good_weights(rule, state, allocation, consumption, backward_discount=backward_discount)
     rows = np.flatnonzero(per_good)
-    owners = state.goods.owner[rows]
-    return np.bincount(owners, weights=per_good[rows], minlength=state.creators_born)[: state.creators_born]
+    return np.bincount(goods.owner[rows], weights=per_good[rows], minlength=state.creators_born)[: state.creators_born]
 
 
 def good_weights(

@@ -418,7 +418,8 @@ def test_the_payout_pool_is_capped_at_what_the_platform_holds(worked):
     scenario, state, allocation, consumption = worked
     state.ledger.balances["platform"][0] = 1_000
     state.ledger.initial += 1_000
-    payouts = _pay_creators(state, allocation, consumption, np.zeros(4), 10**6, scenario)  # pool_share 0.5 → 500_000 owed
+    per_good = good_weights(scenario.circulation.creator_payout.rule, state, allocation, consumption)
+    payouts = _pay_creators(state, per_good, 10**6, scenario)  # pool_share 0.5 → 500_000 owed
     assert payouts.sum() == 1_000 and state.ledger.balances["platform"][0] == 0
     assert state.ledger.conservation_error() == 0
 

@@ -24,26 +24,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..payouts import good_weights
 from ..populations import production_cost, unit_rows
 from ..scenario import Scenario
 from ..state import FLOAT, MarketState
 from .allocation import Allocation
+from .circulation import Settlement
 from .consumption import Consumption
 
 AUDIENCE_SAMPLE = 256  # users whose profiles a best-responding creator models the market with
 
 
 def adapt(
-    state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario, rng: np.random.Generator
+    state: MarketState,
+    allocation: Allocation,
+    consumption: Consumption,
+    settlement: Settlement,
+    scenario: Scenario,
+    rng: np.random.Generator,
 ) -> None:
     cfg = scenario.population.creators.adaptation
     rows = np.flatnonzero(state.creators.alive[: state.creators_born])
     if cfg.rule == "static" or len(rows) == 0 or len(allocation.users) == 0:
         return
-    payout = scenario.circulation.creator_payout
-    rule = payout.rule
-    activity = good_weights(rule, state, allocation, consumption, backward_discount=payout.backward_discount)
+    rule = scenario.circulation.creator_payout.rule
+    activity = settlement.good_weights
     total_activity = activity.sum()
     # What one unit of a payout weight paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0

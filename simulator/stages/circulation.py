@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..payouts import payout_weights
+from ..payouts import creator_weights, good_weights
 from ..populations import add_creators, retire_goods
 from ..scenario import Scenario
 from ..state import MarketState
@@ -32,6 +32,7 @@ class Settlement:
     creator_exposure: np.ndarray  # per creator row: exposures this tick
     creator_income: np.ndarray  # per creator row: sales + payouts this tick (minor units)
     creators_in_tick: np.ndarray  # per creator row: active during the tick (alive before exits)
+    good_weights: np.ndarray  # per catalogue row: what the payout rule credited each good this tick
     advertiser_value: int  # value advertisers gained from clicks this tick
     ad_free_deliveries: int  # billable ad events delivered after the advertiser's budget ran out
     entries: int
@@ -59,7 +60,9 @@ def circulate(
     update_clickbait_penalty(state, scenario)
     shown = allocation.exposures[allocation.exposures >= 0]
     exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
-    payouts = _pay_creators(state, allocation, consumption, exposure, take + ad_revenue, scenario)
+    payout = scenario.circulation.creator_payout
+    per_good = good_weights(payout.rule, state, allocation, consumption, backward_discount=payout.backward_discount)
+    payouts = _pay_creators(state, per_good, take + ad_revenue, scenario)
     _pay_attention_rewards(state, allocation, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
@@ -75,6 +78,7 @@ def circulate(
         np.pad(exposure, (0, entries)),
         np.pad(income, (0, entries)),
         np.pad(in_tick, (0, entries)),
+        per_good,
         advertiser_value,
         ad_free_deliveries,
         entries,
@@ -99,14 +103,7 @@ def _settle_purchases(
     return sales, int(take.sum())
 
 
-def _pay_creators(
-    state: MarketState,
-    allocation: Allocation,
-    consumption: Consumption,
-    exposure: np.ndarray,
-    revenue: int,
-    scenario: Scenario,
-) -> np.ndarray:
+def _pay_creators(state: MarketState, per_good: np.ndarray, revenue: int, scenario: Scenario) -> np.ndarray:
     """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
     holds, split among alive creators by the payout rule; returns the payout per creator row.
     If no alive creator has positive weight, the platform keeps the pool."""
@@ -114,7 +111,7 @@ def _pay_creators(
     ledger = state.ledger
     pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
     alive = state.creators.alive[: state.creators_born]
-    weights = payout_weights(cfg.rule, state, allocation, consumption, backward_discount=cfg.backward_discount)
+    weights = creator_weights(cfg.rule, state, per_good)
     payouts = split_exactly(pool, np.where(alive, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
