@@ -393,20 +393,15 @@ def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample counts[i] distinct columns per row without replacement, P ∝ softmax(scores).
 
-    numpy takes the row maxima and the exp (SIMD passes over the block); a compiled kernel
-    (`simulator/kernels.py`) then draws each row's exposures in feed order by successive
-    sampling. Each row's random stream comes from its own seed drawn here, so results do not
-    depend on how rows are split among threads. `scores` is left untouched.
+    A compiled kernel (`simulator/kernels.py`) draws each row's exposures in feed order by
+    successive sampling. Each row's random stream comes from its own seed drawn here, so results
+    do not depend on how many draws the rows before it took. `scores` is left untouched.
     """
     rows, columns = scores.shape
     width = int(counts.max(initial=0))
     picked = np.full((rows, width), -1, dtype=np.int64)
     if width == 0 or columns == 0:
         return picked
-    top = scores.max(axis=1, keepdims=True)
-    top[~np.isfinite(top)] = 0.0
-    weights = np.subtract(scores, top)
-    np.exp(weights, out=weights)  # may underflow to 0 far below the row's best: the kernel rescales
     seeds = rng.integers(0, 2**63, size=rows, dtype=np.int64).astype(np.uint64)
-    draw_without_replacement(weights, scores, counts.astype(np.int64), seeds, picked)
+    draw_without_replacement(np.ascontiguousarray(scores, dtype=FLOAT), counts.astype(np.int64), seeds, picked)
     return picked

@@ -172,6 +172,14 @@ _PLAIN_TYPES = frozenset({int, float, bool, str, bytes, bytearray, tuple, list, 
 _CHECKED_TYPES: set[type] = set()
 
 
+# What unpickling damaged bytes can raise (random bytes can ask for absurd sizes: OverflowError,
+# MemoryError; or nest without end: RecursionError).
+UNPICKLING_FAILURES = (
+    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError,
+    OverflowError, MemoryError, RecursionError,
+)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -397,7 +405,7 @@ def load_checkpoint(path: str | Path, *, expect_digest: str | None = None) -> At
         handle.seek(payload_start)
         try:
             state = _RestrictedUnpickler(_Bounded(handle, length)).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as exc:
+        except UNPICKLING_FAILURES as exc:
             raise CheckpointError(path, f"corrupt checkpoint: cannot unpickle it: {exc}") from None
     if not isinstance(state, dict) or not {"attributes", "running", "steps", "rng", "random", "model_vars"} <= set(state):
         raise CheckpointError(path, "corrupt checkpoint: its payload is not a model state")

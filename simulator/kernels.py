@@ -1,11 +1,16 @@
 """Compiled kernels (numba) for the few loops numpy cannot express without big temporaries.
 
-`draw_without_replacement` is the allocator's sampler. For each row of a block, the kernel accumulates the softmax weights into a cumulative sum and
-draws columns by binary search; a column already taken is drawn again, which is exactly
-successive sampling without replacement (each new exposure is drawn in proportion to the
-weights of the goods not yet shown). After many repeats, or when every remaining weight has
-underflowed, it rebuilds the cumulative sum over the goods not yet taken, rescaled to the best
-of them — exact either way. One pass over the row plus one binary search per draw.
+`draw_without_replacement` is the allocator's sampler: it turns each row of a block of scores
+(log-weights) into exposures drawn by successive sampling without replacement, each draw in
+proportion to the softmax weights of the goods not yet shown. Per row it makes two vectorized
+passes over the scores (the row's maximum, then the weights exp(score − max) from a polynomial
+exp the compiler vectorizes, summed by chunks of about √columns) and then draws: a scan over
+the chunk sums, a scan within the chosen chunk, and the drawn good's weight set to zero and its
+chunk re-summed. No cumulative sum over the whole row (a chain of dependent additions, the
+slowest loop on a CPU) and no weights matrix: a row's weights live in a small scratch buffer.
+When every remaining weight has underflowed (goods far below the row's best, reached only once
+the better ones are all shown), the weights are recomputed relative to the best remaining good,
+so the draws stay exact.
 
 Each row draws from its own splitmix64 stream seeded by the caller. The kernels are
 single-threaded on purpose: parallel numba loops fight the BLAS threads of the next block's
@@ -21,8 +26,24 @@ d-long sums vectorize).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
+
+# Reassociation lets the compiler vectorize sums; no `nnan`/`ninf`: masked scores are −inf.
+VECTOR_MATH = {"reassoc", "nsz", "contract", "arcp"}
+MAX_LANES = 16  # independent running maxima, so the row maximum vectorizes
+LANES = 32  # a row's weights are summed in interleaved lanes: column j is in lane j % LANES
+
+# float32 exp(x) for x <= 0: x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for accuracy),
+# exp(r) by its degree-6 Taylor polynomial (relative error under 1e-6), 2**n from exponent bits.
+LOG2E = np.float32(1.4426950408889634)
+LN2_HIGH = np.float32(0.693359375)
+LN2_LOW = np.float32(-2.12194440e-4)
+EXP_FLOOR = np.float32(-87.0)  # exp(x) below this (1.6e-38) counts as 0: float32's normal range
+TAYLOR = tuple(np.float32(1.0 / math.factorial(k)) for k in range(7))
+
 
 @njit(cache=True)
 def _next_uniform(state: np.uint64) -> tuple[np.uint64, float]:
@@ -35,76 +56,135 @@ def _next_uniform(state: np.uint64) -> tuple[np.uint64, float]:
     return state, (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
-def _cumulate(scores, weights, taken, row, cdf, rescale):
-    """Cumulative weights of the row's goods not yet taken; `rescale` recomputes them from the
-    scores relative to the best remaining one (for rows whose weights underflowed)."""
-    columns = cdf.shape[0]
-    total = 0.0
-    if rescale:
-        top = -np.inf
-        for j in range(columns):
-            if not taken[j] and scores[row, j] > top:
-                top = scores[row, j]
-        if top == -np.inf:
-            return 0.0
-        for j in range(columns):
-            if not taken[j] and scores[row, j] > -np.inf:
-                total += np.exp(np.float64(scores[row, j]) - top)
-            cdf[j] = total
-    else:
-        for j in range(columns):
-            if not taken[j]:
-                total += weights[row, j]
-            cdf[j] = total
-    return total
+@njit(cache=True, fastmath={"nnan", "reassoc", "nsz"}, inline="always")
+def _row_max(scores, row, lanes):
+    """max_j scores[row, j] (−inf for an all-masked row), over len(lanes) running maxima."""
+    width = lanes.shape[0]
+    lanes[:] = -np.inf
+    columns = scores.shape[1]
+    whole = columns - columns % width
+    for start in range(0, whole, width):
+        for lane in range(width):
+            value = scores[row, start + lane]
+            lanes[lane] = value if value > lanes[lane] else lanes[lane]
+    top = -np.inf
+    for lane in range(width):
+        top = max(top, lanes[lane])
+    for j in range(whole, columns):
+        top = max(top, scores[row, j])
+    return top
+
+
+@njit(cache=True, inline="always")
+def _best_remaining(scores, row, taken):
+    """The row's best score among goods not yet taken (−inf if none is eligible)."""
+    top = -np.inf
+    for j in range(scores.shape[1]):
+        if not taken[j] and scores[row, j] > top:
+            top = scores[row, j]
+    return top
+
+
+@njit(cache=True, fastmath=VECTOR_MATH)
+def _relative_weights(scores, row, top, weights, exponent_bits):
+    """weights[j] = exp(min(scores[row, j] − top, 0)) in float32, 0 for −inf and below
+    EXP_FLOOR. Returns how many weights are positive."""
+    top = np.float32(top)
+    columns = weights.shape[0]
+    for j in range(columns):
+        x = min(max(scores[row, j] - top, EXP_FLOOR), np.float32(0.0))
+        n = np.floor(x * LOG2E + np.float32(0.5))
+        r = x - n * LN2_HIGH - n * LN2_LOW
+        c0, c1, c2, c3, c4, c5, c6 = TAYLOR
+        weights[j] = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))
+        exponent_bits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
+    scale = exponent_bits.view(np.float32)
+    positive = 0
+    for j in range(columns):
+        keep = scores[row, j] - top > EXP_FLOOR
+        weights[j] = weights[j] * scale[j] if keep else np.float32(0.0)
+        positive += keep
+    return positive
+
+
+@njit(cache=True, fastmath=VECTOR_MATH)
+def _sum_lanes(weights, lane_sums):
+    """lane_sums[c] = Σ weights[j] over j ≡ c (mod LANES), in float64; returns their total."""
+    sums = np.zeros(LANES, dtype=np.float64)  # a local array: the compiler knows it aliases nothing
+    columns = weights.shape[0]
+    whole = columns - columns % LANES
+    for start in range(0, whole, LANES):
+        for lane in range(LANES):
+            sums[lane] += np.float64(weights[start + lane])
+    for j in range(whole, columns):
+        sums[j - whole] += np.float64(weights[j])
+    lane_sums[:] = sums
+    return sums.sum()
 
 
 @njit(cache=True)
-def _draw_rows(weights, scores, counts, seeds, out):
-    rows, columns = weights.shape
-    cdf = np.empty(columns, dtype=np.float64)
+def _draw_rows(scores, counts, seeds, out):
+    rows, columns = scores.shape
+    weights = np.empty(columns, dtype=np.float32)
+    exponent_bits = np.empty(columns, dtype=np.int32)
+    lane_sums = np.empty(LANES, dtype=np.float64)
     taken = np.zeros(columns, dtype=np.bool_)
+    running_max = np.empty(MAX_LANES, dtype=scores.dtype)
     for row in range(rows):
         wanted = counts[row]
         if wanted <= 0:
             continue
+        top = _row_max(scores, row, running_max)
+        if top == -np.inf:
+            continue  # nothing eligible
+        positive = _relative_weights(scores, row, top, weights, exponent_bits)
+        total = _sum_lanes(weights, lane_sums)
         state = seeds[row]
         got = 0
-        misses = 0
-        total = _cumulate(scores, weights, taken, row, cdf, False)
         while got < wanted:
-            if total <= 0.0 or misses > 4 * wanted + 16:
-                total = _cumulate(scores, weights, taken, row, cdf, True)
-                misses = 0
-                if total <= 0.0:
+            if positive == 0:
+                # Every remaining weight underflowed: recompute relative to the best remaining good.
+                top = _best_remaining(scores, row, taken)
+                if top == -np.inf:
                     break  # no eligible good left
+                positive = _relative_weights(scores, row, top, weights, exponent_bits)
+                for i in range(got):
+                    positive -= weights[out[row, i]] > 0.0
+                    weights[out[row, i]] = 0.0
+                total = _sum_lanes(weights, lane_sums)
             state, uniform = _next_uniform(state)
             target = uniform * total
-            low = 0
-            high = columns - 1
-            while low < high:
-                middle = (low + high) >> 1
-                if cdf[middle] > target:
-                    high = middle
-                else:
-                    low = middle + 1
-            if taken[low]:
-                misses += 1
+            lane = 0
+            while lane < LANES - 1 and lane_sums[lane] <= target:
+                target -= lane_sums[lane]
+                lane += 1
+            pick = -1
+            for j in range(lane, columns, LANES):
+                if weights[j] > 0.0:
+                    pick = j
+                    target -= weights[j]
+                    if target < 0.0:
+                        break
+            if pick < 0:
+                # Subtractions left a lane's sum above its true weight (rounding): re-sum, draw again.
+                total = _sum_lanes(weights, lane_sums)
+                positive = np.count_nonzero(weights)
                 continue
-            taken[low] = True
-            out[row, got] = low
+            out[row, got] = pick
             got += 1
+            taken[pick] = True
+            positive -= 1
+            lane_sums[lane] = max(lane_sums[lane] - weights[pick], 0.0)
+            total -= weights[pick]
+            weights[pick] = 0.0
         for i in range(got):
             taken[out[row, i]] = False
 
 
-def draw_without_replacement(
-    weights: np.ndarray, scores: np.ndarray, counts: np.ndarray, seeds: np.ndarray, out: np.ndarray
-) -> None:
-    """Fill out[i, :counts[i]] with distinct columns drawn ∝ weights[i] (fewer if the row has
-    fewer eligible columns: finite scores); `scores` are the log-weights, -inf for ineligible."""
-    _draw_rows(weights, scores, counts, seeds, out)
+def draw_without_replacement(scores: np.ndarray, counts: np.ndarray, seeds: np.ndarray, out: np.ndarray) -> None:
+    """Fill out[i, :counts[i]] with distinct columns drawn ∝ softmax(scores[i]) by successive
+    sampling (fewer if the row has fewer eligible columns: finite scores); `scores` float32."""
+    _draw_rows(scores, counts, seeds, out)
 
 
 @njit(cache=True, fastmath=True)

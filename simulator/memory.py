@@ -9,7 +9,7 @@
   publishing rate × lifetime), with room for the capacity doubling of `state.Population`;
 - the uid index (8 bytes per good ever published) and the metrics recorded every tick;
 - one tick's working memory: the allocator's score block (`allocation.block_elements` scores,
-  10–24 bytes each with the selection's temporaries, by rule) and the per-exposure matrices of
+  6–24 bytes each with the selection's temporaries, by rule) and the per-exposure matrices of
   the active users (~56 bytes per attention unit up to `population.users.budget_max`);
 - the `learned` rule's interaction logs and factors;
 - the candidate mode's index (`allocation.candidates`), when the run may use it: a few
@@ -42,10 +42,10 @@ from .state import Advertisers, Creators, Goods, Population, Users
 
 BASELINE_BYTES = 280 * 1024**2  # Python, numpy, scipy, pandas, pyarrow, mesa and the package, imported
 # Per element of the allocator's score block: the scores plus the selection's temporaries, as
-# measured with tracemalloc per rule (sampling without replacement is lean; the deterministic
+# measured with tracemalloc per rule (sampling without replacement needs only the scores; the deterministic
 # top-k and the Shapley mediator keep more per element).
-BLOCK_BYTES_PER_ELEMENT = {"top_k": 24, "shapley": 18, "oracle": 14}
-BLOCK_BYTES_DEFAULT = 10
+BLOCK_BYTES_PER_ELEMENT = {"top_k": 24, "shapley": 18, "oracle": 10}
+BLOCK_BYTES_DEFAULT = 6
 EXPOSURE_BYTES_PER_UNIT = 56  # per active user and attention unit: exposures, values, masks, ...
 VECTOR_COPIES = 3  # per active user: copies of its interest and profile vectors in a tick
 USER_TICK_BYTES = 48  # per user and tick: show-up draws, masks, index arrays

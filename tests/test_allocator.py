@@ -246,6 +246,47 @@ def test_sampling_never_picks_masked_columns_and_caps_at_eligible_count():
     assert sorted(picked[2][picked[2] >= 0].tolist()) == [4, 5]
 
 
+def test_sampling_after_underflow_follows_the_remaining_goods_relative_weights():
+    """Goods 200 nats below the best have weight 0 next to it (float32); once the best is shown,
+    the sampler rescales to the best remaining, so the next draw is 2:1 between exp(0) and exp(-ln 2)."""
+    rows = 30_000
+    scores = np.tile(np.array([0.0, -200.0, -200.0 - np.log(2.0), -np.inf], dtype=np.float32), (rows, 1))
+    picked = sample_positions(scores, np.full(rows, 3), np.random.default_rng(5))
+    assert (picked[:, 0] == 0).all()
+    assert sorted(set(picked[:, 1].tolist())) == [1, 2]
+    share = np.mean(picked[:, 1] == 1)
+    assert abs(share - 2 / 3) < 5 * np.sqrt(2 / 9 / rows)
+    assert (np.sort(picked, axis=1) == [0, 1, 2]).all()
+
+
+def test_sampling_orders_goods_separated_by_huge_gaps_best_first():
+    """Scores 1e6 apart: every draw must take the best remaining good, across many lanes."""
+    rng = np.random.default_rng(8)
+    scores = (rng.permutation(300)[None, :] * 1e6).astype(np.float32).repeat(4, axis=0)
+    scores[:, ::7] = -np.inf
+    picked = sample_positions(scores, np.array([0, 1, 40, 300]), rng)
+    eligible = np.isfinite(scores[0])
+    best_first = np.argsort(-np.where(eligible, scores[0], -np.inf), kind="stable")[: eligible.sum()]
+    assert (picked[0] == -1).all()
+    assert picked[1, 0] == best_first[0]
+    np.testing.assert_array_equal(picked[2, :40], best_first[:40])
+    np.testing.assert_array_equal(picked[3, : eligible.sum()], best_first)
+    assert (picked[3, eligible.sum() :] == -1).all()
+
+
+def test_sampler_weights_match_exp_to_float32_precision():
+    """The kernel's vectorized exp: relative error under 1e-6 against numpy's over its whole range."""
+    from simulator.kernels import EXP_FLOOR, _relative_weights
+
+    x = np.linspace(float(EXP_FLOOR) + 1e-3, 0.0, 200_001).astype(np.float32)
+    scores = np.concatenate([x, [-np.inf, float(EXP_FLOOR) - 1.0]]).astype(np.float32)[None, :]
+    weights = np.empty(scores.shape[1], dtype=np.float32)
+    positive = _relative_weights(scores, 0, np.float32(0.0), weights, np.empty(scores.shape[1], dtype=np.int32))
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(weights[: len(x)] - exact) / exact) < 1e-6
+    assert positive == len(x) and weights[-2] == 0.0 and weights[-1] == 0.0
+
+
 # --- top_k_positions -------------------------------------------------------------------------
 
 

@@ -12,11 +12,14 @@ import hashlib
 import json
 import os
 import pickle
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from simulator import checkpoint as ckpt
@@ -345,7 +348,7 @@ def _damage(run: Path, how: str, tmp_path: Path) -> tuple[str, str, str]:
         _rewrite_payload(checkpoint, pickle.dumps(_Evil(), protocol=5))
         return str(checkpoint), "<checkpoint>", "may not refer to"
     if how == "checkpoint-garbage-payload":
-        _rewrite_payload(checkpoint, os.urandom(4096))
+        _rewrite_payload(checkpoint, random.Random(3).randbytes(4096))
         return str(checkpoint), "<checkpoint>", "cannot unpickle"
     raise AssertionError(how)
 
@@ -364,6 +367,19 @@ RESUME_CASES = [
     "checkpoint-crafted-pickle",
     "checkpoint-garbage-payload",
 ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(min_size=1, max_size=512))
+@example(payload=pickle.BINBYTES8 + b"\xff" * 8)  # asks for 2**64 bytes: OverflowError
+@example(payload=pickle.BINBYTES8 + b"\xff" * 7 + b"\x0f")  # asks for a petabyte
+def test_any_garbage_payload_is_a_checkpoint_error(tmp_path_factory, interrupted_run, payload):
+    """Whatever bytes sit inside a well-framed checkpoint, loading ends in CheckpointError."""
+    target = tmp_path_factory.mktemp("garbage") / ckpt.CHECKPOINT
+    target.write_bytes((interrupted_run / ckpt.CHECKPOINT).read_bytes())
+    _rewrite_payload(target, payload)
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load_checkpoint(target)
 
 
 @pytest.mark.parametrize("how", RESUME_CASES)
