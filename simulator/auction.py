@@ -1,14 +1,20 @@
-"""Ad auctions for a block of users, all resolved at once (no Python loop per user).
+"""Ad auctions: one per user, compiled (numba), with or without budget throttling.
 
 Each user has `slots` ad positions; position j multiplies click rates by `position_ctr[j]`
-(non-increasing). Bidders are ranked by bid × predicted click rate (the quality score), bids
-under the reserve do not take part, and prices are per click, in whole minor units:
+(non-increasing). Bidders are ranked by bid × predicted click rate (the quality score; ties go
+to the lower index), bids under the reserve and zero bids do not take part, neither do bidders
+the user would never click (predicted rate 0), and prices are per click, in whole minor units:
 
 - `first_price`: each winner pays its own bid;
 - `gsp` (generalised second price): the winner of position j pays the least bid that keeps its
   rank, next score / own predicted click rate;
 - `second_price`: the VCG price, the externality a winner imposes on the bidders below it. With
   one slot it is the classic second-price (Vickrey) auction, and truthful bidding is dominant.
+
+`run_auctions` resolves a block of users against fixed bids. `sell_with_throttling` resolves
+users one after another and takes an advertiser out of the auctions as soon as its expected
+spend reaches what it has left for the tick: exact throttling, user by user, with no block
+granularity. Both run the same per-user auction, `_resolve`.
 """
 
 from __future__ import annotations
@@ -16,12 +22,107 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+
+FORMATS = {"first_price": 0, "gsp": 1, "second_price": 2}
+_FIRST_PRICE, _GSP, _SECOND_PRICE = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class AuctionOutcome:
     winners: np.ndarray  # (users, slots) advertiser index per position, -1 if unfilled
     price_per_click: np.ndarray  # (users, slots) int64 minor units, 0 where unfilled
+
+
+@njit(cache=True, error_model="numpy")
+def _resolve(bids, eligible, ctr, position_ctr, auction_format, reserve, ranked, scores, winners, prices):
+    """One user's auction over the bidders with eligible[b]; fills winners[:slots] and prices[:slots].
+
+    `ranked`/`scores` are scratch of length slots + 1: the best slots + 1 bidders by score, kept
+    sorted by insertion (bidders are few, positions fewer). Division by zero gives inf/nan
+    (error_model="numpy"), and a price that is not finite falls back to the bid.
+    """
+    slots = winners.shape[0]
+    depth = slots + 1
+    for k in range(depth):
+        ranked[k] = -1
+        scores[k] = -np.inf
+    for bidder in range(bids.shape[0]):
+        if not eligible[bidder] or not ctr[bidder] > 0.0:
+            continue
+        score = ctr[bidder] * bids[bidder]
+        if not score > scores[depth - 1]:
+            continue  # ties keep the earlier (lower-index) bidder ahead
+        k = depth - 1
+        while k > 0 and score > scores[k - 1]:
+            ranked[k] = ranked[k - 1]
+            scores[k] = scores[k - 1]
+            k -= 1
+        ranked[k] = bidder
+        scores[k] = score
+    externality = 0.0
+    for j in range(slots - 1, -1, -1):  # from the bottom: VCG externalities accumulate upward
+        next_score = scores[j + 1] if scores[j + 1] > -np.inf else 0.0
+        theta_next = position_ctr[j + 1] if j + 1 < slots else 0.0
+        externality += (position_ctr[j] - theta_next) * next_score
+        winner = ranked[j]
+        winners[j] = winner
+        if winner < 0:
+            prices[j] = 0
+            continue
+        own_bid = float(bids[winner])
+        own_ctr = ctr[winner] if ctr[winner] > 0.0 else 1.0
+        if auction_format == _FIRST_PRICE:
+            price = own_bid
+        elif auction_format == _GSP:
+            price = next_score / own_ctr
+        else:
+            price = externality / (position_ctr[j] * own_ctr)
+        if not np.isfinite(price):
+            price = own_bid  # a degenerate 0/0 from vanishing click rates: the most it agreed to pay
+        price = np.ceil(price - 1e-9)
+        prices[j] = np.int64(min(max(price, float(reserve)), own_bid))
+
+
+@njit(cache=True, error_model="numpy")
+def _run_auctions(bids, ctr, position_ctr, auction_format, reserve, winners, prices):
+    eligible = (bids > 0) & (bids >= reserve)
+    depth = winners.shape[1] + 1
+    ranked = np.empty(depth, dtype=np.int64)
+    scores = np.empty(depth, dtype=np.float64)
+    for user in range(ctr.shape[0]):
+        _resolve(bids, eligible, ctr[user], position_ctr, auction_format, reserve, ranked, scores, winners[user], prices[user])
+
+
+@njit(cache=True, error_model="numpy")
+def _sell_with_throttling(
+    bids, remaining, ctr, shown_slots, position_ctr, calibration, auction_format, reserve, ads, prices, rates
+):
+    eligible = (bids > 0) & (bids >= reserve) & (remaining > 0.0)
+    slots = ads.shape[1]
+    depth = slots + 1
+    ranked = np.empty(depth, dtype=np.int64)
+    scores = np.empty(depth, dtype=np.float64)
+    winners = np.empty(slots, dtype=np.int64)
+    paid = np.empty(slots, dtype=np.int64)
+    for user in range(ctr.shape[0]):
+        _resolve(bids, eligible, ctr[user], position_ctr, auction_format, reserve, ranked, scores, winners, paid)
+        for j in range(min(shown_slots[user], slots)):
+            winner = winners[j]
+            if winner < 0:
+                continue
+            ads[user, j] = winner
+            prices[user, j] = paid[j]
+            rates[user, j] = ctr[user, winner] * position_ctr[j]
+            remaining[winner] -= paid[j] * rates[user, j] * calibration[winner]
+            if not remaining[winner] > 0.0:
+                eligible[winner] = False
+
+
+def _format_code(auction_format: str) -> int:
+    if auction_format not in FORMATS:
+        raise ValueError(f"unknown auction format {auction_format!r}")
+    return FORMATS[auction_format]
 
 
 def run_auctions(
@@ -37,54 +138,56 @@ def run_auctions(
     `bids` (advertisers,) are per-click bids in minor units; bidders with a bid of 0 (out of
     budget) or under the reserve are out.
     """
+    code = _format_code(auction_format)
     users, bidders = predicted_ctr.shape
     winners = np.full((users, slots), -1, dtype=np.int64)
     prices = np.zeros((users, slots), dtype=np.int64)
     if slots == 0 or bidders == 0 or users == 0:
         return AuctionOutcome(winners, prices)
+    _run_auctions(
+        np.asarray(bids, dtype=np.int64),
+        np.ascontiguousarray(predicted_ctr, dtype=np.float64),
+        np.asarray(position_ctr[:slots], dtype=np.float64),
+        code,
+        int(reserve_price),
+        winners,
+        prices,
+    )
+    return AuctionOutcome(winners, prices)
 
-    bids = np.asarray(bids, dtype=np.int64)
-    in_auction = (bids > 0) & (bids >= reserve_price)
-    rank_score = predicted_ctr.astype(np.float64) * np.where(in_auction, bids, 0)[None, :]
-    rank_score[:, ~in_auction] = -np.inf
-    rank_score[predicted_ctr <= 0] = -np.inf
 
-    depth = min(slots + 1, bidders)
-    if depth < bidders:
-        top = np.argpartition(-rank_score, depth - 1, axis=1)[:, :depth]
-    else:
-        top = np.broadcast_to(np.arange(bidders), (users, bidders))
-    top_scores = np.take_along_axis(rank_score, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)
-    ranked = np.take_along_axis(top, order, axis=1)
-    ranked_scores = np.take_along_axis(top_scores, order, axis=1)
-    if depth < slots + 1:  # pad so every position has a "next" bidder
-        pad = slots + 1 - depth
-        ranked = np.concatenate([ranked, np.full((users, pad), -1)], axis=1)
-        ranked_scores = np.concatenate([ranked_scores, np.full((users, pad), -np.inf)], axis=1)
+def sell_with_throttling(
+    bids: np.ndarray,
+    remaining: np.ndarray,
+    predicted_ctr: np.ndarray,
+    shown_slots: np.ndarray,
+    position_ctr: np.ndarray,
+    calibration: np.ndarray,
+    auction_format: str,
+    reserve_price: int,
+    ads: np.ndarray,
+    prices: np.ndarray,
+    rates: np.ndarray,
+) -> None:
+    """Auction row by row; fill ads/prices/rates (users × slots) for each row's first
+    shown_slots[i] positions and debit `remaining` (float64, per advertiser, in place) by each
+    sale's expected cost: price × predicted click rate at its position × `calibration`.
 
-    filled = np.isfinite(ranked_scores[:, :slots])
-    winner = np.where(filled, ranked[:, :slots], -1)
-    next_scores = np.where(np.isfinite(ranked_scores[:, 1 : slots + 1]), ranked_scores[:, 1 : slots + 1], 0.0)
-    own_ctr = np.take_along_axis(predicted_ctr, np.maximum(winner, 0), axis=1).astype(np.float64)
-    own_bid = bids[np.maximum(winner, 0)].astype(np.float64)
-
-    if auction_format == "first_price":
-        price = own_bid
-    elif auction_format == "gsp":
-        price = next_scores / np.where(own_ctr > 0, own_ctr, 1.0)
-    elif auction_format == "second_price":
-        theta = np.asarray(position_ctr[:slots], dtype=np.float64)
-        theta_next = np.append(theta[1:], 0.0)
-        # Position j's externality: sum over k >= j of (theta_k - theta_{k+1}) * score_{k+1}.
-        externality = np.cumsum(((theta - theta_next) * next_scores)[:, ::-1], axis=1)[:, ::-1]
-        price = externality / (theta * np.where(own_ctr > 0, own_ctr, 1.0))
-    else:
-        raise ValueError(f"unknown auction format {auction_format!r}")
-
-    # Whole minor units; never above the bid, never below the reserve (a degenerate 0/0 from
-    # vanishing click rates prices at the bid, the most the winner agreed to pay).
-    price = np.where(np.isfinite(price), price, own_bid)
-    price = np.ceil(price - 1e-9)
-    price = np.clip(price, reserve_price, own_bid).astype(np.int64)
-    return AuctionOutcome(winner, np.where(filled, price, 0))
+    An advertiser bids while its remaining budget is positive, so its expected spend overshoots
+    by at most one user's ads.
+    """
+    if ads.shape[1] == 0 or predicted_ctr.shape[1] == 0:
+        return
+    _sell_with_throttling(
+        np.asarray(bids, dtype=np.int64),
+        remaining,
+        np.ascontiguousarray(predicted_ctr, dtype=np.float64),
+        np.asarray(shown_slots, dtype=np.int64),
+        np.asarray(position_ctr[: ads.shape[1]], dtype=np.float64),
+        np.asarray(calibration, dtype=np.float64),
+        _format_code(auction_format),
+        int(reserve_price),
+        ads,
+        prices,
+        rates,
+    )

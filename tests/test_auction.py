@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.auction import run_auctions
+from simulator.auction import run_auctions, sell_with_throttling
 
 SCALE = 1_000_000
 CTR = 0.05
@@ -189,3 +189,61 @@ def test_prices_stay_within_bids_when_click_rates_underflow(ctr, positions):
     assert filled.any()
     assert (outcome.price_per_click[filled] >= 0).all()
     assert (outcome.price_per_click[filled] <= bids[outcome.winners[filled]]).all()
+
+
+# --- throttled selling (user by user) ----------------------------------------------------------
+
+
+def throttled(bids, budgets, ctr, shown, positions, auction_format="second_price", reserve=0, calibration=None):
+    users, slots = len(ctr), len(positions)
+    ads = np.full((users, slots), -1, dtype=np.int64)
+    prices = np.zeros((users, slots), dtype=np.int64)
+    rates = np.zeros((users, slots))
+    remaining = np.asarray(budgets, dtype=np.float64).copy()
+    calibration = np.ones(len(bids)) if calibration is None else np.asarray(calibration, dtype=np.float64)
+    sell_with_throttling(np.asarray(bids), remaining, ctr, shown, np.asarray(positions), calibration, auction_format, reserve, ads, prices, rates)
+    return ads, prices, rates, remaining
+
+
+def test_throttled_selling_without_binding_budgets_is_the_plain_auction():
+    rng = np.random.default_rng(2)
+    bids = rng.integers(1, 1_000, size=7)
+    ctr = rng.uniform(0.0, 0.3, size=(200, 7))
+    positions = np.array([1.0, 0.6, 0.3])
+    for auction_format in ("second_price", "first_price", "gsp"):
+        plain = run_auctions(bids, ctr, 3, positions, auction_format, 50)
+        ads, prices, rates, _ = throttled(bids, np.full(7, 1e18), ctr, np.full(200, 3), positions, auction_format, 50)
+        np.testing.assert_array_equal(ads, plain.winners)
+        np.testing.assert_array_equal(prices, plain.price_per_click)
+        filled = ads >= 0
+        np.testing.assert_allclose(rates[filled], (np.take_along_axis(ctr, np.maximum(ads, 0), axis=1) * positions)[filled])
+
+
+def test_throttled_selling_stops_each_advertiser_right_after_its_budget():
+    """Users in order: an advertiser bids until its expected spend reaches its budget, overshooting
+    by at most the user it crossed on, and never wins again after that user."""
+    rng = np.random.default_rng(6)
+    bids = np.array([900, 700, 500, 300])
+    budgets = np.array([400.0, 1_500.0, 250.0, 1e18])
+    ctr = rng.uniform(0.05, 0.5, size=(300, 4))
+    calibration = np.array([1.0, 0.5, 2.0, 1.0])
+    ads, prices, rates, remaining = throttled(bids, budgets, ctr, rng.integers(0, 3, size=300), np.array([1.0, 0.5]), calibration=calibration)
+    cost = prices * rates * calibration[np.maximum(ads, 0)]
+    for advertiser in range(3):
+        won = ads == advertiser
+        per_user = np.where(won, cost, 0.0).sum(axis=1)
+        spent = np.cumsum(per_user)
+        crossed = np.flatnonzero(spent >= budgets[advertiser])
+        assert len(crossed), "the budget was meant to bind"
+        last = crossed[0]
+        assert not won[last + 1 :].any(), "an advertiser won after its budget ran out"
+        assert spent[last] - per_user[last] < budgets[advertiser]
+        np.testing.assert_allclose(remaining[advertiser], budgets[advertiser] - spent[-1])
+    assert (ads[:, 0] >= 0).sum() > 0 and (ads == 3).any()
+
+
+def test_throttled_selling_fills_only_the_slots_each_user_offers():
+    ctr = np.full((5, 3), 0.2)
+    ads, prices, _, _ = throttled(np.array([30, 20, 10]), np.full(3, 1e18), ctr, np.array([0, 1, 2, 3, 2]), np.array([1.0, 0.5, 0.25]))
+    np.testing.assert_array_equal((ads >= 0).sum(axis=1), [0, 1, 2, 3, 2])
+    assert (prices[ads < 0] == 0).all()

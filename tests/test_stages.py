@@ -256,6 +256,8 @@ def test_advertisers_never_pay_more_than_their_tick_budget(pricing, per_tick, to
             "population.advertisers.value_per_click.median": 5_000,
             "allocation.ad_slots": 3,
             "circulation.auction.pricing": pricing,
+            # Every sale costs something (without a reserve, the last bidder left pays 0).
+            "circulation.auction.reserve_price": 1_000,
         }
     )
     state, arrivals, allocation = allocate_tick(scenario)
@@ -268,10 +270,13 @@ def test_advertisers_never_pay_more_than_their_tick_budget(pricing, per_tick, to
     np.testing.assert_array_equal(arrivals.ad_budgets, np.full(4, limit))
     assert (paid <= arrivals.ad_budgets).all(), (paid, arrivals.ad_budgets)
     assert (paid >= 0).all()
-    # The budget binds: demand far exceeds it, so it is spent to the last unit.
+    # Where what was delivered is worth at least the budget, the budget is spent to the last unit.
     billed = consumption.clicked if pricing == "per_click" else allocation.ads >= 0
-    demand = np.bincount(allocation.ads[billed], weights=allocation.ad_prices[billed], minlength=4)
-    binding = demand >= 2 * limit
+    price = allocation.ad_prices[billed]
+    if pricing == "per_impression":
+        price = np.ceil(price * allocation.ad_click_rates[billed] - 1e-9)
+    demand = np.bincount(allocation.ads[billed], weights=price, minlength=4)
+    binding = demand >= limit
     assert binding.any()
     np.testing.assert_array_equal(paid[binding], arrivals.ad_budgets[binding])
     assert state.ledger.conservation_error() == 0

@@ -2,7 +2,7 @@
 
 Ads take attention: each ad slot uses one unit of the user's budget, and the platform always
 keeps at least one unit for content; slots no advertiser buys go back to content. Content goes through the allocator (the scenario's rule);
-ad slots are sold by auction among advertisers with budget left this tick.
+ad slots are sold by auction, user by user, among advertisers with budget left this tick.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..allocator import AllocationMode, Catalogue, Rule, allocate_exposures, block_rows, resolve_mode
-from ..auction import run_auctions
+from ..auction import sell_with_throttling
 from ..scenario import Scenario
 from ..state import MarketState
 from .acquisition import Arrivals
@@ -56,8 +56,8 @@ def allocate(state: MarketState, arrivals: Arrivals, rule: Rule, scenario: Scena
 def _sell_ad_slots(
     state: MarketState, arrivals: Arrivals, ad_counts: np.ndarray, slots: int, scenario: Scenario, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Auction every user's ad positions, users in random order and in blocks, throttling
-    advertisers whose expected spend has reached their budget for the tick."""
+    """Auction every user's ad positions, users in random order, taking each advertiser out of
+    the auctions once its expected spend reaches its budget for the tick."""
     users = arrivals.active
     ads = np.full((len(users), slots), -1, dtype=np.int64)
     prices = np.zeros((len(users), slots), dtype=np.int64)
@@ -69,22 +69,19 @@ def _sell_ad_slots(
     positions = position_click_factors(scenario)
     auction = scenario.circulation.auction
     remaining = arrivals.ad_budgets.astype(np.float64)
+    # Per click, expected spend follows the clicks advertisers actually get (their calibration);
+    # per impression, the charge is the predicted click rate's, whatever the clicks.
+    per_click = auction.pricing == "per_click"
+    calibration = advertisers.click_calibration if per_click else np.ones(advertisers.capacity())
     order = rng.permutation(len(users))
-    step = min(AD_BLOCK_USERS, block_rows(advertisers.capacity(), scenario.allocation.block_elements))
+    step = block_rows(advertisers.capacity(), scenario.allocation.block_elements)
     for start in range(0, len(users), step):
         index = order[start : start + step]
-        bids = np.where(remaining > 0, advertisers.bid, 0)
         predicted = click_rate * match(state.users.query[users[index]], advertisers.targeting)
-        outcome = run_auctions(bids, predicted, slots, positions, auction.format, auction.reserve_price)
-        shown = (np.arange(slots)[None, :] < ad_counts[index, None]) & (outcome.winners >= 0)
-        winner_rate = np.take_along_axis(predicted, np.maximum(outcome.winners, 0), axis=1) * positions[None, :]
-        ads[index] = np.where(shown, outcome.winners, -1)
-        prices[index] = np.where(shown, outcome.price_per_click, 0)
-        click_rates[index] = np.where(shown, winner_rate, 0.0)
-        expected_cost = prices[index] * click_rates[index] * advertisers.click_calibration[np.maximum(ads[index], 0)]
-        remaining -= np.bincount(ads[index][shown], weights=expected_cost[shown], minlength=len(remaining))
+        block_ads, block_prices, block_rates = ads[index], prices[index], click_rates[index]
+        sell_with_throttling(
+            advertisers.bid, remaining, predicted, ad_counts[index], positions, calibration,
+            auction.format, auction.reserve_price, block_ads, block_prices, block_rates,
+        )
+        ads[index], prices[index], click_rates[index] = block_ads, block_prices, block_rates
     return ads, prices, click_rates
-
-
-# Users per ad-auction block: small enough that throttling reacts before budgets overrun.
-AD_BLOCK_USERS = 256
