@@ -18,10 +18,11 @@ matrix product for a small machine's cores (measured 5x slower allocation on 2 c
 numba's OpenMP layer), and its workqueue layer aborts when two simulations run in threads of
 one process (a Dask worker). Sweeps get their parallelism from processes.
 
-`gathered_dots` and `gathered_sums` serve the consumption stage and the candidate mode: dot
-products of each user's vector with the keys of the goods it was shown (or its candidates), and
-sums of those keys, without materialising a users × exposures × d gather (`fastmath` lets the
-d-long sums vectorize).
+`gathered_dots` serves the consumption stage and the candidate mode: dot products of each
+user's vector with the keys of the goods it was shown (or its candidates), without
+materialising a users × exposures × d gather (`fastmath` lets the d-long sums vectorize).
+`drift_toward_consumed` moves users' tastes and profiles toward what they consumed, one user at
+a time, without the users × d temporaries of doing it in numpy.
 """
 
 from __future__ import annotations
@@ -204,16 +205,34 @@ def gathered_dots(vectors, keys, index):
     return out
 
 
-@njit(cache=True, fastmath=True)
-def gathered_sums(keys, index):
-    """out[i] = Σ_k keys[index[i, k]] over index[i, k] >= 0."""
-    rows, width = index.shape
-    dim = keys.shape[1]
-    out = np.zeros((rows, dim), dtype=np.float32)
-    for i in range(rows):
-        for k in range(width):
-            good = index[i, k]
-            if good >= 0:
-                for d in range(dim):
-                    out[i, d] += keys[good, d]
-    return out
+@njit(cache=True, fastmath=VECTOR_MATH, inline="always")
+def _blend_unit(vectors, row, toward, weight):
+    """vectors[row] = unit((1 − weight)·vectors[row] + weight·toward), unchanged if that is 0."""
+    norm = 0.0
+    for d in range(toward.shape[0]):
+        mixed = (1.0 - weight) * vectors[row, d] + weight * toward[d]
+        norm += mixed * mixed
+    if norm > 0.0:
+        scale = 1.0 / np.sqrt(norm)
+        for d in range(toward.shape[0]):
+            vectors[row, d] = ((1.0 - weight) * vectors[row, d] + weight * toward[d]) * scale
+
+
+@njit(cache=True, fastmath=VECTOR_MATH)
+def drift_toward_consumed(interest, query, rows, starts, goods, keys, drift, rate):
+    """For user rows[u], who consumed goods[starts[u]:starts[u + 1]]: the unit mean of their keys
+    pulls the user's interest by `drift` and the platform's profile (query) by `rate`, each
+    renormalised to unit length, in place."""
+    mean = np.empty(keys.shape[1], dtype=np.float64)
+    for u in range(rows.shape[0]):
+        mean[:] = 0.0
+        for k in range(starts[u], starts[u + 1]):
+            for d in range(keys.shape[1]):
+                mean[d] += keys[goods[k], d]
+        norm = np.sqrt(np.sum(mean * mean))
+        if norm > 0.0:
+            mean /= norm
+        if drift > 0.0:
+            _blend_unit(interest, rows[u], mean, drift)
+        if rate > 0.0:
+            _blend_unit(query, rows[u], mean, rate)

@@ -480,19 +480,25 @@ def test_the_penalty_shifts_engagement_payouts_away_from_clickbait():
 
 
 def test_the_penalty_catches_clickbait_creators_in_a_run():
-    scenario = tiny(
-        {
-            "ticks": 12,
-            "population.creators.clickbait_share": 0.5,
-            "circulation.clickbait_penalty.threshold": 0.15,
-            "circulation.clickbait_penalty.min_exposures": 20,
-        }
-    )
-    result = simulator.run(scenario)
-    goods = result.model.market.goods
-    flagged = goods.live & (goods.penalty < 1)
-    assert result.metrics["penalised_goods"].iloc[-1] == np.count_nonzero(flagged) > 0
-    assert goods.clickbait[flagged].mean() > 0.7  # half the creators bait; most flagged goods are theirs
+    """Half the creators bait; most flagged goods are theirs (pooled over seeds: a tiny market
+    flags only a handful of goods per run)."""
+    baits = []
+    for seed in (1, 2, 3):
+        scenario = tiny(
+            {
+                "seed": seed,
+                "ticks": 12,
+                "population.creators.clickbait_share": 0.5,
+                "circulation.clickbait_penalty.threshold": 0.15,
+                "circulation.clickbait_penalty.min_exposures": 20,
+            }
+        )
+        result = simulator.run(scenario)
+        goods = result.model.market.goods
+        flagged = goods.live & (goods.penalty < 1)
+        assert result.metrics["penalised_goods"].iloc[-1] == np.count_nonzero(flagged) > 0
+        baits.append(goods.clickbait[flagged])
+    assert np.concatenate(baits).mean() > 0.8
 
 
 def test_min_quality_stops_low_quality_creators_publishing():

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..allocation_rules import record_outcomes
-from ..kernels import gathered_dots, gathered_sums
-from ..populations import unit_rows
+from ..kernels import drift_toward_consumed, gathered_dots
 from ..scenario import Scenario
 from ..state import FLOAT, MarketState
 from .allocation import Allocation, match, position_click_factors
@@ -46,69 +45,102 @@ def expected_value(interest: np.ndarray, keys: np.ndarray, quality: np.ndarray, 
 
 def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> Consumption:
     cfg = scenario.population.users
-    cfg_creators = scenario.population.creators
     users, goods = state.users, state.goods
     rows = allocation.users
     exposures = allocation.exposures
-    shown = exposures >= 0
-
-    interest = users.interest[rows]
-    cos = gathered_dots(interest, goods.key, exposures)
-    held = (cfg.overload ** np.arange(exposures.shape[1], dtype=FLOAT))[None, :] * (1.0 - users.fatigue[rows])[:, None]
-    safe = np.maximum(exposures, 0)
-    value = (held * goods.quality[safe] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
-    value[~shown] = 0.0
+    # Work on the shown exposures only, flat: feeds are padded to the tick's longest budget,
+    # several times the typical one.
+    shown = Shown.of(exposures)
+    good = shown.goods
+    cos = gathered_dots(users.interest[rows], goods.key, exposures).ravel()[shown.flat]
+    held = cfg.overload ** shown.column.astype(FLOAT) * (1.0 - users.fatigue[rows])[shown.user]
+    value = (held * goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
     # Random utility: each exposure gets a logistic taste shock, and the user consumes when the
     # promised value plus the shock beats the outside option (a logit choice). Clickbait
     # promises more than it delivers; the user lives with the true value plus the shock.
-    promised = value * (1.0 + cfg_creators.clickbait_boost * goods.clickbait[safe])
-    taste = rng.logistic(0.0, cfg.choice_noise, size=exposures.shape).astype(FLOAT)
-    consumed = shown & (promised + taste > cfg.outside_option)
+    promised = value * (1.0 + scenario.population.creators.clickbait_boost * goods.clickbait[good])
+    taste = rng.logistic(0.0, cfg.choice_noise, size=len(good)).astype(FLOAT)
+    consumed = promised + taste > cfg.outside_option
 
-    bought = _purchases(state, rows, exposures, consumed, value, cfg.willingness_to_pay)
+    price = goods.price[good]
+    bought = _purchases(state, rows, shown, consumed, value, price, cfg.willingness_to_pay)
     clicked = _ad_clicks(state, rows, allocation, scenario, rng)
 
-    price = goods.price[safe]
-    surplus = np.where(bought, value - price / max(cfg.willingness_to_pay, 1), 0.0)
     ads_shown = np.count_nonzero(allocation.ads >= 0, axis=1)
     # A consumption is worth what it beat the outside option by, as experienced: goods that
     # disappoint (clickbait) can cost utility.
-    gained = np.where(consumed, value + taste - cfg.outside_option, 0.0).sum(axis=1)
-    utility = (gained + surplus.sum(axis=1) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
+    gained = np.where(consumed, value + taste - cfg.outside_option, 0.0)
+    surplus = np.where(bought, value - price / max(cfg.willingness_to_pay, 1), 0.0)
+    utility = (shown.per_user(gained + surplus) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
 
-    _count_engagement(state, exposures, shown, consumed, bought, value)
-    record_outcomes(state, rows, exposures, shown, consumed, scenario)
-    _tire(state, rows, np.count_nonzero(shown, axis=1), ads_shown, cfg)
-    _learn_from_consumption(state, rows, exposures, consumed, scenario)
-    _remember(state, rows, exposures, consumed)
+    _count_engagement(state, good, consumed, bought, value)
+    consumed_matrix = shown.matrix(consumed)
+    record_outcomes(state, rows, exposures, exposures >= 0, consumed_matrix, scenario)
+    _tire(state, rows, shown.counts(), ads_shown, cfg)
+    _learn_from_consumption(state, rows, shown, consumed, scenario)
+    _remember(state, rows, shown, consumed)
     churned = _churn(state, rows, utility, scenario)
-    return Consumption(rows, consumed, value, bought, clicked, utility, churned)
+    return Consumption(rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned)
 
 
-def _count_engagement(
-    state: MarketState, exposures: np.ndarray, shown: np.ndarray, consumed: np.ndarray, bought: np.ndarray, value: np.ndarray
-) -> None:
+@dataclass(frozen=True)
+class Shown:
+    """The shown entries of a (users, K) exposure matrix, flat, ordered by user then feed position."""
+
+    flat: np.ndarray  # index into the matrix's ravel()
+    user: np.ndarray  # its row (index into the tick's active users)
+    column: np.ndarray  # its feed position
+    goods: np.ndarray  # the catalogue row shown
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, exposures: np.ndarray) -> Shown:
+        flat = np.flatnonzero(exposures.ravel() >= 0)
+        user, column = np.divmod(flat, max(exposures.shape[1], 1))
+        return cls(flat, user, column, exposures.ravel()[flat], exposures.shape)
+
+    def counts(self) -> np.ndarray:
+        """Shown entries per row."""
+        return np.bincount(self.user, minlength=self.shape[0])
+
+    def per_user(self, values: np.ndarray) -> np.ndarray:
+        """Sum of `values` (one per shown entry) for each row."""
+        return np.bincount(self.user, weights=values, minlength=self.shape[0])
+
+    def matrix(self, values: np.ndarray) -> np.ndarray:
+        """`values` (one per shown entry) back in the (users, K) matrix, 0/False where nothing was shown."""
+        out = np.zeros(self.shape, dtype=values.dtype)
+        out.ravel()[self.flat] = values
+        return out
+
+
+def running_sums_by_user(user: np.ndarray, values: np.ndarray, users: int) -> np.ndarray:
+    """Cumulative sums of `values` within each user's entries (`user` sorted ascending)."""
+    running = np.cumsum(values)
+    counts = np.bincount(user, minlength=users)
+    first = (np.cumsum(counts) - counts)[user]
+    return running - (running[first] - values[first])
+
+
+def _count_engagement(state: MarketState, good: np.ndarray, consumed: np.ndarray, bought: np.ndarray, value: np.ndarray) -> None:
     """Goods' lifetime counters: exposures, consumptions, purchases and value delivered."""
     goods = state.goods
-    np.add.at(goods.exposures, exposures[shown], 1)
-    np.add.at(goods.consumptions, exposures[consumed], 1)
-    np.add.at(goods.purchases, exposures[bought], 1)
-    np.add.at(goods.value_delivered, exposures[consumed], value[consumed].astype(np.float64))
+    size = goods.capacity()
+    goods.exposures += np.bincount(good, minlength=size)
+    goods.consumptions += np.bincount(good[consumed], minlength=size)
+    goods.purchases += np.bincount(good[bought], minlength=size)
+    goods.value_delivered += np.bincount(good[consumed], weights=value[consumed], minlength=size)
 
 
 def _purchases(
-    state: MarketState, rows: np.ndarray, exposures: np.ndarray, consumed: np.ndarray, value: np.ndarray, wtp_scale: int
+    state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.ndarray, value: np.ndarray, price: np.ndarray, wtp_scale: int
 ) -> np.ndarray:
     """Consumed products bought in feed order while the wallet lasts."""
-    goods = state.goods
-    safe = np.maximum(exposures, 0)
-    price = goods.price[safe]
-    want = consumed & goods.is_product[safe] & (value * wtp_scale > price)
+    want = consumed & state.goods.is_product[shown.goods] & (value * wtp_scale > price)
     if not want.any():
         return want
-    wallet = state.ledger.balances["users"][rows]
-    spend = np.cumsum(np.where(want, price, 0), axis=1)
-    return want & (spend <= wallet[:, None])
+    spent = running_sums_by_user(shown.user, np.where(want, price, 0), shown.shape[0])
+    return want & (spent <= state.ledger.balances["users"][rows[shown.user]])
 
 
 def _ad_clicks(state: MarketState, rows: np.ndarray, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
@@ -132,39 +164,34 @@ def _tire(state: MarketState, rows: np.ndarray, exposures: np.ndarray, ads: np.n
     np.clip(users.fatigue[:born], 0.0, 0.95, out=users.fatigue[:born])
 
 
-def _learn_from_consumption(state: MarketState, rows: np.ndarray, exposures: np.ndarray, consumed: np.ndarray, scenario: Scenario) -> None:
+def _learn_from_consumption(state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.ndarray, scenario: Scenario) -> None:
     """Tastes drift toward what users consume; the platform's profile follows its logs."""
-    counts = consumed.sum(axis=1)
-    has = counts > 0
-    if not has.any():
-        return
-    users = state.users
-    chosen_rows = rows[has]
-    mean_key = gathered_sums(state.goods.key, np.where(consumed[has], exposures[has], -1))
-    mean_key = unit_rows(mean_key)
     drift = scenario.population.users.drift
-    if drift:
-        users.interest[chosen_rows] = unit_rows((1 - drift) * users.interest[chosen_rows] + drift * mean_key)
     rate = scenario.allocation.profile_learning_rate
-    if rate:
-        users.query[chosen_rows] = unit_rows((1 - rate) * users.query[chosen_rows] + rate * mean_key)
+    if not consumed.any() or not (drift or rate):
+        return
+    user = shown.user[consumed]
+    counts = np.bincount(user, minlength=shown.shape[0])
+    has = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts[has])])
+    users = state.users
+    drift_toward_consumed(users.interest, users.query, rows[has], starts, shown.goods[consumed], state.goods.key, drift, rate)
 
 
-def _remember(state: MarketState, rows: np.ndarray, exposures: np.ndarray, consumed: np.ndarray) -> None:
+def _remember(state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.ndarray) -> None:
     """Consumed goods go into each user's ring of recent consumption and the goods' counters."""
     users, goods = state.users, state.goods
-    user_index, column = np.nonzero(consumed)
-    if len(user_index) == 0:
+    if not consumed.any():
         return
-    goods_rows = exposures[user_index, column]
-    uids = goods.uid[goods_rows]
+    user_index = shown.user[consumed]
+    uids = goods.uid[shown.goods[consumed]]
     user_rows = rows[user_index]
     # Position of each consumption within its user's tick, to place it in the ring.
-    order_in_user = np.cumsum(consumed, axis=1)[user_index, column] - 1
+    order_in_user = running_sums_by_user(user_index, np.ones(len(user_index), dtype=np.int64), shown.shape[0]) - 1
     memory = users.history.shape[1]
     slot = (users.consumed_total[user_rows] + order_in_user) % memory
     users.history[user_rows, slot] = uids
-    np.add.at(users.consumed_total, user_rows, 1)
+    users.consumed_total[rows] += np.bincount(user_index, minlength=shown.shape[0])
     _update_homogenization(state, user_rows, uids)
 
 
