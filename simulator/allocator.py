@@ -32,7 +32,7 @@ from .allocation_rules.learned import LearnedRule
 from .allocation_rules.modifiers import CreatorCap, fairness_units, merge_feed, score_adjustment
 from .allocation_rules.popularity import PopularityRule
 from .allocation_rules.shapley import ShapleyRule
-from .kernels import draw_without_replacement, gathered_dots
+from .kernels import draw_without_replacement, gathered_dots, mask_remembered
 from .scenario import Scenario
 from .state import FLOAT, MarketState
 
@@ -73,7 +73,10 @@ class Rule(Protocol):
 
     deterministic: bool
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray: ...
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(len(users), len(catalogue.rows)) float32 scores, written into `out` when given (the
+        allocator reuses one block buffer: a fresh 16 MB array per block costs page faults)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,11 @@ class QueryKeyRule:
     temperature: float
     deterministic: bool = False
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         dim = catalogue.keys.shape[1]
         # Scale the block's queries (b × d), not the scores (b × g).
         queries = state.users.query[users] * FLOAT(np.sqrt(dim) / self.temperature)
-        return queries @ catalogue.keys.T
+        return np.matmul(queries, catalogue.keys.T, out=out)
 
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The same scores for `positions` only: one product for shared positions, a batched one per user."""
@@ -102,8 +105,11 @@ class UniformRule:
 
     deterministic: bool = False
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
-        return np.zeros((len(users), len(catalogue.rows)), dtype=FLOAT)
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return np.zeros((len(users), len(catalogue.rows)), dtype=FLOAT)
+        out[...] = 0.0
+        return out
 
 
 @dataclass(frozen=True)
@@ -119,13 +125,13 @@ class OracleRule:
     sharpness: float
     deterministic: bool = False
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         from .stages.consumption import expected_value
 
         dim = catalogue.keys.shape[1]
-        value = expected_value(state.users.interest[users], catalogue.keys, catalogue.quality, self.sharpness)
+        value = expected_value(state.users.interest[users], catalogue.keys, catalogue.quality, self.sharpness, out=out)
         with np.errstate(divide="ignore"):
-            scores = np.log(value)  # quality 0 gives -inf: worthless goods are never shown
+            scores = np.log(value, out=value)  # quality 0 gives -inf: worthless goods are never shown
         scores *= FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
         return scores
 
@@ -185,10 +191,7 @@ def block_rows(goods: int, block_elements: int) -> int:
 
 def mask_consumed(scores: np.ndarray, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> None:
     """Set scores of goods each user consumed recently to -inf (in place)."""
-    remembered = state.uids.rows(state.users.history[users])
-    positions = np.where(remembered >= 0, catalogue.position_of_row[np.maximum(remembered, 0)], -1)
-    block_row, column = np.nonzero(positions >= 0)
-    scores[block_row, positions[block_row, column]] = -np.inf
+    mask_remembered(scores, users, state.users.history, state.uids.row_of, catalogue.position_of_row)
 
 
 @dataclass(frozen=True)
@@ -266,10 +269,11 @@ def allocate_exposures(
         return select_positions(rule, scores, block_counts, segments, rng)
 
     step = block_rows(len(catalogue.rows), cfg.block_elements)
+    buffer = np.empty(min(step, len(users)) * len(catalogue.rows), dtype=FLOAT)
     for start in range(0, len(users), step):
         block = users[start : start + step]
         block_counts = counts[start : start + step]
-        scores = rule.scores(state, catalogue, block)
+        scores = rule.scores(state, catalogue, block, out=buffer[: len(block) * len(catalogue.rows)].reshape(len(block), -1))
         if adjustment is not None:
             scores += adjustment[None, :]
         if cfg.mask_consumed:

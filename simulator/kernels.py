@@ -21,6 +21,7 @@ one process (a Dask worker). Sweeps get their parallelism from processes.
 `gathered_dots` serves the consumption stage and the candidate mode: dot products of each
 user's vector with the keys of the goods it was shown (or its candidates), without
 materialising a users × exposures × d gather (`fastmath` lets the d-long sums vectorize).
+`mask_remembered` masks the goods each user consumed recently in one pass over its history.
 `drift_toward_consumed` moves users' tastes and profiles toward what they consumed, one user at
 a time, without the users × d temporaries of doing it in numpy.
 """
@@ -87,9 +88,9 @@ def _best_remaining(scores, row, taken):
 
 
 @njit(cache=True, fastmath=VECTOR_MATH)
-def _relative_weights(scores, row, top, weights, exponent_bits):
+def _relative_weights(scores, row, top, weights, exponent_bits, lane_sums):
     """weights[j] = exp(min(scores[row, j] − top, 0)) in float32, 0 for −inf and below
-    EXP_FLOOR. Returns how many weights are positive."""
+    EXP_FLOOR; lane_sums[c] = Σ weights[j] over j ≡ c (mod LANES). Returns how many are positive."""
     top = np.float32(top)
     columns = weights.shape[0]
     for j in range(columns):
@@ -101,26 +102,32 @@ def _relative_weights(scores, row, top, weights, exponent_bits):
         exponent_bits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
     scale = exponent_bits.view(np.float32)
     positive = 0
-    for j in range(columns):
+    sums = np.zeros(LANES, dtype=np.float64)  # a local array: the compiler knows it aliases nothing
+    whole = columns - columns % LANES
+    for start in range(0, whole, LANES):  # full rounds of lanes: a constant-width loop vectorizes
+        for lane in range(LANES):
+            keep = scores[row, start + lane] - top > EXP_FLOOR
+            weight = weights[start + lane] * scale[start + lane] if keep else np.float32(0.0)
+            weights[start + lane] = weight
+            sums[lane] += np.float64(weight)
+            positive += keep
+    for j in range(whole, columns):  # the last, partial round
         keep = scores[row, j] - top > EXP_FLOOR
-        weights[j] = weights[j] * scale[j] if keep else np.float32(0.0)
+        weight = weights[j] * scale[j] if keep else np.float32(0.0)
+        weights[j] = weight
+        sums[j - whole] += np.float64(weight)
         positive += keep
+    lane_sums[:] = sums
     return positive
 
 
-@njit(cache=True, fastmath=VECTOR_MATH)
-def _sum_lanes(weights, lane_sums):
-    """lane_sums[c] = Σ weights[j] over j ≡ c (mod LANES), in float64; returns their total."""
-    sums = np.zeros(LANES, dtype=np.float64)  # a local array: the compiler knows it aliases nothing
-    columns = weights.shape[0]
-    whole = columns - columns % LANES
-    for start in range(0, whole, LANES):
-        for lane in range(LANES):
-            sums[lane] += np.float64(weights[start + lane])
-    for j in range(whole, columns):
-        sums[j - whole] += np.float64(weights[j])
-    lane_sums[:] = sums
-    return sums.sum()
+@njit(cache=True)
+def _resum_lanes(weights, lane_sums):
+    """lane_sums from scratch (after rounding drift); returns their total."""
+    lane_sums[:] = 0.0
+    for j in range(weights.shape[0]):
+        lane_sums[j % LANES] += weights[j]
+    return lane_sums.sum()
 
 
 @njit(cache=True)
@@ -138,8 +145,8 @@ def _draw_rows(scores, counts, seeds, out):
         top = _row_max(scores, row, running_max)
         if top == -np.inf:
             continue  # nothing eligible
-        positive = _relative_weights(scores, row, top, weights, exponent_bits)
-        total = _sum_lanes(weights, lane_sums)
+        positive = _relative_weights(scores, row, top, weights, exponent_bits, lane_sums)
+        total = lane_sums.sum()
         state = seeds[row]
         got = 0
         while got < wanted:
@@ -148,11 +155,11 @@ def _draw_rows(scores, counts, seeds, out):
                 top = _best_remaining(scores, row, taken)
                 if top == -np.inf:
                     break  # no eligible good left
-                positive = _relative_weights(scores, row, top, weights, exponent_bits)
+                positive = _relative_weights(scores, row, top, weights, exponent_bits, lane_sums)
                 for i in range(got):
                     positive -= weights[out[row, i]] > 0.0
                     weights[out[row, i]] = 0.0
-                total = _sum_lanes(weights, lane_sums)
+                total = _resum_lanes(weights, lane_sums)
             state, uniform = _next_uniform(state)
             target = uniform * total
             lane = 0
@@ -168,7 +175,7 @@ def _draw_rows(scores, counts, seeds, out):
                         break
             if pick < 0:
                 # Subtractions left a lane's sum above its true weight (rounding): re-sum, draw again.
-                total = _sum_lanes(weights, lane_sums)
+                total = _resum_lanes(weights, lane_sums)
                 positive = np.count_nonzero(weights)
                 continue
             out[row, got] = pick
@@ -203,6 +210,23 @@ def gathered_dots(vectors, keys, index):
                     total += vectors[i, d] * keys[good, d]
                 out[i, k] = total
     return out
+
+
+@njit(cache=True)
+def mask_remembered(scores, users, history, row_of, position_of_row):
+    """scores[i, p] = −inf for every good users[i] remembers (uids in history[users[i]]) that is
+    still in the catalogue (row_of[uid] >= 0) and live this tick (position_of_row[row] = p >= 0)."""
+    for i in range(users.shape[0]):
+        for slot in range(history.shape[1]):
+            uid = history[users[i], slot]
+            if uid < 0:
+                continue
+            row = row_of[uid]
+            if row < 0:
+                continue
+            position = position_of_row[row]
+            if position >= 0:
+                scores[i, position] = -np.inf
 
 
 @njit(cache=True, fastmath=VECTOR_MATH, inline="always")

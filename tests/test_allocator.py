@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import fresh_state, tiny
-from simulator.allocator import Catalogue, allocate_exposures, make_rule, sample_positions, top_k_positions
+from simulator.allocator import RULES, Catalogue, allocate_exposures, make_rule, sample_positions, top_k_positions
 
 
 def exposures_for(scenario, state, seed=1, users=None, counts=None, rule=None):
@@ -281,7 +281,8 @@ def test_sampler_weights_match_exp_to_float32_precision():
     x = np.linspace(float(EXP_FLOOR) + 1e-3, 0.0, 200_001).astype(np.float32)
     scores = np.concatenate([x, [-np.inf, float(EXP_FLOOR) - 1.0]]).astype(np.float32)[None, :]
     weights = np.empty(scores.shape[1], dtype=np.float32)
-    positive = _relative_weights(scores, 0, np.float32(0.0), weights, np.empty(scores.shape[1], dtype=np.int32))
+    bits, lanes = np.empty(scores.shape[1], dtype=np.int32), np.empty(32)
+    positive = _relative_weights(scores, 0, np.float32(0.0), weights, bits, lanes)
     exact = np.exp(x.astype(np.float64))
     assert np.max(np.abs(weights[: len(x)] - exact) / exact) < 1e-6
     assert positive == len(x) and weights[-2] == 0.0 and weights[-1] == 0.0
@@ -329,8 +330,9 @@ class RecordingRule:
         self.deterministic = rule.deterministic
         self.shapes: list[tuple[int, int]] = []
 
-    def scores(self, state, catalogue, users):
-        scores = self.rule.scores(state, catalogue, users)
+    def scores(self, state, catalogue, users, out=None):
+        scores = self.rule.scores(state, catalogue, users, out=out)
+        assert out is None or scores is out, "a rule handed a buffer must fill it"
         self.shapes.append(scores.shape)
         return scores
 
@@ -365,3 +367,20 @@ def test_a_catalogue_larger_than_the_block_limit_gets_one_user_blocks():
     exposures_for(scenario, state, users=users, rule=recording)
     # The documented floor: a block is at least one user's whole catalogue row.
     assert all(rows == 1 and columns > 1024 for rows, columns in recording.shapes), recording.shapes
+
+
+@pytest.mark.parametrize("rule_name", sorted(RULES))
+def test_every_rule_fills_a_given_score_buffer_with_its_scores(rule_name):
+    """The allocator reuses one buffer per tick: `scores(..., out=buffer)` must equal the fresh scores."""
+    scenario = tiny({"allocation.rule": rule_name})
+    state = fresh_state(scenario)
+    rule = make_rule(scenario)
+    if hasattr(rule, "prepare"):
+        rule.prepare(state, scenario, np.random.default_rng(0))
+    catalogue = Catalogue.of(state)
+    users = np.arange(40)
+    fresh = rule.scores(state, catalogue, users)
+    buffer = np.full(fresh.shape, np.nan, dtype=np.float32)
+    filled = rule.scores(state, catalogue, users, out=buffer)
+    assert filled is buffer
+    np.testing.assert_array_equal(filled, fresh)

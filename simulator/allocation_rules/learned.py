@@ -213,14 +213,14 @@ class LearnedRule:
             bias[fitted] = model.item_factor[position[fitted], self.rank]
         return vectors, bias
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         dim = catalogue.keys.shape[1]
         items, bias = self._item_vectors(state, catalogue)
         scale = 2.0 * np.sqrt(dim) / self.temperature
         # One product: scale·[x_u, 1] · [v_g, b_g]ᵀ.
         people = np.hstack([self._user_vectors(state, users), np.ones((len(users), 1))]) * scale
         goods = np.hstack([items, bias[:, None]])
-        return people.astype(FLOAT) @ goods.T.astype(FLOAT)
+        return np.matmul(people.astype(FLOAT), goods.T.astype(FLOAT), out=out)
 
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The same scores for given catalogue positions only (the candidate mode, see simulator/candidates.py)."""

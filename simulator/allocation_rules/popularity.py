@@ -52,7 +52,10 @@ class PopularityRule:
     window: int
     deterministic: bool = False
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         popular = np.log1p(window_counts(state, self.window)[catalogue.rows]).astype(FLOAT)
         popular *= FLOAT(1.0 / self.temperature)
-        return np.tile(popular, (len(users), 1))
+        if out is None:
+            return np.tile(popular, (len(users), 1))
+        out[...] = popular
+        return out

@@ -65,11 +65,13 @@ class ShapleyRule:
     deterministic: bool = False
     needs_creators: bool = True
 
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray) -> np.ndarray:
-        cosine = state.users.query[users] @ catalogue.keys.T
-        relevance = np.clip((1.0 + cosine) * FLOAT(0.5), 0.0, 1.0)
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        relevance = np.matmul(state.users.query[users], catalogue.keys.T, out=out)  # the cosine, then in place
+        relevance += 1.0
+        relevance *= FLOAT(0.5)
+        np.clip(relevance, 0.0, 1.0, out=relevance)
         with np.errstate(divide="ignore"):
-            scores = np.log(relevance)
+            scores = np.log(relevance, out=relevance)
         scores *= FLOAT(1.0 / self.temperature)
         return scores
 

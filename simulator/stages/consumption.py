@@ -33,9 +33,11 @@ class Consumption:
     churned: np.ndarray  # user rows that left this tick
 
 
-def expected_value(interest: np.ndarray, keys: np.ndarray, quality: np.ndarray, sharpness: float) -> np.ndarray:
+def expected_value(
+    interest: np.ndarray, keys: np.ndarray, quality: np.ndarray, sharpness: float, out: np.ndarray | None = None
+) -> np.ndarray:
     """A user's value of a good at full attention: quality × exp(sharpness·(cos − 1)), in [0, 1]."""
-    cos = interest @ keys.T
+    cos = np.matmul(interest, keys.T, out=out)
     cos -= 1.0
     cos *= FLOAT(sharpness)
     np.exp(cos, out=cos)
