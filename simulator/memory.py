@@ -15,7 +15,8 @@
 - the candidate mode's index (`allocation.candidates`), when the run may use it: a few
   integers per catalogue row and per active user (its score blocks are bounded by
   `allocation.block_elements` like exact mode's);
-- the interpreter and libraries (`BASELINE_BYTES`).
+- the interpreter and libraries (`BASELINE_BYTES`). The first run after installing compiles the
+  numba kernels and caches them; that run peaks about 0.1 GB higher for a few seconds.
 
 It is a deliberately simple model, checked against tracemalloc and the process's peak RSS in
 tests/test_faults.py to stay within a factor of about 2. `check_memory` compares it with the
