@@ -3,11 +3,12 @@
 `draw_without_replacement` is the allocator's sampler: it turns each row of a block of scores
 (log-weights) into exposures drawn by successive sampling without replacement, each draw in
 proportion to the softmax weights of the goods not yet shown. Per row it makes two vectorized
-passes over the scores (the row's maximum, then the weights exp(score − max) from a polynomial
-exp the compiler vectorizes, summed by chunks of about √columns) and then draws: a scan over
-the chunk sums, a scan within the chosen chunk, and the drawn good's weight set to zero and its
-chunk re-summed. No cumulative sum over the whole row (a chain of dependent additions, the
-slowest loop on a CPU) and no weights matrix: a row's weights live in a small scratch buffer.
+passes over the scores (the row's maximum; then the weights exp(score − max) from a polynomial
+exp the compiler vectorizes, summed into LANES interleaved lanes, column j in lane j % LANES)
+and then draws: a scan over the lane sums, a scan along the chosen lane, and the drawn good's
+weight taken out of its lane. No cumulative sum over the whole row (a chain of dependent
+additions, the slowest loop on a CPU) and no weights matrix: a row's weights live in a small
+scratch buffer.
 When every remaining weight has underflowed (goods far below the row's best, reached only once
 the better ones are all shown), the weights are recomputed relative to the best remaining good,
 so the draws stay exact.

@@ -216,9 +216,11 @@ def test_sampling_with_skewed_weights_matches_successive_sampling(weights, k):
     assert_matches_successive_sampling(weights, k)
 
 
-def test_sampling_across_several_blocks_of_columns():
-    """20 columns span three of the sampler's blocks of 8; first and second picks follow their laws."""
-    weights = np.geomspace(1.0, 0.05, 20)
+def test_sampling_across_several_rounds_of_lanes():
+    """70 columns fill the sampler's 32 lanes twice and part of a third round (lanes hold 2–3
+    columns each); with masked goods, first and second picks follow their laws."""
+    columns = 70
+    weights = np.geomspace(1.0, 0.05, columns)
     weights[[3, 11]] = 0.0  # masked goods
     p = weights / weights.sum()
     rows = 40_000
@@ -227,9 +229,9 @@ def test_sampling_across_several_blocks_of_columns():
     picked = sample_positions(scores, np.full(rows, 2), np.random.default_rng(3))
     assert not np.isin(picked, [3, 11]).any()
     assert (picked[:, 0] != picked[:, 1]).all()
-    first = np.bincount(picked[:, 0], minlength=20) / rows
-    second_exact = np.array([sum(p[i] * p[j] / (1 - p[i]) for i in range(20) if i != j) for j in range(20)])
-    second = np.bincount(picked[:, 1], minlength=20) / rows
+    first = np.bincount(picked[:, 0], minlength=columns) / rows
+    second_exact = np.array([sum(p[i] * p[j] / (1 - p[i]) for i in range(columns) if i != j) for j in range(columns)])
+    second = np.bincount(picked[:, 1], minlength=columns) / rows
     for observed, exact in ((first, p), (second, second_exact)):
         tolerance = 5 * np.sqrt(exact * (1 - exact) / rows) + 1e-4
         assert (np.abs(observed - exact) < tolerance).all(), np.abs(observed - exact).max()
