@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -157,13 +156,15 @@ def measure_mesa_agents(users: int, goods: int, dim: int, budget: int = 8) -> di
 
 
 def one_size(size: str, ticks: int, warmup: int, extra: dict[str, Any], baselines: bool) -> dict[str, Any]:
+    from simulator.memory import peak_rss_bytes
+
     users, goods, dim = parse_size(size)
     result: dict[str, Any] = {"size": size, "users": users, "goods": goods, "dim": dim}
     if baselines:
         result["dense_floor"] = measure_dense_floor(users, goods, dim)
         result["mesa_agents"] = measure_mesa_agents(users, goods, dim)
     result["simulator"] = measure_simulator(users, goods, dim, ticks, warmup, extra)
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    result["peak_rss_gb"] = peak_rss_bytes() / 1024**3
     if baselines:
         floor = result["dense_floor"]["seconds"]
         sim = result["simulator"]

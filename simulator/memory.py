@@ -19,7 +19,7 @@
   numba kernels and caches them; that run peaks about 0.1 GB higher for a few seconds.
 
 It is a deliberately simple model, checked against tracemalloc and the process's peak RSS in
-tests/test_faults.py to stay within a factor of about 2. `check_memory` compares it with the
+tests/test_reliability.py to stay within a factor of about 2. `check_memory` compares it with the
 memory available (cgroup limit, /proc/meminfo `MemAvailable`, or `os.sysconf`) and returns
 problem lines, in the `FILE:LINE:COL: key: message` style, pointing at the keys that drive the
 estimate. `attnsim run` and `attnsim resume` refuse (exit 2) when it does not fit, unless
@@ -222,11 +222,31 @@ def available_memory() -> tuple[int | None, str]:
     return min(candidates)
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far, in bytes.
+
+    Reads VmHWM, the high-water mark of the process's own address space. `ru_maxrss` would be
+    wrong for a process started by `subprocess`: Linux carries the parent's high-water mark
+    across fork and exec, so a child of a large process reports the parent's peak.
+    """
+    high_water = _proc_bytes("/proc/self/status", "VmHWM")
+    if high_water is not None:
+        return high_water
+    import resource  # not on Windows; without /proc (macOS), ru_maxrss is in bytes
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _meminfo_available() -> int | None:
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
+
+
+def _proc_bytes(path: str, key: str) -> int | None:
+    """The `key:  N kB` line of a /proc file, in bytes; None when the file or key is missing."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
+        with open(path, encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None

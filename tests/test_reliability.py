@@ -25,7 +25,7 @@ from simulator import checkpoint as ckpt
 from simulator import rundir
 from simulator.cli import app
 from simulator.invariants import INVARIANTS, MAX_AGENTS, ConservationError, InvariantViolation, check_tick
-from simulator.memory import BASELINE_BYTES, check_memory, estimate_memory, row_bytes
+from simulator.memory import BASELINE_BYTES, check_memory, estimate_memory, peak_rss_bytes, row_bytes
 from simulator.model import AttentionMarket, advance
 from simulator.state import LearnedModel, Users
 
@@ -387,12 +387,12 @@ def test_the_estimate_is_within_a_factor_2_of_tracemalloc(users, rule):
 
 def test_the_estimate_is_within_a_factor_2_of_peak_rss():
     script = (
-        "import resource, simulator\n"
-        "from simulator.memory import estimate_memory\n"
+        "import simulator\n"
+        "from simulator.memory import estimate_memory, peak_rss_bytes\n"
         "s = simulator.load_scenario('scenarios/baseline.yaml', overrides={'population.users.count': 20000, 'ticks': 2})\n"
         "m = simulator.AttentionMarket(s)\n"
         "while m.running: m.step()\n"
-        "print(estimate_memory(s).total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "print(estimate_memory(s).total, peak_rss_bytes())\n"
     )
     # Compile (and cache) the numba kernels first: a process that compiles them peaks higher
     # for a moment, once per installation, which the estimate does not model.
@@ -402,6 +402,15 @@ def test_the_estimate_is_within_a_factor_2_of_peak_rss():
     assert done.returncode == 0, done.stderr
     estimate, rss = (int(value) for value in done.stdout.split())
     assert 0.5 <= estimate / rss <= 2.0, f"estimate {estimate:,} vs peak RSS {rss:,}"
+
+
+def test_a_child_process_reports_its_own_peak_not_its_parents():
+    """`ru_maxrss` would carry this (parent) process's peak into the child across fork and exec."""
+    parent_block = np.ones(2**30, dtype=np.uint8)  # touched: 1 GiB resident here; the child needs ~0.2
+    child = "from simulator.memory import peak_rss_bytes\nprint(peak_rss_bytes())\n"
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=ROOT, check=True)
+    assert peak_rss_bytes() >= parent_block.nbytes
+    assert int(done.stdout) < parent_block.nbytes / 2
 
 
 def test_check_memory_names_the_driving_keys():
