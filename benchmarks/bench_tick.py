@@ -156,7 +156,7 @@ def measure_mesa_agents(users: int, goods: int, dim: int, budget: int = 8) -> di
 
 
 def one_size(size: str, ticks: int, warmup: int, extra: dict[str, Any], baselines: bool) -> dict[str, Any]:
-    from simulator.memory import peak_rss_bytes
+    from simulator.runs.memory import peak_rss_bytes
 
     users, goods, dim = parse_size(size)
     result: dict[str, Any] = {"size": size, "users": users, "goods": goods, "dim": dim}
@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)  # one size, this process
     args = parser.parse_args()
 
-    from simulator.scenario import parse_override_value
+    from simulator.scenario.schema import parse_override_value
 
     extra = {key: parse_override_value(value) for key, value in (item.split("=", 1) for item in args.set)}
     sizes = (args.size or []) + PRESETS.get(args.preset or "", [])

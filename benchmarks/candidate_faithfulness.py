@@ -70,8 +70,8 @@ def softmax_rows(scores: np.ndarray) -> np.ndarray:
 
 def expected_exact(state, catalogue, users, counts, rule, scenario) -> np.ndarray:
     """Per catalogue position: Σ_users count × softmax probability over the whole catalogue."""
-    from simulator.allocation_rules.modifiers import score_adjustment
-    from simulator.allocator import block_rows, mask_consumed
+    from simulator.rules.allocation.engine import block_rows, mask_consumed
+    from simulator.rules.allocation.modifiers import score_adjustment
 
     adjustment = score_adjustment(state, catalogue.rows, scenario)
     total = np.zeros(len(catalogue.rows))
@@ -90,8 +90,8 @@ def expected_exact(state, catalogue, users, counts, rule, scenario) -> np.ndarra
 def expected_candidates(state, catalogue, users, counts, rule, scenario, rng) -> tuple[np.ndarray, float]:
     """Per catalogue position: Σ_users count × softmax probability over the user's candidates; and
     the mean number of candidate columns per user."""
-    from simulator.allocation_rules.modifiers import score_adjustment
-    from simulator.allocator import candidate_scores
+    from simulator.rules.allocation.engine import candidate_scores
+    from simulator.rules.allocation.modifiers import score_adjustment
 
     adjustment = score_adjustment(state, catalogue.rows, scenario)
     total = np.zeros(len(catalogue.rows))
@@ -112,7 +112,7 @@ def per_creator(state, catalogue, per_position: np.ndarray) -> np.ndarray:
 
 def sampled(state, catalogue, users, counts, rule, scenario, mode: str, seeds: list[int]) -> tuple[np.ndarray, list[float]]:
     """Exposures per creator summed over one allocation per seed, and each allocation's seconds."""
-    from simulator.allocator import allocate_exposures
+    from simulator.rules.allocation.engine import allocate_exposures
 
     total = np.zeros(state.creators.capacity())
     seconds = []
@@ -126,9 +126,10 @@ def sampled(state, catalogue, users, counts, rule, scenario, mode: str, seeds: l
 
 
 def measure(users: int, goods: int, dim: int, warmup: int, repeats: int, draws: int, extra: dict[str, Any]) -> dict[str, Any]:
-    from simulator.allocator import Catalogue, make_rule
-    from simulator.candidates import index_for
+    from simulator.market.catalogue import Catalogue
     from simulator.model import AttentionMarket
+    from simulator.rules.allocation.candidates import index_for
+    from simulator.rules.allocation.engine import make_rule
 
     scenario = scenario_for(users, goods, dim, {**extra, "allocation.candidates.mode": "exact"})
     model = AttentionMarket(scenario)
@@ -205,7 +206,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="scenario override (both modes)")
     args = parser.parse_args()
 
-    from simulator.scenario import parse_override_value
+    from simulator.scenario.schema import parse_override_value
 
     extra = {key: parse_override_value(value) for key, value in (item.split("=", 1) for item in args.set)}
     print(json.dumps(measure(args.users, args.goods, args.dim, args.warmup, args.repeats, args.draws, extra), indent=2))

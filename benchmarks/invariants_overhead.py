@@ -16,10 +16,10 @@ import time
 
 import yaml
 
-from simulator.invariants import check_tick
-from simulator.metrics import collect
+from simulator.metrics.collect import collect
+from simulator.metrics.invariants import check_tick
 from simulator.model import AttentionMarket, advance
-from simulator.scenario import load_scenario
+from simulator.scenario.schema import load_scenario
 
 
 def main() -> None:

@@ -7,13 +7,14 @@
     result.summary   # headline figures
 """
 
-from .model import AttentionMarket
-from .panels import load_panels
-from .rundir import load_run
-from .runner import RunResult, run, summarize
-from .scenario import Scenario, ScenarioError, load_scenario
-from .sweep import SweepResult, load_sweep, run_sweep
-from .comparison import compare  # noqa: E402
+from simulator.analysis.comparison import compare  # noqa: E402
+from simulator.metrics.panels import load_panels
+from simulator.model import AttentionMarket
+from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.runs.driver import RunResult, run, summarize
+from simulator.runs.rundir import load_run
+from simulator.runs.sweep import SweepResult, load_sweep, run_sweep
+from simulator.scenario.schema import Scenario, ScenarioError, load_scenario
 
 __all__ = [
     "AttentionMarket",
@@ -22,12 +23,14 @@ __all__ = [
     "ScenarioError",
     "SweepResult",
     "compare",
+    "load_checkpoint",
     "load_panels",
     "load_run",
     "load_scenario",
     "load_sweep",
     "run",
     "run_sweep",
+    "save_checkpoint",
     "summarize",
 ]
 __version__ = "0.1.0"

@@ -6,7 +6,6 @@ the populations themselves live in numpy arrays (see `state.py`) so a tick is ve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,29 +14,26 @@ import mesa
 import numpy as np
 import pandas as pd
 
-from .allocator import Rule, make_rule
-from .metrics import INTEGER_COLUMNS, METRIC_COLUMNS, collect
+from simulator.market.outcomes import TickOutcome
+from simulator.market.populations import initial_state
+from simulator.market.state import MarketState
+from simulator.metrics.collect import collect
+
 # ConservationError (money appearing or vanishing) is the `money_conserved` invariant; re-exported here.
-from .invariants import ConservationError, InvariantViolation, check_tick  # noqa: F401
-from .panels import PanelRecorder
-from .populations import initial_state
-from .scenario import Scenario, load_scenario, with_overrides
-from .stages.acquisition import Arrivals, acquire
-from .stages.adaptation import adapt
-from .stages.allocation import Allocation, allocate
-from .stages.circulation import Settlement, circulate
-from .stages.consumption import Consumption, consume
-from .state import MarketState
-
-
-@dataclass(frozen=True)
-class TickOutcome:
-    """What each stage of one tick produced, for metrics and panels."""
-
-    arrivals: Arrivals
-    allocation: Allocation
-    consumption: Consumption
-    settlement: Settlement
+from simulator.metrics.invariants import (  # noqa: F401
+    ConservationError,
+    InvariantViolation,
+    check_tick,
+)
+from simulator.metrics.panels import PanelRecorder
+from simulator.metrics.table import INTEGER_COLUMNS, METRIC_COLUMNS
+from simulator.rules.allocation.engine import Rule, make_rule
+from simulator.scenario.schema import Scenario, load_scenario, with_overrides
+from simulator.stages.acquisition import acquire
+from simulator.stages.adaptation import adapt
+from simulator.stages.allocation import allocate
+from simulator.stages.circulation import circulate
+from simulator.stages.consumption import consume
 
 
 def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.Generator) -> TickOutcome:
@@ -89,19 +85,6 @@ class AttentionMarket(mesa.Model):
     def new_datacollector(self) -> mesa.DataCollector:
         """An empty collector of the metric columns (also used when restoring a checkpoint)."""
         return mesa.DataCollector(model_reporters={name: partial(_latest_metric, name=name) for name in METRIC_COLUMNS})
-
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Save the whole model to `path` atomically (see simulator/checkpoint.py)."""
-        from .checkpoint import save_checkpoint
-
-        return save_checkpoint(self, path)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> AttentionMarket:
-        """The model saved by `save_checkpoint`, ready to continue with its next `step()`."""
-        from .checkpoint import load_checkpoint
-
-        return load_checkpoint(path)
 
     def step(self) -> None:
         market, scenario = self.market, self.config

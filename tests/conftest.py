@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from simulator.allocator import make_rule
-from simulator.populations import initial_state
-from simulator.scenario import Scenario, load_scenario
-from simulator.model import TickOutcome, advance
-from simulator.state import MarketState
+from simulator.market.outcomes import TickOutcome
+from simulator.market.populations import initial_state
+from simulator.market.state import MarketState
+from simulator.model import advance
+from simulator.rules.allocation.engine import make_rule
+from simulator.scenario.schema import Scenario, load_scenario
 
 TINY: dict[str, Any] = {
     "name": "tiny",

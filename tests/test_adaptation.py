@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny
 
 import simulator
-from conftest import tiny
 
 # No entries or exits, so the set of creators (and so supply_diversity) changes only by adaptation.
 CLOSED = {

@@ -6,9 +6,16 @@ import itertools
 
 import numpy as np
 import pytest
-
 from conftest import fresh_state, tiny
-from simulator.allocator import RULES, Catalogue, allocate_exposures, make_rule, sample_positions, top_k_positions
+
+from simulator.market.catalogue import Catalogue
+from simulator.rules.allocation.engine import (
+    RULES,
+    allocate_exposures,
+    make_rule,
+    sample_positions,
+    top_k_positions,
+)
 
 
 def exposures_for(scenario, state, seed=1, users=None, counts=None, rule=None):
@@ -278,7 +285,7 @@ def test_sampling_orders_goods_separated_by_huge_gaps_best_first():
 
 def test_sampler_weights_match_exp_to_float32_precision():
     """The kernel's vectorized exp: relative error under 1e-6 against numpy's over its whole range."""
-    from simulator.kernels import EXP_FLOOR, _relative_weights
+    from simulator.market.kernels import EXP_FLOOR, _relative_weights
 
     x = np.linspace(float(EXP_FLOOR) + 1e-3, 0.0, 200_001).astype(np.float32)
     scores = np.concatenate([x, [-np.inf, float(EXP_FLOOR) - 1.0]]).astype(np.float32)[None, :]

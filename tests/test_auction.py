@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.auction import run_auctions, sell_with_throttling
+from simulator.rules.auction import run_auctions, sell_with_throttling
 
 SCALE = 1_000_000
 CTR = 0.05

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import TINY_YAML
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from simulator import checkpoint as ckpt
-from simulator.cli import app
-from conftest import TINY_YAML
+from simulator.cli.main import app
+from simulator.runs import checkpoint as ckpt
+from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_LINE = re.compile(r"^[^:\s][^:]*:\d+:\d+: \S+: .+$")
@@ -254,10 +255,10 @@ def test_unusable_out_is_refused(runner, tmp_path, case_id, option, expect):
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory) -> Path:
     """A run directory stopped at tick 4 of 6 with a checkpoint there (as after Ctrl-C)."""
-    from simulator import rundir
-    from simulator.checkpoint import RunOutcome, finish_run
     from simulator.model import AttentionMarket
-    from simulator.scenario import load_scenario
+    from simulator.runs import rundir
+    from simulator.runs.checkpoint import RunOutcome, finish_run
+    from simulator.scenario.schema import load_scenario
 
     base = tmp_path_factory.mktemp("interrupted")
     path = base / "tiny.yaml"
@@ -271,7 +272,7 @@ def interrupted_run(tmp_path_factory) -> Path:
     model = AttentionMarket(scenario)
     for _ in range(4):
         model.step()
-    model.save_checkpoint(directory / ckpt.CHECKPOINT)
+    save_checkpoint(model, directory / ckpt.CHECKPOINT)
     finish_run(writer, RunOutcome("interrupted", model.metrics))
     return directory
 
@@ -406,7 +407,7 @@ def test_table_in_docs_lists_every_case():
 
 @pytest.mark.parametrize("name", ["../escaped.txt", "/tmp/absolute.txt", "plots/../../escaped.txt"])
 def test_a_sweep_worker_cannot_write_outside_its_run_directory(tmp_path, name):
-    from simulator.sweep import _write_files
+    from simulator.runs.sweep import _write_files
 
     directory = tmp_path / "sweep" / "runs" / "g000-r00"
     with pytest.raises(ValueError, match="outside its run directory"):

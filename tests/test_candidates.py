@@ -10,14 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny
-from simulator.allocation_rules.modifiers import score_adjustment
-from simulator.allocator import Catalogue, allocate_exposures, candidate_scores, make_rule, mask_consumed, resolve_mode
-from simulator.candidates import index_for
+
+from simulator.market.catalogue import Catalogue
+from simulator.market.populations import initial_state
 from simulator.model import AttentionMarket
-from simulator.populations import initial_state
-from simulator.scenario import with_overrides
+from simulator.rules.allocation.candidates import index_for
+from simulator.rules.allocation.engine import (
+    allocate_exposures,
+    candidate_scores,
+    make_rule,
+    mask_consumed,
+    resolve_mode,
+)
+from simulator.rules.allocation.modifiers import score_adjustment
+from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.scenario.schema import with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,8 +196,8 @@ def test_ivf_runs_conserve_money_and_are_reproducible(tmp_path):
     for _ in range(3):
         first.step()  # invariants, money conservation included, are checked after every tick
         second.step()
-    path = first.save_checkpoint(tmp_path / "checkpoint.pkl")
-    resumed = AttentionMarket.from_checkpoint(path)
+    path = save_checkpoint(first, tmp_path / "checkpoint.pkl")
+    resumed = load_checkpoint(path)
     for _ in range(3):
         first.step()
         second.step()
@@ -200,7 +208,7 @@ def test_ivf_runs_conserve_money_and_are_reproducible(tmp_path):
 
 
 def test_run_directory_records_the_mode(tmp_path):
-    from simulator.checkpoint import resume_or_start
+    from simulator.runs.checkpoint import resume_or_start
 
     scenario = tiny({"ticks": 2, "allocation.candidates.auto_above": 10})
     resume_or_start(tmp_path / "run", scenario)

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY_YAML
 from typer.testing import CliRunner
 
 import simulator
 import simulator.model
-from simulator.cli import app
-from simulator.metrics import METRIC_COLUMNS
-from simulator.rundir import RunWriter, atomic_write_bytes, load_run
-from simulator.runner import summarize
-from conftest import TINY_YAML
+from simulator.cli.main import app
+from simulator.metrics.summary import summarize
+from simulator.metrics.table import METRIC_COLUMNS
+from simulator.runs.rundir import RunWriter, atomic_write_bytes, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

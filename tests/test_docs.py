@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from simulator.metrics import METRIC_COLUMNS
-from simulator.scenario import schema_reference
+from simulator.metrics.table import METRIC_COLUMNS
+from simulator.scenario.schema import schema_reference
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

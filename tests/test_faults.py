@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from simulator.cli import app
+from simulator.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = 30
@@ -190,8 +190,8 @@ def test_resume_of_a_complete_run_does_nothing(tmp_path, reference_run):
 
 def test_resume_without_a_checkpoint_starts_again_from_tick_0(tmp_path, reference):
     """A run killed before its first checkpoint (or run without --checkpoint-every) starts again."""
-    from simulator import rundir
-    from simulator.scenario import load_scenario
+    from simulator.runs import rundir
+    from simulator.scenario.schema import load_scenario
 
     scenario, expected = reference
     out = tmp_path / "no-checkpoint"
@@ -210,8 +210,8 @@ def test_resume_refuses_a_run_that_is_still_running(tmp_path, reference):
     """The manifest names a live process on this host: resuming would race it (unless --force)."""
     import platform
 
-    from simulator import rundir
-    from simulator.scenario import load_scenario
+    from simulator.runs import rundir
+    from simulator.scenario.schema import load_scenario
 
     scenario, _ = reference
     out = tmp_path / "live"

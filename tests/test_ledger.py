@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from simulator.ledger import Ledger, LedgerError, split_exactly
+from simulator.market.ledger import Ledger, LedgerError, split_exactly
 
 
 def funded_ledger() -> Ledger:

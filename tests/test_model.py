@@ -8,11 +8,11 @@ from dataclasses import fields
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY, tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simulator
-from conftest import TINY, tiny
 from simulator import AttentionMarket
 
 # The columns of metrics.parquet fixed by PRODUCT.md ("Metrics" table).

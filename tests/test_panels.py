@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny
 from typer.testing import CliRunner
 
 import simulator
-from conftest import tiny
-from simulator import AttentionMarket, panels
-from simulator.cli import app
-from simulator.rundir import metrics_parquet_bytes
-from simulator.scenario import ScenarioError
+from simulator import AttentionMarket
+from simulator.cli.main import app
+from simulator.metrics import panels
+from simulator.runs.rundir import metrics_parquet_bytes
+from simulator.scenario.schema import ScenarioError
 
 # Entrants on both sides (user arrivals, creator entry) and exits, so the sample's growth and every
 # status are exercised: cheap goods keep enough creators profitable for entry, a short patience
@@ -195,8 +196,8 @@ def test_sample_is_fixed_by_the_seed():
 
 def test_sample_does_not_depend_on_the_model_stream():
     scenario = with_panels(sample=12)
-    a = panels.PanelRecorder(scenario, simulator.populations.initial_state(scenario, np.random.default_rng(1)))
-    b = panels.PanelRecorder(scenario, simulator.populations.initial_state(scenario, np.random.default_rng(2)))
+    a = panels.PanelRecorder(scenario, simulator.market.populations.initial_state(scenario, np.random.default_rng(1)))
+    b = panels.PanelRecorder(scenario, simulator.market.populations.initial_state(scenario, np.random.default_rng(2)))
     for population in panels.POPULATIONS:
         np.testing.assert_array_equal(a.rows[population], b.rows[population])
 

@@ -11,13 +11,14 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import fresh_state, tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simulator
-from conftest import fresh_state, tiny
-from simulator.ledger import LedgerError, split_exactly
-from simulator.payouts import (
+from simulator.market.ledger import LedgerError, split_exactly
+from simulator.market.outcomes import Allocation, Arrivals, Consumption
+from simulator.rules.payout import (
     RULES,
     backward_rank_weights,
     best_contributions,
@@ -27,11 +28,14 @@ from simulator.payouts import (
     shapley_rank_weights,
     user_game_rewards,
 )
-from simulator.scenario import PAYOUT_RULES
-from simulator.stages.acquisition import Arrivals, acquire
-from simulator.stages.allocation import Allocation
-from simulator.stages.circulation import _pay_creators, attention_spent, circulate, clickbait_penalties
-from simulator.stages.consumption import Consumption
+from simulator.scenario.schema import PAYOUT_RULES
+from simulator.stages.acquisition import acquire
+from simulator.stages.circulation import (
+    _pay_creators,
+    attention_spent,
+    circulate,
+    clickbait_penalties,
+)
 
 A, B, C, DEAD = 0, 1, 2, 3
 
@@ -223,7 +227,7 @@ def test_user_games_are_processed_in_blocks(monkeypatch):
     owners = rng.integers(-1, 6, size=(50, 7))
     values = np.where(owners >= 0, rng.random((50, 7)), 0.0)
     whole = user_game_rewards(owners, values, 6, shapley_rank_weights)
-    monkeypatch.setattr("simulator.payouts.BLOCK_ELEMENTS", 7 * 3)  # 3 users a block
+    monkeypatch.setattr("simulator.rules.payout.BLOCK_ELEMENTS", 7 * 3)  # 3 users a block
     np.testing.assert_allclose(user_game_rewards(owners, values, 6, shapley_rank_weights), whole, atol=1e-12)
 
 

@@ -10,8 +10,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from simulator import panels, plots
-from simulator.metrics import METRIC_COLUMNS, gini
+from simulator.figures import plots
+from simulator.metrics import panels
+from simulator.metrics.collect import gini
+from simulator.metrics.table import METRIC_COLUMNS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +79,7 @@ def test_replication_bands_draws_and_labels():
     ax = plots.replication_bands(sweep_frame(), "user_utility_mean", by="circulation.creator_payout.rule")
     assert_labelled(ax)
     assert "tick" in ax.get_xlabel()
-    assert ax.get_ylabel() == plots.metric_info("user_utility_mean").unit
+    assert ax.get_ylabel() == plots.metric_unit("user_utility_mean")
     assert len(ax.get_lines()) == 2 and len(ax.collections) == 2  # a line and a band per rule
     assert "95% CI" in ax.get_title(loc="left")
 

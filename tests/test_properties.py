@@ -31,11 +31,11 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from simulator import scenario as schema
-from simulator.cli import app
+from simulator.cli.main import app
 from simulator.model import AttentionMarket
-from simulator.scenario import load_scenario
-
+from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.scenario import schema
+from simulator.scenario.schema import load_scenario
 
 ISSUE_LINE = re.compile(r"^[^:\s][^:]*:\d+:\d+: \S+: .+$")
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -243,8 +243,8 @@ def test_a_checkpoint_restored_mid_run_ends_exactly_like_a_run_in_one_go(tmp_pat
     for _ in range(stop_at):
         first.step()
     path = Path(tmp_path_factory.mktemp("ckpt")) / "checkpoint.pkl"
-    first.save_checkpoint(path)
-    resumed = AttentionMarket.from_checkpoint(path)
+    save_checkpoint(first, path)
+    resumed = load_checkpoint(path)
     assert resumed.market.tick == stop_at
     while resumed.running:
         resumed.step()

@@ -21,13 +21,26 @@ from typer.testing import CliRunner
 
 import simulator
 import simulator.model
-from simulator import checkpoint as ckpt
-from simulator import rundir
-from simulator.cli import app
-from simulator.invariants import INVARIANTS, MAX_AGENTS, ConservationError, InvariantViolation, check_tick
-from simulator.memory import BASELINE_BYTES, check_memory, estimate_memory, peak_rss_bytes, row_bytes
+from simulator.cli.main import app
+from simulator.market.state import LearnedModel, Users
+from simulator.metrics.invariants import (
+    INVARIANTS,
+    MAX_AGENTS,
+    ConservationError,
+    InvariantViolation,
+    check_tick,
+)
 from simulator.model import AttentionMarket, advance
-from simulator.state import LearnedModel, Users
+from simulator.runs import checkpoint as ckpt
+from simulator.runs import rundir
+from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.runs.memory import (
+    BASELINE_BYTES,
+    check_memory,
+    estimate_memory,
+    peak_rss_bytes,
+    row_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,8 +217,8 @@ def test_the_cli_fails_the_run_and_records_the_violation(tmp_path, monkeypatch):
 def test_checkpoint_round_trip_continues_exactly(tmp_path):
     whole = stepped(10)
     part = stepped(4)
-    path = part.save_checkpoint(tmp_path / "checkpoint.pkl")
-    restored = AttentionMarket.from_checkpoint(path)
+    path = save_checkpoint(part, tmp_path / "checkpoint.pkl")
+    restored = load_checkpoint(path)
     assert (restored.steps, restored.time, restored.market.tick) == (4, 4.0, 4)
     result = simulator.run(restored.config, model=restored)
     assert result.completed
@@ -219,7 +232,7 @@ def test_checkpoint_round_trip_continues_exactly(tmp_path):
 def test_state_added_to_the_model_later_is_checkpointed_too(tmp_path):
     model = stepped(2)
     model.extra_memory = {"window": [np.arange(5, dtype=np.int64), np.linspace(0, 1, 3)], "count": 7}
-    restored = AttentionMarket.from_checkpoint(model.save_checkpoint(tmp_path / "c.pkl"))
+    restored = load_checkpoint(save_checkpoint(model, tmp_path / "c.pkl"))
     assert restored.extra_memory["count"] == 7
     np.testing.assert_array_equal(restored.extra_memory["window"][1], np.linspace(0, 1, 3))
 
@@ -228,18 +241,18 @@ def test_state_added_to_the_model_later_is_checkpointed_too(tmp_path):
 def test_state_a_checkpoint_may_not_hold_is_refused_when_saving(tmp_path, holding):
     model = stepped(1)
     path = tmp_path / "checkpoint.pkl"
-    model.save_checkpoint(path)
+    save_checkpoint(model, path)
     good = path.read_bytes()
     model.unsupported = holding()
     with pytest.raises(ckpt.CheckpointError, match="cannot checkpoint this model"):
-        model.save_checkpoint(path)
+        save_checkpoint(model, path)
     assert path.read_bytes() == good, "a failed save leaves the previous checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pkl"]
 
 
 def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     model = stepped(1)
-    path = model.save_checkpoint(tmp_path / "checkpoint.pkl")
+    path = save_checkpoint(model, tmp_path / "checkpoint.pkl")
     good = path.read_bytes()
     model.step()
 
@@ -248,14 +261,14 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(ckpt._CheckingPickler, "dump", exploding)
     with pytest.raises(KeyboardInterrupt):
-        model.save_checkpoint(path)
+        save_checkpoint(model, path)
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pkl"]
 
 
 def test_the_loader_refuses_globals_outside_the_allowlist(tmp_path):
     model = stepped(1)
-    path = model.save_checkpoint(tmp_path / "checkpoint.pkl")
+    path = save_checkpoint(model, tmp_path / "checkpoint.pkl")
     data = path.read_bytes()
     header = data[len(ckpt.MAGIC) :].split(b"\n", 1)[0]
     import hashlib
@@ -388,7 +401,7 @@ def test_the_estimate_is_within_a_factor_2_of_tracemalloc(users, rule):
 def test_the_estimate_is_within_a_factor_2_of_peak_rss():
     script = (
         "import simulator\n"
-        "from simulator.memory import estimate_memory, peak_rss_bytes\n"
+        "from simulator.runs.memory import estimate_memory, peak_rss_bytes\n"
         "s = simulator.load_scenario('scenarios/baseline.yaml', overrides={'population.users.count': 20000, 'ticks': 2})\n"
         "m = simulator.AttentionMarket(s)\n"
         "while m.running: m.step()\n"
@@ -407,7 +420,7 @@ def test_the_estimate_is_within_a_factor_2_of_peak_rss():
 def test_a_child_process_reports_its_own_peak_not_its_parents():
     """`ru_maxrss` would carry this (parent) process's peak into the child across fork and exec."""
     parent_block = np.ones(2**30, dtype=np.uint8)  # touched: 1 GiB resident here; the child needs ~0.2
-    child = "from simulator.memory import peak_rss_bytes\nprint(peak_rss_bytes())\n"
+    child = "from simulator.runs.memory import peak_rss_bytes\nprint(peak_rss_bytes())\n"
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=ROOT, check=True)
     assert peak_rss_bytes() >= parent_block.nbytes
     assert int(done.stdout) < parent_block.nbytes / 2
@@ -425,7 +438,7 @@ def test_check_memory_names_the_driving_keys():
 
 
 def test_available_memory_is_measured(monkeypatch):
-    from simulator.memory import available_memory
+    from simulator.runs.memory import available_memory
 
     monkeypatch.delenv("ATTNSIM_AVAILABLE_MEMORY", raising=False)
     value, origin = available_memory()
@@ -439,7 +452,7 @@ def test_a_sweep_resumes_its_half_done_run_from_the_checkpoint(tmp_path, monkeyp
     continues that run from it (not from tick 0) and ends with the same sweep.parquet."""
     import yaml
 
-    import simulator.sweep as sweep_module
+    import simulator.runs.sweep as sweep_module
 
     data = {
         "name": "ckptsweep",

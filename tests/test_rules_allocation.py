@@ -7,18 +7,19 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fresh_state, run_stages, tiny
 
 import simulator
-from conftest import fresh_state, run_stages, tiny
-from simulator.allocation_rules.creators import CreatorSegments, pick_in_segments
-from simulator.allocation_rules.learned import prior_basis
-from simulator.allocation_rules.popularity import record_consumptions, window_counts
-from simulator.allocation_rules.shapley import ShapleyRule, mediator_probabilities
-from simulator.allocator import Catalogue, allocate_exposures, make_rule
-from simulator.scenario import ALLOCATION_RULES
-from simulator.stages.consumption import consume
-from simulator.stages.allocation import allocate
+from simulator.market.catalogue import Catalogue, window_counts
+from simulator.rules.allocation.creators import CreatorSegments, pick_in_segments
+from simulator.rules.allocation.engine import allocate_exposures, make_rule
+from simulator.rules.allocation.learned import prior_basis
+from simulator.rules.allocation.popularity import record_consumptions
+from simulator.rules.allocation.shapley import ShapleyRule, mediator_probabilities
+from simulator.scenario.schema import ALLOCATION_RULES
 from simulator.stages.acquisition import acquire
+from simulator.stages.allocation import allocate
+from simulator.stages.consumption import consume
 
 
 def allocate_for(scenario, state, seed=1, users=None, rule=None):
@@ -183,7 +184,7 @@ def test_popularity_window_ignores_recycled_rows():
     row = np.flatnonzero(state.goods.live)[0]
     state.tick = 1
     record_consumptions(state, np.array([row, row, row]), window=10)
-    from simulator.populations import publish, retire_goods
+    from simulator.market.populations import publish, retire_goods
 
     retire_goods(state, np.array([row]))
     new = publish(state, np.array([0]), scenario, np.random.default_rng(0), np.array([5]))
@@ -382,8 +383,8 @@ def test_clickbait_penalty_lowers_allocation_weight(rule):
 def test_batched_ridge_solve_matches_a_direct_solve_per_row(block_elements, monkeypatch):
     import scipy.sparse as sparse
 
-    from simulator.allocation_rules import learned
-    from simulator.allocation_rules.learned import _solve_side
+    from simulator.rules.allocation import learned
+    from simulator.rules.allocation.learned import _solve_side
 
     monkeypatch.setattr(learned, "SOLVE_BLOCK_ELEMENTS", block_elements)  # 40: two rows per batch
 
@@ -409,7 +410,7 @@ def test_batched_ridge_solve_matches_a_direct_solve_per_row(block_elements, monk
 def test_rule_state_survives_a_checkpoint(rule, tmp_path):
     """The popularity window and the learned model's logs and factors live in the market state,
     so a run resumed from a checkpoint continues exactly as the uninterrupted one."""
-    from simulator.checkpoint import load_checkpoint, save_checkpoint
+    from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 
     scenario = tiny({"allocation.rule": rule, "ticks": 8, "allocation.learned.retrain_every": 3, "allocation.creator_cap": 0.2})
     whole = simulator.AttentionMarket(scenario)
@@ -433,7 +434,7 @@ def test_learned_waits_for_logged_exposures_before_fitting():
     assert model.market.learned is None or model.market.learned.trained_tick == -1
     assert (model.metrics["money_conservation_error"] == 0).all()
     # Logs holding only empty ticks do not trigger a fit either.
-    from simulator.state import LearnedModel
+    from simulator.market.state import LearnedModel
 
     state = fresh_state(tiny({"allocation.rule": "learned"}))
     state.learned = LearnedModel()

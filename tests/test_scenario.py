@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY
-from simulator.scenario import (
+
+from simulator.scenario.schema import (
     Scenario,
     ScenarioError,
     _compose_with_positions,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import fresh_state, run_stages, tiny
-from simulator.allocator import make_rule
-from simulator.populations import production_cost
+
+from simulator.market.populations import production_cost
+from simulator.rules.allocation.engine import make_rule
 from simulator.stages.acquisition import acquire
 from simulator.stages.allocation import allocate
 from simulator.stages.circulation import circulate

@@ -22,13 +22,19 @@ import yaml
 from typer.testing import CliRunner
 
 import simulator
-import simulator.sweep as sweep_module
-from simulator.cli import app
-from simulator.comparison import comparison, compact_letters, holm, mean_interval, welch_test
-from simulator.metrics import METRIC_COLUMNS
-from simulator.rundir import read_manifest
-from simulator.scenario import load_scenario
-from simulator.sweep import SweepError, derive_seed, load_sweep, plan, run_sweep
+import simulator.runs.sweep as sweep_module
+from simulator.analysis.comparison import (
+    compact_letters,
+    comparison,
+    holm,
+    mean_interval,
+    welch_test,
+)
+from simulator.cli.main import app
+from simulator.metrics.table import METRIC_COLUMNS
+from simulator.runs.rundir import read_manifest
+from simulator.runs.sweep import SweepError, derive_seed, load_sweep, plan, run_sweep
+from simulator.scenario.schema import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,24 +6,18 @@ need; all randomness comes from the generator passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..bidding import set_bids
-from ..populations import add_users, production_cost, publish, retire_goods
-from ..scenario import Scenario
-from ..state import MarketState
-
-
-@dataclass(frozen=True)
-class Arrivals:
-    active: np.ndarray  # user rows active this tick
-    budgets: np.ndarray  # attention units each active user brings (int)
-    published: np.ndarray  # catalogue rows published this tick
-    publish_costs: np.ndarray  # production cost of each published good (minor units)
-    ad_budgets: np.ndarray  # per advertiser: the most it may spend this tick
-    new_users: np.ndarray  # user rows that joined this tick
+from simulator.market.outcomes import Arrivals
+from simulator.market.populations import (
+    add_users,
+    production_cost,
+    publish,
+    retire_goods,
+)
+from simulator.market.state import MarketState
+from simulator.rules.bidding import set_bids
+from simulator.scenario.schema import Scenario
 
 
 def acquire(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> Arrivals:

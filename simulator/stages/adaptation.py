@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..populations import production_cost, unit_rows
-from ..scenario import Scenario
-from ..state import FLOAT, MarketState
-from .allocation import Allocation
-from .circulation import Settlement
-from .consumption import Consumption
+from simulator.market.outcomes import Allocation, Consumption, Settlement
+from simulator.market.populations import production_cost, unit_rows
+from simulator.market.state import FLOAT, MarketState
+from simulator.scenario.schema import Scenario
 
 AUDIENCE_SAMPLE = 256  # users whose profiles a best-responding creator models the market with
 

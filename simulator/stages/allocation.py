@@ -7,38 +7,20 @@ ad slots are sold by auction, user by user, among advertisers with budget left t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..allocator import AllocationMode, Catalogue, Rule, allocate_exposures, block_rows, resolve_mode
-from ..auction import sell_with_throttling
-from ..scenario import Scenario
-from ..state import MarketState
-from .acquisition import Arrivals
-
-
-@dataclass(frozen=True)
-class Allocation:
-    users: np.ndarray  # active user rows, as in Arrivals
-    exposures: np.ndarray  # (users, K) catalogue rows in feed order, -1 padded
-    ads: np.ndarray  # (users, slots) advertiser per ad position, -1 if none
-    ad_prices: np.ndarray  # (users, slots) price per click, minor units
-    ad_click_rates: np.ndarray  # (users, slots) predicted click rate of the ad shown there
-    ad_slots_offered: int  # ad positions users had attention for, filled or not
-    mode: AllocationMode = AllocationMode("exact", "")  # exact or candidate (ivf) content allocation
-
-    def attention_allocated(self) -> int:
-        return int(np.count_nonzero(self.exposures >= 0) + np.count_nonzero(self.ads >= 0))
-
-
-def match(vectors: np.ndarray, targeting: np.ndarray) -> np.ndarray:
-    """How well each advertiser's targeting fits each user, in [0, 1]."""
-    return ((1.0 + vectors @ targeting.T) / 2.0) ** 2
-
-
-def position_click_factors(scenario: Scenario) -> np.ndarray:
-    return scenario.allocation.ad_position_decay ** np.arange(scenario.allocation.ad_slots, dtype=np.float64)
+from simulator.market.catalogue import Catalogue
+from simulator.market.outcomes import Allocation, Arrivals
+from simulator.market.state import MarketState
+from simulator.market.values import match, position_click_factors
+from simulator.rules.allocation.engine import (
+    Rule,
+    allocate_exposures,
+    block_rows,
+    resolve_mode,
+)
+from simulator.rules.auction import sell_with_throttling
+from simulator.scenario.schema import Scenario
 
 
 def allocate(state: MarketState, arrivals: Arrivals, rule: Rule, scenario: Scenario, rng: np.random.Generator) -> Allocation:

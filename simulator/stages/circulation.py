@@ -13,30 +13,14 @@ profit: sustained losses make them leave, and positive average profit draws entr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..payouts import creator_weights, good_weights
-from ..populations import add_creators, retire_goods
-from ..scenario import Scenario
-from ..state import MarketState
-from .acquisition import Arrivals
-from .allocation import Allocation
-from .consumption import Consumption
-from ..ledger import split_exactly
-
-
-@dataclass(frozen=True)
-class Settlement:
-    creator_exposure: np.ndarray  # per creator row: exposures this tick
-    creator_income: np.ndarray  # per creator row: sales + payouts this tick (minor units)
-    creators_in_tick: np.ndarray  # per creator row: active during the tick (alive before exits)
-    good_weights: np.ndarray  # per catalogue row: what the payout rule credited each good this tick
-    advertiser_value: int  # value advertisers gained from clicks this tick
-    ad_free_deliveries: int  # billable ad events delivered after the advertiser's budget ran out
-    entries: int
-    exits: int
+from simulator.market.ledger import split_exactly
+from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
+from simulator.market.populations import add_creators, retire_goods
+from simulator.market.state import MarketState
+from simulator.rules.payout import creator_weights, good_weights
+from simulator.scenario.schema import Scenario
 
 
 def circulate(

@@ -15,34 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..allocation_rules import record_outcomes
-from ..kernels import drift_toward_consumed, gathered_dots
-from ..scenario import Scenario
-from ..state import FLOAT, MarketState
-from .allocation import Allocation, match, position_click_factors
-
-
-@dataclass(frozen=True)
-class Consumption:
-    users: np.ndarray  # active user rows
-    consumed: np.ndarray  # (users, K) bool
-    value: np.ndarray  # (users, K) float32 value of each exposure (held attention × quality × match)
-    bought: np.ndarray  # (users, K) bool
-    clicked: np.ndarray  # (users, slots) bool
-    utility: np.ndarray  # (users,) realised utility this tick
-    churned: np.ndarray  # user rows that left this tick
-
-
-def expected_value(
-    interest: np.ndarray, keys: np.ndarray, quality: np.ndarray, sharpness: float, out: np.ndarray | None = None
-) -> np.ndarray:
-    """A user's value of a good at full attention: quality × exp(sharpness·(cos − 1)), in [0, 1]."""
-    cos = np.matmul(interest, keys.T, out=out)
-    cos -= 1.0
-    cos *= FLOAT(sharpness)
-    np.exp(cos, out=cos)
-    cos *= quality[None, :]
-    return cos
+from simulator.market.kernels import drift_toward_consumed, gathered_dots
+from simulator.market.outcomes import Allocation, Consumption
+from simulator.market.state import FLOAT, MarketState
+from simulator.market.values import match, position_click_factors
+from simulator.rules.allocation.feedback import record_outcomes
+from simulator.scenario.schema import Scenario
 
 
 def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> Consumption:

@@ -1,0 +1,647 @@
+"""Comparing groups of runs: each summary metric's mean and confidence interval across replications,
+and which differences stand out from the noise.
+
+    import simulator
+    table = simulator.compare("runs/payout_rules")          # a sweep directory (or several, or run directories)
+    table[table.metric == "creator_income_gini"]
+
+    from simulator.analysis.comparison import comparison, write_comparison
+    result = comparison(["runs/payout_rules"], level=0.95)  # the table, the pairwise tests, the runs
+    write_comparison(result, "runs/payout_rules/compare")   # compare.csv, compare.md, pairs.csv, plots/
+
+(`simulator.compare` is the `compare` function of this module.)
+
+Groups. A sweep directory contributes one group per grid point, its replications being the runs
+of that point. Plain run directories (`attnsim run` outputs; a directory holding run directories
+counts as all of them) are grouped by the scenario keys that differ between them, the seed aside:
+runs that differ only in their seed are replications of one group. With several sources (sweep
+directories, or sweep directories and run directories), each group is prefixed by its source.
+Only runs with status `complete` are used.
+
+Statistics, for each group and summary metric (see `simulator.runner.summarize`; runs where the
+metric is undefined, null in summary.json, are left out of its n):
+
+- the mean across the group's runs, the sample standard deviation, and the Student t confidence
+  interval `mean ± t_{(1+level)/2, n−1} · sd / √n` (n = 1 gives no interval);
+- between every pair of groups, Welch's t-test (unequal variances); the p-values of one metric
+  are Holm-corrected over its pairs (the family is one metric's pairs, not every metric), and a
+  pair is distinguishable from noise when its corrected p-value is below α = 1 − level. A pair
+  with a group of fewer than two runs is not tested. Two groups without any spread are
+  distinguishable exactly when their means differ;
+- the compact letter display: groups that share a letter are not distinguishable from each other
+  (letters are given in order of the means, `a` to the highest).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from scipy.stats import t
+from scipy.stats import t as student
+
+from simulator.figures.compare import save_compare_plots
+from simulator.metrics.summary import summarize
+from simulator.metrics.table import HEADLINE, summary_label
+from simulator.runs import rundir
+from simulator.runs.sweep import load_sweep
+
+DEFAULT_LEVEL = 0.95
+
+METHOD = (
+    "Welch t-tests between every pair of groups, Holm-corrected within each metric; "
+    "groups sharing a letter are not distinguishable from noise"
+)
+
+
+class CompareError(ValueError):
+    """Nothing to compare, or an unknown metric; `lines` are the problems."""
+
+    def __init__(self, lines: str | list[str]):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def t_quantile(probability: float, df: float) -> float:
+    """The `probability` quantile of Student's t with `df` degrees of freedom."""
+
+    return float(t.ppf(probability, df))
+
+
+def mean_interval(values: Iterable[Any], level: float = DEFAULT_LEVEL) -> dict[str, float]:
+    """n, mean, sd and the Student t interval of the finite values (NaN interval when n < 2)."""
+    x = np.array([float(v) for v in values if v is not None], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    nan = float("nan")
+    if n == 0:
+        return {"n": 0, "mean": nan, "sd": nan, "ci_low": nan, "ci_high": nan, "half_width": nan}
+    mean = float(x.mean())
+    if n < 2:
+        return {"n": 1, "mean": mean, "sd": nan, "ci_low": nan, "ci_high": nan, "half_width": nan}
+    sd = float(x.std(ddof=1))
+    half = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "half_width": half}
+
+
+def welch_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Welch's two-sided t-test of equal means: t, df and p (NaN when either group has n < 2)."""
+
+    x = np.asarray([v for v in a if v is not None and math.isfinite(v)], dtype=np.float64)
+    y = np.asarray([v for v in b if v is not None and math.isfinite(v)], dtype=np.float64)
+    nan = float("nan")
+    if len(x) < 2 or len(y) < 2:
+        return {"t": nan, "df": nan, "p": nan}
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    diff = float(x.mean() - y.mean())
+    se2 = vx + vy
+    if se2 == 0:  # no spread at all: the means are either equal or certainly different
+        return {"t": nan if diff == 0 else math.copysign(math.inf, diff), "df": nan, "p": 1.0 if diff == 0 else 0.0}
+    t = diff / math.sqrt(se2)
+    df = se2**2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
+    return {"t": float(t), "df": float(df), "p": float(2 * student.sf(abs(t), df))}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and is not counted in the family)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(len(p), np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = len(tested)
+    running = 0.0
+    for rank, index in enumerate(sorted(tested, key=lambda i: (p[i], i))):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def compact_letters(groups: Sequence[str], means: Mapping[str, float], different: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Compact letter display (insert-and-absorb): groups sharing a letter are not distinguishable.
+
+    Letters are ordered by the means of the groups they cover, `a` for the highest."""
+    columns: list[set[str]] = [set(groups)]
+    for first, second in different:
+        split: list[set[str]] = []
+        for column in columns:
+            if first in column and second in column:
+                split += [column - {first}, column - {second}]
+            else:
+                split.append(column)
+        unique: list[set[str]] = []
+        for column in split:
+            if column and column not in unique:
+                unique.append(column)
+        columns = [c for c in unique if not any(c < other for other in unique)]
+
+    def key(column: set[str]) -> tuple[float, int]:
+        best = max(column, key=lambda g: (_finite(means.get(g)), -groups.index(g)))
+        return (-_finite(means.get(best)), groups.index(best))
+
+    columns.sort(key=key)
+    alphabet = string.ascii_lowercase + string.ascii_uppercase
+    letters = {group: "" for group in groups}
+    for number, column in enumerate(columns):
+        letter = alphabet[number] if number < len(alphabet) else f"<{number}>"
+        for group in groups:
+            if group in column:
+                letters[group] += letter
+    return letters
+
+
+def _finite(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+    return value if math.isfinite(value) else -math.inf
+
+
+# --- collecting runs -----------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """A comparison: `table` (one row per group and metric), `pairs` (one row per pair of groups and
+    metric), the per-run summaries `runs` and per-tick metrics `ticks` it came from."""
+
+    table: pd.DataFrame
+    pairs: pd.DataFrame
+    runs: pd.DataFrame
+    ticks: pd.DataFrame
+    groups: list[str]
+    keys: list[str]
+    metrics: list[str]
+    level: float
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _summary_of(metrics: pd.DataFrame, fraction: float) -> dict[str, Any]:
+    """runner.summarize, or for a table without every metric column, the tail means of those it has."""
+    try:
+        return summarize(metrics, fraction)
+    except KeyError:
+        summary: dict[str, Any] = {"ticks": int(len(metrics))}
+        if metrics.empty:
+            return summary
+        tail = metrics.iloc[-max(1, math.ceil(fraction * len(metrics))) :]
+        for column in metrics.columns:
+            if column == "tick" or not pd.api.types.is_numeric_dtype(metrics[column]):
+                continue
+            values = tail[column].to_numpy(dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            summary[column] = float(finite.mean()) if len(finite) else None
+        return summary
+
+
+def _fraction(scenario: Any) -> float:
+    try:
+        return float(scenario["metrics"]["summary_fraction"])
+    except (TypeError, KeyError, ValueError):
+        return 0.2
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's shortest dotted suffix that no other key shares (`rule`, `allocation.rule`)."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for size in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-size:])
+            if not any(other != key and (other == suffix or other.endswith("." + suffix)) for other in keys):
+                break
+        short[key] = suffix
+    return short
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return f"{value:g}" if abs(value) < 1e6 else str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _label(point: Mapping[str, Any], short: Mapping[str, str]) -> str:
+    return ", ".join(f"{short.get(key, key)}={_text(value)}" for key, value in point.items())
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: data}
+
+
+def _is_sweep(directory: Path) -> bool:
+    return (directory / "sweep.parquet").is_file()
+
+
+def _is_run(directory: Path) -> bool:
+    return (directory / rundir.MANIFEST).is_file() and not _is_sweep(directory)
+
+
+@dataclass
+class _Group:
+    label: str
+    source: str
+    point: dict[str, Any]
+
+
+def _source_label(path: Path, taken: set[str]) -> str:
+    label = path.name or str(path)
+    if label in taken:
+        label = str(path)
+    taken.add(label)
+    return label
+
+
+def collect(dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str], list[str], list[str]]:
+    """Per-run summaries and per-tick metrics of the runs in `dirs`, grouped.
+
+    Returns (runs, ticks, groups in order, key columns, source labels, notes). `runs` has one row
+    per complete run: `group`, `source`, the key columns, `run_id`, then every summary figure.
+    """
+    if not dirs:
+        raise CompareError("<dirs>:1:1: DIR: give at least one sweep or run directory")
+    problems: list[str] = []
+    sweeps: list[Path] = []
+    runs: list[Path] = []
+    for entry in dirs:
+        path = Path(entry)
+        if not path.is_dir():
+            problems.append(f"{path}:1:1: DIR: no such directory")
+        elif _is_sweep(path):
+            sweeps.append(path)
+        elif _is_run(path):
+            runs.append(path)
+        else:
+            children = sorted(child for child in path.iterdir() if child.is_dir() and _is_run(child))
+            if children:
+                runs.extend(children)
+            else:
+                problems.append(f"{path}:1:1: DIR: neither a sweep directory (sweep.parquet) nor a run directory (manifest.json), nor a directory of run directories")
+    if problems:
+        raise CompareError(problems)
+
+    notes: list[str] = []
+    taken: set[str] = set()
+    run_rows: list[dict[str, Any]] = []
+    tick_frames: list[pd.DataFrame] = []
+    groups: dict[str, _Group] = {}
+    keys: list[str] = []
+    sources: list[str] = []
+    several = len(sweeps) + (1 if runs else 0) > 1
+
+    for path in sweeps:
+
+        source = _source_label(path, taken)
+        sources.append(source)
+        frame = load_sweep(path)
+        manifest = frame.attrs.get("manifest") or {}
+        grid_keys = list(manifest.get("grid_keys") or [])
+        if not grid_keys:
+            grid_keys = [c for c in frame.columns if c not in ("run_id", "replication") and "." in c]
+        fraction = _fraction(manifest.get("scenario"))
+        short = _short_keys(grid_keys)
+        failed = [run["run_id"] for run in manifest.get("runs", []) if run.get("status") != rundir.COMPLETE]
+        if failed:
+            notes.append(f"{source}: {len(failed)} run(s) not complete and left out: {', '.join(failed[:10])}{' ...' if len(failed) > 10 else ''}")
+        for key in grid_keys:
+            if key not in keys:
+                keys.append(key)
+        metric_columns = [c for c in frame.columns if c not in ("run_id", "replication", *grid_keys)]
+        frame.attrs.clear()  # the manifest is not needed per row
+        for run_id, run_frame in frame.groupby("run_id", sort=False):
+            run_frame = run_frame.sort_values("tick") if "tick" in run_frame.columns else run_frame
+            point = {key: _scalar(run_frame[key].iloc[0]) for key in grid_keys}
+            label = _label(point, short) or manifest.get("name") or source
+            if several:
+                label = f"{source}: {label}"
+            groups.setdefault(label, _Group(label, source, point))
+            summary = _summary_of(run_frame[metric_columns].reset_index(drop=True), fraction)
+            run_rows.append({"group": label, "source": source, **point, "run_id": str(run_id), **summary})
+            ticks = run_frame[metric_columns].copy()
+            ticks.insert(0, "run_id", str(run_id))
+            ticks.insert(0, "group", label)
+            tick_frames.append(ticks)
+
+    if runs:
+        source = "runs" if not sweeps else _source_label(Path("runs"), taken)
+        loaded = []
+        for path in runs:
+            frame = rundir.load_run(path)
+            manifest = frame.attrs.get("manifest") or {}
+            if manifest.get("status") != rundir.COMPLETE:
+                notes.append(f"{path}: status {manifest.get('status')!r}, left out")
+                continue
+            loaded.append((path, frame, manifest))
+        if loaded:
+            sources.append(source)
+            flats = []
+            for _, _, manifest in loaded:
+                flat = _flatten(manifest.get("scenario") or {})
+                flat.pop("seed", None)
+                flat = {k: v for k, v in flat.items() if not k.startswith("sweep")}
+                flats.append(flat)
+            all_keys = list(dict.fromkeys(k for flat in flats for k in flat))
+            differing = [k for k in all_keys if len({json.dumps(flat.get(k), sort_keys=True) for flat in flats}) > 1]
+            short = _short_keys(differing)
+            for key in differing:
+                if key not in keys:
+                    keys.append(key)
+            for (path, frame, manifest), flat in zip(loaded, flats):
+                point = {key: flat.get(key) for key in differing}
+                label = _label(point, short) or (manifest.get("name") or path.name)
+                if several:
+                    label = f"{source}: {label}"
+                groups.setdefault(label, _Group(label, source, point))
+                fraction = _fraction(manifest.get("scenario"))
+                summary = _summary_of(frame, fraction)
+                run_label = str(path)
+                run_rows.append({"group": label, "source": source, **point, "run_id": run_label, **summary})
+                ticks = frame.copy()
+                ticks.attrs.clear()
+                ticks.insert(0, "run_id", run_label)
+                ticks.insert(0, "group", label)
+                tick_frames.append(ticks)
+
+    if not run_rows:
+        raise CompareError(["<dirs>:1:1: DIR: no complete runs to compare"] + notes)
+    table = pd.DataFrame(run_rows)
+    table.attrs.clear()
+    ticks = pd.concat(tick_frames, ignore_index=True) if tick_frames else pd.DataFrame()
+    ticks.attrs.clear()
+    return table, ticks, list(groups), keys, sources, notes
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+
+def summary_metrics(runs: pd.DataFrame, keys: Sequence[str] = ()) -> list[str]:
+    """The numeric summary figures of a per-run table, in their order (`ticks` and keys aside)."""
+    reserved = {"group", "source", "run_id", "ticks", "replication", *keys}
+    return [
+        column
+        for column in runs.columns
+        if column not in reserved
+        and runs[column].notna().any()
+        and pd.api.types.is_numeric_dtype(runs[column].dropna().infer_objects())
+        and not pd.api.types.is_bool_dtype(runs[column].dropna().infer_objects())
+    ]
+
+
+def compare_runs(
+    runs: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    groups: Sequence[str] | None = None,
+    keys: Sequence[str] = (),
+    level: float = DEFAULT_LEVEL,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison table and pairwise tests of a per-run table (one row per run, a `group`
+    column, the key columns and one column per metric).
+
+    Table: one row per group and metric: `group`, the keys, `metric`, `n`, `mean`, `sd`, `ci_low`,
+    `ci_high`, `half_width`, `letters`. Pairs: `metric`, `group_a`, `group_b`, `mean_a`, `mean_b`,
+    `difference`, `t`, `df`, `p`, `p_holm`, `distinguishable`.
+    """
+    if not 0 < level < 1:
+        raise CompareError(f"--level:1:1: level: must be between 0 and 1 (got {level})")
+    groups = list(groups) if groups is not None else list(dict.fromkeys(runs["group"]))
+    alpha = 1 - level
+    points = {}
+    for group in groups:
+        rows = runs[runs["group"] == group]
+        points[group] = {key: (_scalar(rows[key].iloc[0]) if key in rows.columns and len(rows) else None) for key in keys}
+    table_rows: list[dict[str, Any]] = []
+    pair_rows: list[dict[str, Any]] = []
+    for metric in metrics:
+        values = {
+            group: [float(v) for v in runs.loc[runs["group"] == group, metric] if v is not None and not pd.isna(v)]
+            if metric in runs.columns
+            else []
+            for group in groups
+        }
+        stats = {group: mean_interval(values[group], level) for group in groups}
+        pairs = []
+        for i, first in enumerate(groups):
+            for second in groups[i + 1 :]:
+                test = welch_test(values[first], values[second])
+                pairs.append((first, second, test))
+        adjusted = holm([test["p"] for _, _, test in pairs])
+        different = []
+        for (first, second, test), p_holm in zip(pairs, adjusted):
+            distinguishable = bool(np.isfinite(p_holm) and p_holm < alpha)
+            if distinguishable:
+                different.append((first, second))
+            pair_rows.append(
+                {
+                    "metric": metric,
+                    "group_a": first,
+                    "group_b": second,
+                    "mean_a": stats[first]["mean"],
+                    "mean_b": stats[second]["mean"],
+                    "difference": stats[first]["mean"] - stats[second]["mean"],
+                    "t": test["t"],
+                    "df": test["df"],
+                    "p": test["p"],
+                    "p_holm": p_holm,
+                    "distinguishable": distinguishable,
+                }
+            )
+        letters = compact_letters(groups, {g: stats[g]["mean"] for g in groups}, different) if len(groups) > 1 else {g: "" for g in groups}
+        for group in groups:
+            table_rows.append({"group": group, **points[group], "metric": metric, **stats[group], "letters": letters[group]})
+    columns = ["group", *keys, "metric", "n", "mean", "sd", "ci_low", "ci_high", "half_width", "letters"]
+    table = pd.DataFrame(table_rows, columns=columns)
+    table["n"] = table["n"].astype(np.int64)
+    pair_columns = ["metric", "group_a", "group_b", "mean_a", "mean_b", "difference", "t", "df", "p", "p_holm", "distinguishable"]
+    pairs_frame = pd.DataFrame(pair_rows, columns=pair_columns)
+    table.attrs.update(level=level, method=METHOD)
+    return table, pairs_frame
+
+
+def comparison(
+    dirs: Sequence[str | Path],
+    *,
+    metrics: Sequence[str] | None = None,
+    all_metrics: bool = False,
+    level: float = DEFAULT_LEVEL,
+) -> Comparison:
+    """Collect the runs of `dirs` and compare their groups (see the module doc)."""
+    if not 0 < level < 1:
+        raise CompareError(f"--level:1:1: level: must be between 0 and 1 (got {level})")
+    runs, ticks, groups, keys, sources, notes = collect(dirs)
+    available = summary_metrics(runs, keys)
+    if metrics:
+        unknown = [m for m in metrics if m not in runs.columns or m in keys or m in ("group", "source", "run_id")]
+        if unknown:
+            raise CompareError(
+                [f"--metric:1:1: metric: unknown summary metric {name!r}" for name in unknown]
+                + [f"--metric:1:1: metric: the summary metrics are {', '.join(available)}"]
+            )
+        chosen = list(dict.fromkeys(metrics))
+    elif all_metrics:
+        chosen = available
+    else:
+        chosen = [m for m in HEADLINE if m in runs.columns] or available[:10]
+    table, pairs = compare_runs(runs, chosen, groups=groups, keys=keys, level=level)
+    replications = runs.groupby("group", sort=False).size()
+    if (replications < 2).any():
+        notes.append("groups with a single run have no interval and are not tested")
+    return Comparison(table, pairs, runs, ticks, groups, keys, chosen, level, sources, notes)
+
+
+def compare(
+    *dirs: str | Path,
+    metrics: Sequence[str] | None = None,
+    all_metrics: bool = False,
+    level: float = DEFAULT_LEVEL,
+) -> pd.DataFrame:
+    """The comparison table of sweep or run directories: one row per group and summary metric, with
+    `n`, `mean`, `sd`, the Student t interval `ci_low`, `ci_high` (NaN for n = 1) and the compact
+    `letters` (groups sharing a letter are not distinguishable by Holm-corrected Welch tests).
+
+    `simulator.compare("runs/payout_rules")`; `metrics` picks summary metrics (default: the
+    headline ones), `all_metrics=True` takes every one; `level` is the confidence level.
+    """
+    if len(dirs) == 1 and isinstance(dirs[0], (list, tuple)):
+        dirs = tuple(dirs[0])
+    return comparison(dirs, metrics=metrics, all_metrics=all_metrics, level=level).table
+
+
+# --- writing and printing ------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for people: 4 significant digits, thousands separators for large values."""
+    if value is None:
+        return "–"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "–"
+    if abs(number) >= 1_000:
+        return f"{number:,.0f}"
+    return f"{number:.{digits}g}"
+
+
+def interval_text(row: Mapping[str, Any]) -> str:
+    if row["n"] == 0:
+        return "no runs"
+    if row["n"] < 2 or not math.isfinite(row["ci_low"]):
+        return "n = 1, no interval"
+    return f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+
+
+def method_text(level: float) -> str:
+    pct = f"{level * 100:g}%"
+    alpha = f"{1 - level:.3g}"
+    return (
+        f"Means across replications with {pct} Student t intervals (n = 1: no interval). "
+        f"Letters: Welch t-tests between every pair of groups, Holm-corrected within each metric at α = {alpha}; "
+        "groups that share a letter are not distinguishable from noise (a, b, ... in order of the means, a highest)."
+    )
+
+
+def markdown(result: Comparison) -> str:
+    """compare.md: the method, then one table per metric."""
+    pct = f"{result.level * 100:g}%"
+    lines = [
+        f"# Comparison: {', '.join(result.sources)}",
+        "",
+        f"{len(result.groups)} groups, {len(result.runs)} complete runs. {method_text(result.level)}",
+        "Summary metrics are means over the last ticks of each run (`summary.json`), or run totals.",
+        "",
+    ]
+    for note in result.notes:
+        lines.append(f"- {note}")
+    if result.notes:
+        lines.append("")
+    for metric in result.metrics:
+        part = result.table[result.table["metric"] == metric]
+        pairs = result.pairs[result.pairs["metric"] == metric]
+        tested = int(pairs["p_holm"].notna().sum())
+        lines += [f"## {summary_label(metric)} (`{metric}`)", "", f"| group | n | mean | {pct} CI | letters |", "| --- | ---: | ---: | --- | --- |"]
+        for row in part.to_dict("records"):
+            lines.append(f"| {row['group']} | {row['n']} | {fmt(row['mean'])} | {interval_text(row)} | {row['letters']} |")
+        lines.append("")
+        if len(result.groups) > 1:
+            lines.append(f"Distinguishable pairs: {int(pairs['distinguishable'].sum())} of {tested} tested.")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_comparison(result: Comparison, out: str | Path, *, plots: bool = True) -> list[Path]:
+    """Write `compare.csv` (the table), `compare.md`, `pairs.csv` and, with `plots`,
+    `plots/summary.png` (bars with interval whiskers; `summary-2.png`, ... past 12 metrics) and
+    `plots/timeseries.png` (headline metrics per tick, mean and interval band across replications)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out / "compare.csv"
+    rundir.atomic_write_bytes(path, result.table.to_csv(index=False).encode("utf-8"))
+    written.append(path)
+    path = out / "pairs.csv"
+    rundir.atomic_write_bytes(path, result.pairs.to_csv(index=False).encode("utf-8"))
+    written.append(path)
+    path = out / "compare.md"
+    rundir.atomic_write_bytes(path, markdown(result).encode("utf-8"))
+    written.append(path)
+    if plots:
+
+        written += save_compare_plots(result, out / "plots")
+    return written
+
+
+def rich_table(result: Comparison) -> Any:
+    """The comparison as one rich Table, a section per metric."""
+
+    pct = f"{result.level * 100:g}%"
+    table = Table(title=f"comparison: {', '.join(result.sources)}", title_justify="left", header_style="bold")
+    table.add_column("metric", no_wrap=False, max_width=34)
+    table.add_column("group", no_wrap=False)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column(f"{pct} CI", justify="right", no_wrap=True)
+    several = len(result.groups) > 1
+    if several:
+        table.add_column("letters")
+    for index, metric in enumerate(result.metrics):
+        if index:
+            table.add_section()
+        part = result.table[result.table["metric"] == metric]
+        for position, row in enumerate(part.to_dict("records")):
+            cells = [summary_label(metric) if position == 0 else "", row["group"], str(row["n"]), fmt(row["mean"]), interval_text(row)]
+            if several:
+                cells.append(row["letters"])
+            table.add_row(*cells)
+    if several:
+        table.caption = f"letters: {METHOD} (α = {1 - result.level:.3g})"
+    return table

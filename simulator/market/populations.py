@@ -1,0 +1,182 @@
+"""Drawing agents: the initial market, and the users, creators and goods that join it later.
+
+Interests, niches, goods' keys and advertisers' targets are unit vectors clustered around a
+few topic centres, so the market has structure (niches, crowded topics) rather than noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.market.ledger import Ledger
+from simulator.market.state import (
+    FLOAT,
+    Advertisers,
+    Creators,
+    Goods,
+    HomogenizationSample,
+    MarketState,
+    UidIndex,
+    Users,
+)
+from simulator.scenario.schema import Scenario
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(FLOAT)
+
+
+def around(centres: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit vectors scattered around `centres` (one per row); `spread` ~ the angle's scale."""
+    noise = rng.standard_normal(centres.shape) / np.sqrt(centres.shape[1])
+    return unit_rows(centres + spread * noise)
+
+
+def lognormal_int(median: float, sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.maximum(1, np.rint(median * np.exp(sigma * rng.standard_normal(size)))).astype(np.int64)
+
+
+def add_users(state: MarketState, count: int, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
+    """Append `count` users; returns their rows. Their starting wallets are injected money."""
+    cfg = scenario.population.users
+    rows = np.arange(state.users_born, state.users_born + count)
+    state.users.ensure_capacity(state.users_born + count)
+    state.ledger.ensure_capacity("users", state.users.capacity())
+    users = state.users
+    centres = state.topic_centres[rng.integers(len(state.topic_centres), size=count)]
+    interest = around(centres, cfg.interest_spread, rng)
+    users.interest[rows] = interest
+    # The platform starts from a noisy sign-up profile, not the truth.
+    users.query[rows] = around(interest, scenario.allocation.profile_noise, rng)
+    users.budget[rows] = np.minimum(lognormal_int(cfg.budget.median, cfg.budget.sigma, count, rng), cfg.budget_max)
+    users.activity[rows] = np.clip(cfg.activity + 0.1 * rng.standard_normal(count), 0.05, 1.0)
+    users.alive[rows] = True
+    state.users_born += count
+    return rows
+
+
+def add_creators(
+    state: MarketState, count: int, scenario: Scenario, rng: np.random.Generator, imitate: np.ndarray | None = None
+) -> np.ndarray:
+    """Append `count` creators; those given a row in `imitate` start near that creator's niche."""
+    cfg = scenario.population.creators
+    rows = np.arange(state.creators_born, state.creators_born + count)
+    state.creators.ensure_capacity(state.creators_born + count)
+    state.ledger.ensure_capacity("creators", state.creators.capacity())
+    creators = state.creators
+    centres = state.topic_centres[rng.integers(len(state.topic_centres), size=count)]
+    if imitate is not None:
+        copying = imitate >= 0
+        centres[copying] = creators.topic[imitate[copying]]
+    creators.topic[rows] = around(centres, cfg.topic_spread, rng)
+    creators.quality[rows] = np.clip(cfg.quality_mean + cfg.quality_sd * rng.standard_normal(count), 0.01, 1.0)
+    creators.publish_rate[rows] = cfg.publish_rate * rng.gamma(4.0, 0.25, size=count)
+    creators.clickbait[rows] = (rng.random(count) < cfg.clickbait_share).astype(FLOAT)
+    creators.alive[rows] = True
+    creators.profit_ema[rows] = 0.0
+    creators.loss_streak[rows] = 0
+    creators.born_tick[rows] = state.tick
+    state.creators_born += count
+    return rows
+
+
+def production_cost(scenario: Scenario, quality: np.ndarray) -> np.ndarray:
+    """What one good costs its creator: a fixed part plus effort that grows with quality squared."""
+    cfg = scenario.population.creators
+    return (cfg.cost_per_good + np.rint(cfg.effort_cost * quality.astype(np.float64) ** 2)).astype(np.int64)
+
+
+def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, rng: np.random.Generator, lifetimes: np.ndarray) -> np.ndarray:
+    """Place one new good per entry of `owners` into free catalogue rows; returns the rows."""
+    cfg = scenario.population.goods
+    goods = state.goods
+    count = len(owners)
+    free = np.flatnonzero(~goods.live)
+    if len(free) < count:
+        start = goods.capacity()
+        goods.ensure_capacity(start + count - len(free))
+        free = np.flatnonzero(~goods.live)
+    rows = free[:count]
+    goods.live[rows] = True
+    goods.owner[rows] = owners
+    goods.key[rows] = around(state.creators.topic[owners], cfg.key_noise, rng)
+    goods.quality[rows] = np.clip(state.creators.quality[owners] + 0.05 * rng.standard_normal(count), 0.0, 1.0)
+    goods.is_product[rows] = rng.random(count) < cfg.product_share
+    goods.price[rows] = np.where(goods.is_product[rows], lognormal_int(cfg.price.median, cfg.price.sigma, count, rng), 0)
+    goods.expires[rows] = state.tick + lifetimes
+    goods.clickbait[rows] = state.creators.clickbait[owners]
+    goods.exposures[rows] = 0
+    goods.consumptions[rows] = 0
+    goods.purchases[rows] = 0
+    goods.value_delivered[rows] = 0.0
+    goods.penalty[rows] = 1.0
+    goods.uid[rows] = state.uids.issue(rows)
+    return rows
+
+
+def retire_goods(state: MarketState, rows: np.ndarray) -> None:
+    """Take goods off the catalogue (expired, or their creator left)."""
+    state.goods.live[rows] = False
+    state.uids.row_of[state.goods.uid[rows]] = -1
+
+
+def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
+    """The market at tick 0: populations drawn, wallets endowed, the catalogue stocked."""
+    pop = scenario.population
+    dim = scenario.embedding_dim
+    memory = scenario.allocation.consumed_memory
+    ledger = Ledger({"platform": 1})
+    state = MarketState(
+        tick=0,
+        users=Users.empty(pop.users.count, dim, history_width=memory),
+        creators=Creators.empty(pop.creators.count, dim),
+        goods=Goods.empty(max(pop.goods.initial, 16), dim),
+        advertisers=Advertisers.empty(pop.advertisers.count, dim, arm_weights_width=pop.advertisers.learning_arms),
+        ledger=ledger,
+        uids=UidIndex(),
+        topic_centres=unit_rows(rng.standard_normal((scenario.topics.clusters, dim))),
+        homogenization=HomogenizationSample(np.zeros((0, 2), dtype=np.int64), {}, np.zeros(0, dtype=np.int64)),
+        users_born=0,
+        creators_born=0,
+    )
+    user_rows = add_users(state, pop.users.count, scenario, rng)
+    ledger.endow("users", user_rows, pop.users.initial_wallet)
+    creator_rows = add_creators(state, pop.creators.count, scenario, rng)
+    ledger.endow("creators", creator_rows, pop.creators.initial_wallet)
+    ledger.endow("platform", np.zeros(1, dtype=np.int64), scenario.circulation.platform_initial_wallet)
+
+    ads = pop.advertisers
+    ledger.ensure_capacity("advertisers", ads.count)
+    if ads.count:
+        centres = state.topic_centres[rng.integers(len(state.topic_centres), size=ads.count)]
+        state.advertisers.targeting[:] = around(centres, ads.targeting_spread, rng)
+        values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, rng)
+        state.advertisers.value_per_click[:] = values
+        state.advertisers.budget_per_tick[:] = ads.budget_per_tick
+        state.advertisers.multiplier[:] = ads.shading if ads.bidding in ("shaded", "paced") else 1.0
+        ledger.endow("advertisers", np.arange(ads.count), ads.total_budget)
+
+    if pop.goods.initial:
+        owners = rng.integers(pop.creators.count, size=pop.goods.initial)
+        # Staggered ages so the catalogue does not expire all at once; each initial good is
+        # visible for 1..lifetime ticks (a good leaves at the start of its expiry tick).
+        publish(state, owners, scenario, rng, rng.integers(2, pop.goods.lifetime + 2, size=pop.goods.initial))
+
+    pairs = _sample_pairs(pop.users.count, scenario.metrics.homogenization_pairs, rng)
+    state.homogenization = HomogenizationSample(
+        pairs=pairs,
+        consumed={int(row): set() for row in np.unique(pairs)},
+        intersections=np.zeros(len(pairs), dtype=np.int64),
+    )
+    return state
+
+
+def _sample_pairs(users: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Distinct user pairs (a != b), drawn once per run."""
+    if users < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    first = rng.integers(users, size=count)
+    second = (first + rng.integers(1, users, size=count)) % users
+    return np.stack([first, second], axis=1).astype(np.int64)

@@ -1,0 +1,130 @@
+"""Per-tick outcome metrics, computed vectorized from the tick's stage outputs.
+
+The columns are the contract of `metrics.parquet` (see docs/metrics.md); every value is a plain
+Python float or int so frames and JSON are exact and byte-stable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
+from simulator.market.state import MarketState
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0 = equal, → 1 = one takes all); 0 if all zero."""
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(values)
+    total = values.sum()
+    if n == 0 or total <= 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float((2.0 * (ranks * values).sum()) / (n * total) - (n + 1.0) / n)
+
+
+def hhi(values: np.ndarray) -> float:
+    """Herfindahl–Hirschman index of shares (1/n for equal shares, 1 for a monopoly); 0 if all zero."""
+    values = np.asarray(values, dtype=np.float64)
+    total = values.sum()
+    if total <= 0:
+        return 0.0
+    shares = values / total
+    return float((shares**2).sum())
+
+
+def top_share(values: np.ndarray, fraction: float) -> float:
+    """Share of the total held by the top `fraction` of entries (at least one entry)."""
+    values = np.asarray(values, dtype=np.float64)
+    total = values.sum()
+    if total <= 0 or len(values) == 0:
+        return 0.0
+    k = max(1, math.ceil(fraction * len(values)))
+    return float(np.partition(values, len(values) - k)[len(values) - k :].sum() / total)
+
+
+def diversity(topics: np.ndarray) -> float:
+    """1 − mean pairwise cosine similarity of unit vectors, in O(n·d) via |Σv|²."""
+    n = len(topics)
+    if n < 2:
+        return 0.0
+    total = topics.astype(np.float64).sum(axis=0)
+    self_similarity = float((topics.astype(np.float64) ** 2).sum())
+    mean_cos = (float(total @ total) - self_similarity) / (n * (n - 1))
+    return 1.0 - mean_cos
+
+
+def homogenization(state: MarketState) -> float:
+    """Mean Jaccard similarity of consumed-so-far sets over the fixed sample of user pairs."""
+    sample = state.homogenization
+    if len(sample.pairs) == 0:
+        return 0.0
+    sizes = np.array([len(sample.consumed[int(user)]) for user in sample.pairs.ravel()]).reshape(-1, 2)
+    union = sizes.sum(axis=1) - sample.intersections
+    jaccard = np.where(union > 0, sample.intersections / np.maximum(union, 1), 0.0)
+    return float(jaccard.mean())
+
+
+def collect(
+    state: MarketState,
+    arrivals: Arrivals,
+    allocation: Allocation,
+    consumption: Consumption,
+    settlement: Settlement,
+    flows: dict[str, int],
+) -> dict[str, float | int]:
+    creators = state.creators
+    alive_creators = creators.alive[: state.creators_born]
+    # Shares and inequality are over the creators who took part in the tick, leavers included.
+    exposure = settlement.creator_exposure[settlement.creators_in_tick]
+    income = settlement.creator_income[settlement.creators_in_tick]
+    ad_spend = flows.get("ad_spend", 0)
+    platform_take = flows.get("platform_take", 0)
+    creator_sales = flows.get("creator_sales", 0)
+    active = len(arrivals.active)
+    impressions = int(np.count_nonzero(allocation.ads >= 0))
+    budgets = int(arrivals.ad_budgets.sum())
+    return {
+        "tick": state.tick,
+        "active_users": active,
+        "churned_users": len(consumption.churned),
+        "attention_supplied": int(arrivals.budgets.sum()),
+        "attention_allocated": allocation.attention_allocated(),
+        "consumptions": int(np.count_nonzero(consumption.consumed)),
+        "purchases": int(np.count_nonzero(consumption.bought)),
+        "ad_clicks": int(np.count_nonzero(consumption.clicked)),
+        "user_utility_mean": float(consumption.utility.mean()) if active else math.nan,
+        "user_welfare": float(consumption.utility.sum()) / state.users_born,
+        "exposure_gini_creators": gini(exposure),
+        "exposure_hhi_creators": hhi(exposure),
+        "top1pct_creator_exposure_share": top_share(exposure, 0.01),
+        "creator_income_gini": gini(np.maximum(income, 0)),
+        "active_creators": int(np.count_nonzero(alive_creators)),
+        "creator_entries": settlement.entries,
+        "creator_exits": settlement.exits,
+        "supply_diversity": diversity(creators.topic[: state.creators_born][alive_creators]),
+        "homogenization": homogenization(state),
+        "user_spend": platform_take + creator_sales,
+        "ad_spend": ad_spend,
+        "platform_revenue": platform_take + ad_spend,
+        "creator_payouts": flows.get("creator_payouts", 0),
+        "creator_sales": creator_sales,
+        "advertiser_roi": (settlement.advertiser_value - ad_spend) / ad_spend if ad_spend else math.nan,
+        "money_conservation_error": state.ledger.conservation_error(),
+        "alive_users": int(np.count_nonzero(state.users.alive[: state.users_born])),
+        "live_goods": int(np.count_nonzero(state.goods.live)),
+        "goods_published": len(arrivals.published),
+        "user_income": flows.get("user_income", 0),
+        "production_costs": flows.get("production_costs", 0),
+        "advertiser_value": settlement.advertiser_value,
+        "ad_impressions": impressions,
+        "ad_fill_rate": impressions / allocation.ad_slots_offered if allocation.ad_slots_offered else 0.0,
+        "ad_revenue_per_impression": ad_spend / impressions if impressions else 0.0,
+        "advertiser_surplus": settlement.advertiser_value - ad_spend,
+        "ad_budget_spent_share": ad_spend / budgets if budgets else 0.0,
+        "ad_free_deliveries": settlement.ad_free_deliveries,
+        "attention_rewards": flows.get("attention_rewards", 0),
+        "penalised_goods": int(np.count_nonzero(state.goods.live & (state.goods.penalty < 1.0))),
+    }

@@ -1,0 +1,102 @@
+"""`shapley`: the Shapley-value mediator over creators (Ben-Porat & Tennenholtz, "A Game-Theoretic
+Approach to Recommendation Systems with Strategic Content Providers", NeurIPS 2018).
+
+For a user, each creator j with live goods is a player with relevance σ_j ∈ [0, 1]: the
+relevance of its best eligible good (not masked, not yet shown) as the platform sees it,
+
+    relevance(u, g) = ((1 + cos(query_u, key_g)) / 2) ** (1/T)
+
+(times the clickbait penalty and the engagement factor of `allocation_modifiers`, capped at 1).
+With σ sorted ascending, σ_(1) ≤ … ≤ σ_(n) and σ_(0) = 0, the creator in place i is shown with
+probability
+
+    P_(i) = Σ_{k=1..i} (σ_(k) − σ_(k−1)) / (n − k + 1)
+
+and with probability 1 − σ_(n) the user is shown nothing (the outside option): that attention
+unit is not allocated, so `attention_allocated` < `attention_supplied`. The mediator is the
+Shapley value of the cooperative game "the user is satisfied if one of the shown creators
+satisfies it", so a creator's share does not grow by cloning its content and competition
+between similar creators is damped.
+
+Several units per user: σ is fixed for the tick; each of the user's content units is an
+independent draw from the mediator (a creator or the outside option), and the k-th unit given
+to creator j shows j's k-th best eligible good. A unit given to a creator with nothing left
+to show is not allocated either. Everything is vectorized over a block of users: one sort of
+the (users × creators) relevance matrix, and one argmax per (user, creator) draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.market.catalogue import Catalogue
+from simulator.market.state import FLOAT, MarketState
+from simulator.rules.allocation.creators import (
+    CreatorSegments,
+    compact_rows,
+    pick_in_segments,
+    segment_max,
+)
+
+
+def mediator_probabilities(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the Shapley mediator's probability of each player, and of the outside option.
+
+    `relevance` is (rows, players) in [0, 1]; players with relevance 0 get probability 0.
+    """
+    relevance = np.clip(np.asarray(relevance, dtype=np.float64), 0.0, 1.0)
+    rows, players = relevance.shape
+    if players == 0:
+        return np.zeros((rows, 0)), np.ones(rows)
+    order = np.argsort(relevance, axis=1, kind="stable")
+    ascending = np.take_along_axis(relevance, order, axis=1)
+    steps = np.diff(ascending, axis=1, prepend=0.0)
+    share = steps / (players - np.arange(players))[None, :]  # (σ_(k) − σ_(k−1)) / (n − k + 1)
+    probability = np.empty_like(ascending)
+    np.put_along_axis(probability, order, np.cumsum(share, axis=1), axis=1)
+    return probability, 1.0 - ascending[:, -1]
+
+
+@dataclass(frozen=True)
+class ShapleyRule:
+    """The Shapley mediator: scores are log-relevances; `pick` draws creators, then their goods."""
+
+    temperature: float
+    deterministic: bool = False
+    needs_creators: bool = True
+
+    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        relevance = np.matmul(state.users.query[users], catalogue.keys.T, out=out)  # the cosine, then in place
+        relevance += 1.0
+        relevance *= FLOAT(0.5)
+        np.clip(relevance, 0.0, 1.0, out=relevance)
+        with np.errstate(divide="ignore"):
+            scores = np.log(relevance, out=relevance)
+        scores *= FLOAT(1.0 / self.temperature)
+        return scores
+
+    def pick(self, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments, rng: np.random.Generator) -> np.ndarray:
+        """(rows, max(counts)) catalogue positions in feed order, -1 padded; units lost to the
+        outside option are simply missing, so a row may hold fewer than counts[i] goods."""
+        rows = scores.shape[0]
+        width = int(counts.max(initial=0))
+        if width == 0 or len(segments) == 0:
+            return np.full((rows, width), -1, dtype=np.int64)
+        relevance = np.minimum(np.exp(segment_max(scores, segments).astype(np.float64)), 1.0)
+        probability, _ = mediator_probabilities(relevance)
+        cumulative = np.cumsum(probability, axis=1)
+        draw_row = np.repeat(np.arange(rows), counts)
+        target = rng.random(len(draw_row))
+        # The unit goes to the first creator whose cumulative probability exceeds the target;
+        # beyond the last (σ_(n) ≤ target < 1) it is the outside option.
+        offsets = np.arange(rows, dtype=np.float64)[:, None] * 2.0
+        creator = np.searchsorted((cumulative + offsets).ravel(), target + 2.0 * draw_row, side="right") - draw_row * len(segments)
+        inside = (creator < len(segments)) & (target < cumulative[draw_row, -1])
+        picked = np.full(len(draw_row), -1, dtype=np.int64)
+        picked[inside] = pick_in_segments(scores, draw_row[inside], creator[inside], segments, rng=None)
+        feed = np.full((rows, width), -1, dtype=np.int64)
+        column = np.arange(len(draw_row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        feed[draw_row, column] = picked
+        return compact_rows(feed)

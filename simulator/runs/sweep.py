@@ -1,0 +1,998 @@
+"""Sweeps: a scenario's `sweep.grid` × `sweep.replications`, run in parallel, resumable.
+
+    import simulator
+    result = simulator.run_sweep("scenarios/payout_rules.yaml", out="runs/payout_rules", workers=4)
+    frame = simulator.load_sweep("runs/payout_rules")   # every run's metrics, one row per run and tick
+    frame.attrs["manifest"]["runs"]                      # each run's grid point, seed and status
+
+A sweep directory holds
+
+- `sweep.json`: the sweep manifest: the resolved scenario (with its `sweep:` block), its
+  fingerprint, the grid, and every run with its grid point, replication, derived seed and status;
+- `sweep.parquet`: the metrics of every complete run, with `run_id`, one column per grid key and
+  `replication` in front, sorted by run id then tick (the same sweep gives the same bytes, whatever
+  the backend, the number of workers or the order in which runs finished);
+- `runs/<run-id>/`: one run directory per run, written by the same `RunWriter` as `attnsim run`
+  (`manifest.json` with a `sweep` entry, `metrics.parquet`, `summary.json`, and `plots/` if asked).
+
+Grid points are the Cartesian product of the grid's axes, in the order written (the last axis
+varies fastest); run ids are `g<point>-r<replication>`, both counted from 0 (`g003-r01`).
+
+Seeds. Run `(point, replication)` gets the seed
+`SeedSequence(entropy=scenario.seed, spawn_key=(H(point), replication)).generate_state(1, uint64) >> 1`,
+where `H(point)` is the first 8 bytes (little-endian) of the SHA-256 of the point's canonical JSON
+(`{"dotted.key": value, ...}` with sorted keys). A run's seed depends on the scenario's seed, the
+values of its grid point and its replication number only: not on the worker that ran it, the order
+runs finished, the backend, nor the point's position in the grid.
+
+Resume. Running the same sweep into the same directory again keeps every run whose manifest says
+`complete` for exactly the run's resolved scenario and seed, with readable metrics of every tick,
+and runs the rest. A directory holding a different sweep (another resolved scenario or grid) is
+refused unless `force=True`, which adopts the new sweep: runs that match the new sweep exactly are
+still kept, run directories of runs that are no longer in the sweep are removed.
+
+Backends. `local` runs batches of runs in a process pool (the "spawn" start method, safe with
+threads); one worker runs them in this process. `dask` submits the same batches to a Dask
+distributed scheduler (`address="tcp://HOST:PORT"` or `client=`); Dask workers run each run in a
+temporary directory of their own and send the finished files back, and this process writes them
+into the sweep directory: no shared filesystem is needed, the workers only need the same
+`attention-market` installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+import traceback as traceback_module
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simulator.runs import checkpoint, rundir
+from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
+from simulator.runs.driver import run as run_scenario
+from simulator.scenario.schema import Scenario, ScenarioError, SweepConfig, load_scenario
+from simulator.scenario.schema import parse_override_value
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SWEEP_FORMAT = "attnsim-sweep/1"
+SWEEP_MANIFEST = "sweep.json"
+SWEEP_TABLE = "sweep.parquet"
+RUNS_DIR = "runs"
+BACKENDS = ("local", "dask")
+
+PENDING = "pending"
+# sweep statuses: running while it goes on (or if killed), then complete, failed or interrupted
+SWEEP_RUNNING = "running"
+SWEEP_COMPLETE = "complete"
+SWEEP_FAILED = "failed"
+SWEEP_INTERRUPTED = "interrupted"
+
+ROW_GROUP_ROWS = 65_536  # rows gathered before each write of sweep.parquet (a row group)
+MANIFEST_WRITE_SECONDS = 2.0  # sweep.json is rewritten at most this often while runs finish
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start: `lines` are the problems (`FILE:LINE:COL: key: message` where
+    they belong to the scenario, `--option:1:1: key: message` where they belong to an option)."""
+
+    def __init__(self, lines: str | list[str]):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+# --- planning: grid points, seeds, run ids -------------------------------------------------------
+
+
+def canonical_json(value: Any) -> str:
+    """`value` as compact JSON with sorted keys: the same value always gives the same text."""
+    return json.dumps(rundir.jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def fingerprint(scenario: Scenario) -> str:
+    """SHA-256 of the resolved scenario's canonical JSON (the identity of a sweep)."""
+    return hashlib.sha256(canonical_json(scenario.model_dump(mode="json")).encode()).hexdigest()
+
+
+def grid_points(sweep: SweepConfig | None) -> list[dict[str, Any]]:
+    """The grid's points in order: the Cartesian product of the axes as written, last axis fastest.
+
+    No sweep, or an empty grid, is a single point with no keys."""
+    grid = sweep.grid if sweep is not None else {}
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+
+
+def derive_seed(base_seed: int, point: Mapping[str, Any], replication: int) -> int:
+    """The seed of replication `replication` (from 0) of grid point `point` (see the module doc)."""
+    digest = hashlib.sha256(canonical_json(dict(point)).encode()).digest()
+    point_key = int.from_bytes(digest[:8], "little")
+    sequence = np.random.SeedSequence(entropy=int(base_seed), spawn_key=(point_key, int(replication)))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def run_id(grid_index: int, replication: int, points: int, replications: int) -> str:
+    """`g<point>-r<replication>`, zero-padded (at least 3 and 2 digits) so ids sort in grid order."""
+    g = max(3, len(str(max(points - 1, 0))))
+    r = max(2, len(str(max(replications - 1, 0))))
+    return f"g{grid_index:0{g}d}-r{replication:0{r}d}"
+
+
+def value_text(value: Any) -> str:
+    """A grid value as written on a command line (`--set KEY=TEXT` gives the value back)."""
+    if isinstance(value, str):
+
+        return value if parse_override_value(value) == value else json.dumps(value)
+    return json.dumps(rundir.jsonable(value))
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """`key=value, key=value` for a grid point (`(no grid)` for the single point of no grid)."""
+    return ", ".join(f"{key}={value_text(value)}" for key, value in point.items()) or "(no grid)"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: everything a worker needs, as plain JSON-able data."""
+
+    run_id: str
+    grid_index: int
+    replication: int
+    point: dict[str, Any]
+    seed: int
+    scenario: dict[str, Any]  # the run's resolved scenario (grid point and seed applied, no sweep block)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "grid_index": self.grid_index,
+            "replication": self.replication,
+            "point": self.point,
+            "seed": self.seed,
+            "scenario": self.scenario,
+        }
+
+
+def plan(scenario: Scenario, *, source: str = "<scenario>") -> list[RunSpec]:
+    """Every run of the sweep, in run id order; SweepError lists every grid point that is invalid."""
+    sweep = scenario.sweep or SweepConfig()
+    points = grid_points(sweep)
+    replications = sweep.replications
+    base = scenario.model_dump(mode="json")
+    base["sweep"] = None
+    specs: list[RunSpec] = []
+    problems: list[str] = []
+    for grid_index, point in enumerate(points):
+        try:
+            resolved = load_scenario(base, overrides=dict(point))
+        except ScenarioError as exc:
+            for issue in exc.issues:
+                problems.append(
+                    f"{source}:1:1: sweep.grid: grid point {grid_index} ({point_label(point)}): {issue.key}: {issue.message}"
+                )
+            continue
+        point_scenario = resolved.model_dump(mode="json")
+        for replication in range(replications):
+            seed = derive_seed(scenario.seed, point, replication)
+            run_scenario_dict = json.loads(json.dumps(point_scenario))
+            run_scenario_dict["seed"] = seed
+            specs.append(
+                RunSpec(
+                    run_id=run_id(grid_index, replication, len(points), replications),
+                    grid_index=grid_index,
+                    replication=replication,
+                    point=json.loads(json.dumps(rundir.jsonable(point))),  # the grid's key order
+                    seed=seed,
+                    scenario=run_scenario_dict,
+                )
+            )
+    if problems:
+        raise SweepError(problems)
+    return specs
+
+
+# --- running one run (in a worker) ---------------------------------------------------------------
+
+
+def _command(scenario_file: str | None, overrides: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+    """An `attnsim run` line that reproduces the run (same metrics, into a new run directory)."""
+    command = ["attnsim", "run", scenario_file or "SCENARIO.yaml"]
+    for key, value in {**dict(overrides), **dict(spec["point"])}.items():
+        if key != "seed":
+            command += ["--set", f"{key}={value_text(value)}"]
+    command += ["--seed", str(spec["seed"])]
+    return command
+
+
+def _failed_record(spec: Mapping[str, Any], error: str, trace: str | None = None) -> dict[str, Any]:
+    return {
+        "run_id": spec["run_id"],
+        "status": rundir.FAILED,
+        "error": error,
+        "traceback": trace,
+        "ticks_done": 0,
+        "duration_seconds": None,
+        "host": None,
+        "versions": None,
+    }
+
+
+def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one spec into `directory` with a RunWriter, as `attnsim run` does; never raises for a
+    failure of the run itself (it is recorded, in the run's manifest and in the returned record)."""
+    started = time.monotonic()
+    record = _failed_record(spec, "")
+    record["host"] = platform.node()
+    every = int(context.get("checkpoint_every") or 0)
+    resumed = None
+    try:
+        scenario = load_scenario(dict(spec["scenario"]))
+        # A half-done run of exactly this scenario left a checkpoint: continue from it (checkpoint.py).
+        resumed = checkpoint.resumable(directory, scenario) if every else None
+        rundir.prepare_output_dir(directory, force=True)
+        writer = rundir.RunWriter(
+            directory,
+            scenario,
+            scenario_file=context.get("scenario_file"),
+            overrides={**dict(context.get("overrides") or {}), **dict(spec["point"]), "seed": spec["seed"]},
+            command=_command(context.get("scenario_file"), context.get("overrides") or {}, spec),
+            plots=bool(context.get("plots", False)),
+        )
+        writer.manifest["sweep"] = {
+            "sweep_directory": context.get("sweep_directory"),
+            "sweep_fingerprint": context.get("fingerprint"),
+            "run_id": spec["run_id"],
+            "grid_index": spec["grid_index"],
+            "replication": spec["replication"],
+            "point": dict(spec["point"]),
+            "sweep_seed": context.get("sweep_seed"),
+            "seed": spec["seed"],
+        }
+        record["versions"] = writer.manifest["versions"]
+        if resumed is not None:
+            writer.manifest["resumes"] = [{"at": rundir.timestamp(), "from_tick": resumed.market.tick}]
+        writer.start()
+    except Exception as exc:  # noqa: BLE001 - reported as this run's failure
+        record["error"] = f"could not start the run: {type(exc).__name__}: {exc}"
+        record["traceback"] = traceback_module.format_exc()
+        record["duration_seconds"] = round(time.monotonic() - started, 3)
+        return record
+
+    models: list[Any] = []
+    save_checkpoint = checkpoint.checkpointer(directory, every)
+
+    def on_tick(model: Any) -> None:
+        if not models:
+            models.append(model)
+        save_checkpoint(model)
+
+    def metrics_so_far() -> pd.DataFrame | None:
+        try:
+            return models[0].metrics if models else None
+        except Exception:  # noqa: BLE001 - a half-updated model: keep what the writer has
+            return None
+
+    def panels_so_far() -> dict[str, Any]:
+        # agent panels (`metrics.agent_panels`), passed to the writer as `attnsim run` does
+        recorder = getattr(models[0], "panels", None) if models else None
+        if recorder is None:
+            return {}
+        try:
+            frames = recorder.frames()
+        except Exception:  # noqa: BLE001 - a half-updated model after a failure
+            return {}
+        return {"panels": frames} if frames else {}
+
+    status, error, trace, metrics = rundir.FAILED, None, None, None
+    try:
+        result = _run(scenario, on_tick) if resumed is None else run_scenario(scenario, on_tick=on_tick, model=resumed)
+        metrics = result.metrics
+        status = rundir.COMPLETE if result.completed else rundir.INTERRUPTED
+    except KeyboardInterrupt:
+        writer.finish(rundir.INTERRUPTED, metrics_so_far(), error="KeyboardInterrupt", **panels_so_far())
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the engine is this run's failure
+        error = f"{type(exc).__name__}: {exc}"
+        trace = traceback_module.format_exc()
+        metrics = metrics_so_far()
+    try:
+        writer.finish(status, metrics, error=error, traceback=trace, **panels_so_far())
+        if status == rundir.COMPLETE:
+            (directory / checkpoint.CHECKPOINT).unlink(missing_ok=True)
+    except Exception as exc:  # noqa: BLE001
+        status = rundir.FAILED
+        error = f"could not write the run directory: {type(exc).__name__}: {exc}"
+        trace = traceback_module.format_exc()
+    record.update(
+        status=status,
+        error=error,
+        traceback=trace,
+        ticks_done=int(writer.manifest.get("ticks_done", 0)),
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+    return record
+
+
+def _run(scenario: Scenario, on_tick: Callable[[Any], None]) -> Any:
+    """The engine call of one sweep run (a seam for tests)."""
+    return run_scenario(scenario, on_tick=on_tick)
+
+
+def _pack(directory: Path) -> dict[str, bytes]:
+    """The files of a finished run directory, by path relative to it."""
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and not path.name.startswith(".attnsim-tmp-")
+    }
+
+
+def execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run a batch of runs one after the other; the unit of work a worker receives.
+
+    With `runs_dir`, each run writes `runs_dir/<run-id>/` itself (a filesystem this process shares
+    with the client). Without it, each run is written into a temporary directory and its files come
+    back in the record (`files`: relative path -> bytes) for the client to write.
+    """
+    records = []
+    for spec in specs:
+        if runs_dir is not None:
+            records.append(execute_run(spec, Path(runs_dir) / spec["run_id"], context))
+            continue
+        with tempfile.TemporaryDirectory(prefix="attnsim-run-") as tmp:
+            directory = Path(tmp) / spec["run_id"]
+            record = execute_run(spec, directory, context)
+            record["files"] = _pack(directory) if directory.is_dir() else {}
+        records.append(record)
+    return records
+
+
+def _worker_init() -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the client decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --- the sweep directory -------------------------------------------------------------------------
+
+
+def _reusable(directory: Path, spec: RunSpec) -> pd.DataFrame | None:
+    """The metrics of `directory` when it holds exactly this run, complete; otherwise None."""
+    try:
+        manifest = rundir.read_manifest(directory)
+        if manifest.get("status") != rundir.COMPLETE or manifest.get("seed") != spec.seed:
+            return None
+        if json.loads(canonical_json(manifest.get("scenario"))) != json.loads(canonical_json(spec.scenario)):
+            return None
+        metrics = rundir.read_metrics(directory / rundir.METRICS)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    except Exception:  # noqa: BLE001 - an unreadable parquet file: run it again
+        return None
+    if list(metrics.columns) != list(METRIC_COLUMNS) or len(metrics) != spec.scenario["ticks"]:
+        return None
+    return metrics
+
+
+def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
+    """Write a run directory's files sent back by a worker: the manifest last, each atomically."""
+    rundir.prepare_output_dir(directory, force=True)
+    order = sorted(files, key=lambda name: (name == rundir.MANIFEST, name))
+    for name in order:
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise ValueError(f"a worker sent a file outside its run directory: {name!r}")
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_bytes(path, files[name])
+
+
+def _column_type(values: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
+    """The Arrow type of a grid key's column, and how to convert each value to it."""
+
+    present = [value for value in values if value is not None]
+    if present and all(isinstance(value, bool) for value in present):
+        return pa.bool_(), lambda value: value
+    if present and all(isinstance(value, int) and not isinstance(value, bool) for value in present):
+        return pa.int64(), lambda value: value
+    if present and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in present):
+        return pa.float64(), lambda value: None if value is None else float(value)
+    if all(isinstance(value, str) for value in present):
+        return pa.string(), lambda value: value
+    return pa.string(), lambda value: None if value is None else canonical_json(value)
+
+
+def sweep_schema(grid: Mapping[str, Sequence[Any]]) -> Any:
+    """The Arrow schema of sweep.parquet: run_id, the grid keys, replication, the metric columns."""
+
+    fields = [pa.field("run_id", pa.string())]
+    fields += [pa.field(key, _column_type(values)[0]) for key, values in grid.items()]
+    fields.append(pa.field("replication", pa.int64()))
+    fields += [pa.field(column, pa.float64() if column in FLOAT_COLUMNS else pa.int64()) for column in METRIC_COLUMNS]
+    return pa.schema(fields)
+
+
+def write_sweep_table(
+    path: Path, grid: Mapping[str, Sequence[Any]], runs: Iterable[tuple[RunSpec, pd.DataFrame]]
+) -> int:
+    """Write sweep.parquet atomically from (spec, metrics) pairs (taken in run id order); returns rows.
+
+    The file holds only data (no timestamps) and is written in fixed-size row groups, so the same
+    runs give the same bytes.
+    """
+
+    schema = sweep_schema(grid)
+    converters = {key: _column_type(values)[1] for key, values in grid.items()}
+    tmp = path.with_name(f".attnsim-tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            pending: list[pa.Table] = []
+            pending_rows = 0
+
+            def flush() -> None:
+                nonlocal pending, pending_rows
+                if pending:
+                    table = pa.concat_tables(pending)
+                    for start in range(0, table.num_rows, ROW_GROUP_ROWS):
+                        writer.write_table(table.slice(start, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                pending, pending_rows = [], 0
+
+            for spec, metrics in sorted(runs, key=lambda item: item[0].run_id):
+                frame = rundir.normalize_metrics(metrics)
+                n = len(frame)
+                arrays = [pa.array([spec.run_id] * n, pa.string())]
+                for key in grid:
+                    arrays.append(pa.array([converters[key](spec.point.get(key))] * n, schema.field(key).type))
+                arrays.append(pa.array(np.full(n, spec.replication, dtype=np.int64)))
+                for column in METRIC_COLUMNS:
+                    arrays.append(pa.array(frame[column].to_numpy(), schema.field(column).type))
+                pending.append(pa.Table.from_arrays(arrays, schema=schema))
+                pending_rows += n
+                rows += n
+                while pending_rows >= ROW_GROUP_ROWS:
+                    table = pa.concat_tables(pending)
+                    writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                    rest = table.slice(ROW_GROUP_ROWS)
+                    pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+            flush()
+            if rows == 0:
+                writer.write_table(schema.empty_table())
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def load_sweep(directory: str | Path) -> pd.DataFrame:
+    """sweep.parquet of a sweep directory, with sweep.json attached as `attrs["manifest"]`.
+
+    One row per tick of every complete run: `run_id`, one column per grid key (named by its dotted
+    key), `replication`, then the metric columns; sorted by run id then tick.
+    """
+    directory = Path(directory)
+    table_path = directory / SWEEP_TABLE
+    if not table_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a sweep directory (it has no {SWEEP_TABLE})")
+    frame = pd.read_parquet(table_path)
+    manifest_path = directory / SWEEP_MANIFEST
+    frame.attrs["manifest"] = rundir.read_json(manifest_path) if manifest_path.is_file() else None
+    return frame
+
+
+# --- running a sweep (the client) ----------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """What `run_sweep` did: the directory, the final sweep manifest and the runs by fate."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    ran: list[str] = field(default_factory=list)  # run ids executed by this call
+    reused: list[str] = field(default_factory=list)  # complete runs kept from an earlier call
+    failed: list[str] = field(default_factory=list)  # run ids whose status is not complete
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SWEEP_COMPLETE
+
+    def load(self) -> pd.DataFrame:
+        return load_sweep(self.directory)
+
+
+def default_sweep_dir(name: str, base: str | Path = "runs") -> Path:
+    """`runs/<name>-sweep`: a stable default, so running the same sweep again resumes it."""
+    return Path(base) / f"{name}-sweep"
+
+
+def check_sweep_dir(directory: Path, scenario: Scenario, *, force: bool) -> list[str]:
+    """Problems with writing this sweep into `directory` (empty when it can be used)."""
+    if not directory.exists():
+        return [f"{directory} is a broken symbolic link"] if directory.is_symlink() else []
+    if not directory.is_dir():
+        return [f"{directory} exists and is not a directory"]
+    try:
+        entries = list(directory.iterdir())
+    except OSError as exc:
+        return [f"{directory} cannot be read: {exc.strerror or exc}"]
+    if not entries or force:
+        return []
+    manifest_path = directory / SWEEP_MANIFEST
+    if not manifest_path.is_file():
+        return [f"{directory} exists, is not empty and holds no {SWEEP_MANIFEST}; choose another --out or pass --force to write into it"]
+    try:
+        manifest = rundir.read_json(manifest_path)
+    except (OSError, ValueError) as exc:
+        return [f"{manifest_path} cannot be read ({exc}); pass --force to start the sweep again there"]
+    if manifest.get("fingerprint") != fingerprint(scenario):
+        changed = _changed_keys(manifest.get("scenario"), scenario.model_dump(mode="json"))
+        detail = f" (differs in {', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})" if changed else ""
+        return [
+            f"{directory} holds a different sweep{detail}; choose another --out, or pass --force to "
+            "replace it (runs that match exactly are kept)"
+        ]
+    return []
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            keys += _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return keys
+    return [] if canonical_json(old) == canonical_json(new) else [prefix or "<root>"]
+
+
+def _auto_batch_size(todo: int, workers: int, replications: int) -> int:
+    """Runs per task: enough tasks for about four per worker (load balance), at most one grid
+    point's replications per task (so tasks of a slow point do not pile up on one worker)."""
+    if todo == 0:
+        return 1
+    return max(1, min(replications, math.ceil(todo / (workers * 4))))
+
+
+def run_sweep(
+    scenario: Scenario | str | Path | dict[str, Any],
+    *,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    client: Any = None,
+    overrides: Mapping[str, Any] | None = None,
+    force: bool = False,
+    plots: bool = False,
+    batch_size: int | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+    scenario_file: str | Path | None = None,
+    checkpoint_every: int = 0,
+) -> SweepResult:
+    """Run the scenario's `sweep.grid` × `sweep.replications` into a sweep directory.
+
+    `scenario` is a Scenario, a path to a YAML file or a dict; `overrides` are dotted keys applied
+    on top (as `--set`). `out` defaults to `runs/<name>-sweep`. `backend="local"` runs `workers`
+    processes (default `os.cpu_count()`; 1 runs in this process); `backend="dask"` needs `address`
+    (`tcp://HOST:PORT` of a scheduler) or a `distributed.Client` as `client`. Runs already complete
+    in `out` are kept (resume); `force` adopts a directory that holds a different sweep.
+
+    `on_start(total_runs, runs_to_do)` and `on_run(record)` (each finished run: `run_id`,
+    `status`, `error`, ...) report progress. Raises ScenarioError or SweepError on bad input (nothing
+    written); KeyboardInterrupt stops the sweep with sweep.json `interrupted` and the finished runs
+    kept. Failed runs do not stop the sweep: `result.failed` lists them, `result.status` is `failed`.
+
+    With the local backend and more than one worker, a script calling this must guard it with
+    `if __name__ == "__main__":` (worker processes are started with "spawn").
+
+    `checkpoint_every` N > 0 saves each run's model to its `checkpoint.pkl` every N ticks, so a
+    sweep stopped half-way resumes its half-done runs from their checkpoints, not from tick 0
+    (see simulator/checkpoint.py; removed when the run completes).
+    """
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend:1:1: backend: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "local" and (address is not None or client is not None):
+        raise SweepError("--address:1:1: address: --address is for --backend dask")
+    if backend == "dask" and address is None and client is None:
+        raise SweepError("--address:1:1: address: --backend dask needs --address tcp://HOST:PORT of a running scheduler (see docs/sweeps.md)")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers < 1:
+        raise SweepError(f"--workers:1:1: workers: must be at least 1 (got {workers})")
+    if batch_size is not None and batch_size < 1:
+        raise SweepError(f"--batch-size:1:1: batch_size: must be at least 1 (got {batch_size})")
+
+    if isinstance(scenario, Scenario):
+        config = load_scenario(scenario.model_dump(), overrides=dict(overrides)) if overrides else scenario
+    else:
+        if isinstance(scenario, (str, Path)) and scenario_file is None:
+            scenario_file = scenario
+        config = load_scenario(scenario, overrides=dict(overrides or {}))
+    source = str(scenario_file) if scenario_file is not None else "<scenario>"
+    specs = plan(config, source=source)
+    directory = Path(out) if out is not None else default_sweep_dir(config.name)
+    problems = check_sweep_dir(directory, config, force=force)
+    if problems:
+        raise SweepError([f"--out:1:1: out: {problem}" for problem in problems])
+
+    dask_client, own_client = None, False
+    if backend == "dask":
+        dask_client, own_client = _dask_client(address, client)
+
+    try:
+        return _run_sweep(
+            config,
+            specs,
+            directory,
+            workers=workers,
+            backend=backend,
+            dask_client=dask_client,
+            address=address,
+            overrides=dict(overrides or {}),
+            force=force,
+            plots=plots,
+            batch_size=batch_size,
+            on_start=on_start,
+            on_run=on_run,
+            scenario_file=str(Path(scenario_file).resolve()) if scenario_file is not None else None,
+            checkpoint_every=checkpoint_every,
+        )
+    finally:
+        if own_client and dask_client is not None:
+            try:
+                dask_client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _dask_client(address: str | None, client: Any) -> tuple[Any, bool]:
+    if client is not None:
+        return client, False
+    try:
+        from distributed import Client  # optional heavy dependency: the [dask] extra
+    except ImportError:
+        raise SweepError(
+            "--backend:1:1: backend: the dask backend needs dask.distributed: pip install 'attention-market[dask]'"
+        ) from None
+    try:
+        return Client(address, timeout="20s", set_as_default=False), True
+    except Exception as exc:  # noqa: BLE001 - any connection problem is a bad --address
+        raise SweepError(f"--address:1:1: address: cannot connect to the Dask scheduler at {address}: {type(exc).__name__}: {exc}") from None
+
+
+def _run_sweep(
+    config: Scenario,
+    specs: list[RunSpec],
+    directory: Path,
+    *,
+    workers: int,
+    backend: str,
+    dask_client: Any,
+    address: str | None,
+    overrides: dict[str, Any],
+    force: bool,
+    plots: bool,
+    batch_size: int | None,
+    on_start: Callable[[int, int], None] | None,
+    on_run: Callable[[dict[str, Any]], None] | None,
+    scenario_file: str | None,
+    checkpoint_every: int = 0,
+) -> SweepResult:
+    if backend == "dask":
+        workers = _dask_workers(dask_client)  # the cluster's threads, for sweep.json and batching
+    runs_dir = directory / RUNS_DIR
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    ids = {spec.run_id for spec in specs}
+    if force:  # the directory may hold another sweep: drop run directories that are not in this one
+        for child in sorted(runs_dir.iterdir()):
+            if child.name not in ids and child.is_dir() and ((child / rundir.MANIFEST).is_file() or not any(child.iterdir())):
+                shutil.rmtree(child)
+
+    reused_metrics: dict[str, pd.DataFrame] = {}
+    for spec in specs:
+        metrics = _reusable(runs_dir / spec.run_id, spec)
+        if metrics is not None:
+            reused_metrics[spec.run_id] = metrics
+    todo = [spec for spec in specs if spec.run_id not in reused_metrics]
+
+    started = rundir.utc_now()
+    previous = _previous_records(directory)
+    records: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if spec.run_id in reused_metrics:
+            old = previous.get(spec.run_id, {})
+            records[spec.run_id] = {
+                "status": rundir.COMPLETE,
+                "error": None,
+                "ticks_done": len(reused_metrics[spec.run_id]),
+                "duration_seconds": old.get("duration_seconds"),
+                "reused": True,
+            }
+        else:
+            records[spec.run_id] = {"status": PENDING, "error": None, "ticks_done": 0, "duration_seconds": None, "reused": False}
+    warnings: list[str] = []
+    manifest = _sweep_manifest(config, specs, records, started, SWEEP_RUNNING, backend, workers, address, scenario_file, overrides, warnings)
+    rundir.write_json(directory / SWEEP_MANIFEST, manifest)
+
+    if on_start is not None:
+        on_start(len(specs), len(todo))
+
+    context = {
+        "scenario_file": scenario_file,
+        "overrides": overrides,
+        "plots": plots,
+        "fingerprint": manifest["fingerprint"],
+        "sweep_seed": config.seed,
+        "sweep_directory": str(directory.resolve()),
+        "checkpoint_every": checkpoint_every,
+    }
+    own_versions = rundir.package_versions()
+    last_write = [time.monotonic()]
+
+    def finished(record: dict[str, Any]) -> None:
+        files = record.pop("files", None)
+        if files is not None:
+            try:
+                _write_files(runs_dir / record["run_id"], files)
+            except Exception as exc:  # noqa: BLE001
+                record.update(status=rundir.FAILED, error=f"could not write the run directory: {type(exc).__name__}: {exc}")
+        versions = record.get("versions") or {}
+        theirs = versions.get("attention-market")
+        if theirs is not None and theirs != own_versions.get("attention-market"):
+            note = f"worker {record.get('host')} runs attention-market {theirs}, this machine {own_versions.get('attention-market')}"
+            if note not in warnings:
+                warnings.append(note)
+        records[record["run_id"]] = {
+            "status": record["status"],
+            "error": record.get("error"),
+            "ticks_done": record.get("ticks_done", 0),
+            "duration_seconds": record.get("duration_seconds"),
+            "reused": False,
+            **({"host": record["host"]} if record.get("host") else {}),
+        }
+        if on_run is not None:
+            on_run(dict(record))
+        now = time.monotonic()
+        if now - last_write[0] >= MANIFEST_WRITE_SECONDS:
+            rundir.write_json(
+                directory / SWEEP_MANIFEST,
+                _sweep_manifest(config, specs, records, started, SWEEP_RUNNING, backend, workers, address, scenario_file, overrides, warnings),
+            )
+            last_write[0] = now
+
+    interrupted: KeyboardInterrupt | None = None
+    crash: BaseException | None = None
+    try:
+        if todo:
+            size = batch_size or _auto_batch_size(len(todo), workers, config.sweep.replications if config.sweep else 1)
+            batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+            if backend == "dask":
+                _execute_dask(dask_client, batches, context, finished)
+            elif workers == 1:
+                for spec in todo:
+                    for record in execute_batch([spec.to_dict()], str(runs_dir), context):
+                        finished(record)
+            else:
+                _execute_local(batches, str(runs_dir), context, min(workers, len(batches)), finished)
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    except Exception as exc:  # noqa: BLE001 - the backend broke down: keep what is done, then raise
+        crash = exc
+        warnings.append(f"the sweep stopped: {type(exc).__name__}: {exc}")
+
+    if interrupted is not None or crash is not None:
+        # runs that finished inside a batch whose result never came back are complete on disk
+        for spec in specs:
+            if records[spec.run_id]["status"] == PENDING:
+                metrics = _reusable(runs_dir / spec.run_id, spec)
+                if metrics is not None:
+                    reused_metrics[spec.run_id] = metrics
+                    records[spec.run_id].update(status=rundir.COMPLETE, ticks_done=len(metrics))
+
+    # sweep.parquet from every complete run, then the final manifest
+    by_id = {spec.run_id: spec for spec in specs}
+    complete: list[tuple[RunSpec, pd.DataFrame]] = []
+    for spec in specs:
+        if records[spec.run_id]["status"] != rundir.COMPLETE:
+            continue
+        metrics = reused_metrics.get(spec.run_id)
+        if metrics is None:
+            try:
+                metrics = rundir.read_metrics(runs_dir / spec.run_id / rundir.METRICS)
+            except Exception as exc:  # noqa: BLE001
+                records[spec.run_id].update(status=rundir.FAILED, error=f"metrics.parquet unreadable: {type(exc).__name__}: {exc}")
+                continue
+        complete.append((by_id[spec.run_id], metrics))
+    grid = dict(config.sweep.grid) if config.sweep is not None else {}
+    write_sweep_table(directory / SWEEP_TABLE, grid, complete)
+
+    failed = [spec.run_id for spec in specs if records[spec.run_id]["status"] != rundir.COMPLETE]
+    if interrupted is not None:
+        status = SWEEP_INTERRUPTED
+    elif crash is not None:
+        status = SWEEP_FAILED
+    elif failed:
+        status = SWEEP_FAILED
+    else:
+        status = SWEEP_COMPLETE
+    manifest = _sweep_manifest(config, specs, records, started, status, backend, workers, address, scenario_file, overrides, warnings, ended=True)
+    rundir.write_json(directory / SWEEP_MANIFEST, manifest)
+    result = SweepResult(
+        directory=directory,
+        manifest=manifest,
+        ran=[spec.run_id for spec in specs if not records[spec.run_id].get("reused") and records[spec.run_id]["status"] != PENDING],
+        reused=[spec.run_id for spec in specs if records[spec.run_id].get("reused")],
+        failed=failed,
+    )
+    if interrupted is not None:
+        raise type(interrupted)(result)  # the same kind (the CLI tells SIGTERM from Ctrl-C by it)
+    if crash is not None:
+        raise crash
+    return result
+
+
+def _previous_records(directory: Path) -> dict[str, dict[str, Any]]:
+    try:
+        manifest = rundir.read_json(directory / SWEEP_MANIFEST)
+        return {run["run_id"]: run for run in manifest.get("runs", [])}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def _sweep_manifest(
+    config: Scenario,
+    specs: list[RunSpec],
+    records: Mapping[str, Mapping[str, Any]],
+    started: Any,
+    status: str,
+    backend: str,
+    workers: int,
+    address: str | None,
+    scenario_file: str | None,
+    overrides: Mapping[str, Any],
+    warnings: list[str],
+    *,
+    ended: bool = False,
+) -> dict[str, Any]:
+    sweep = config.sweep or SweepConfig()
+    counts: dict[str, int] = {}
+    for record in records.values():
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    end = rundir.utc_now() if ended else None
+    manifest: dict[str, Any] = {
+        "format": SWEEP_FORMAT,
+        "name": config.name,
+        "status": status,
+        "seed": config.seed,
+        "grid": dict(sweep.grid),
+        "grid_keys": list(sweep.grid),
+        "replications": sweep.replications,
+        "points": len(grid_points(sweep)),
+        "runs_total": len(specs),
+        "counts": dict(sorted(counts.items())),
+        "started_at": rundir.timestamp(started),
+        "ended_at": rundir.timestamp(end) if end else None,
+        "duration_seconds": round((end - started).total_seconds(), 3) if end else None,
+        "backend": backend,
+        "workers": workers,
+        "address": address,
+        "scenario_file": scenario_file,
+        "overrides": dict(overrides),
+        "fingerprint": fingerprint(config),
+        "seeding": "SeedSequence(entropy=seed, spawn_key=(sha256(canonical JSON of the grid point)[:8] as little-endian int, replication)).generate_state(1, uint64) >> 1",
+        "versions": rundir.package_versions(),
+        "platform": platform.platform(),
+        "scenario": config.model_dump(mode="json"),
+        "runs": [
+            {
+                "run_id": spec.run_id,
+                "grid_index": spec.grid_index,
+                "replication": spec.replication,
+                "point": spec.point,
+                "seed": spec.seed,
+                "directory": f"{RUNS_DIR}/{spec.run_id}",
+                **records[spec.run_id],
+            }
+            for spec in specs
+        ],
+    }
+    if warnings:
+        manifest["warnings"] = list(warnings)
+    return manifest
+
+
+def _execute_local(
+    batches: list[list[RunSpec]], runs_dir: str, context: Mapping[str, Any], workers: int, finished: Callable[[dict[str, Any]], None]
+) -> None:
+    """Batches on a pool of `workers` spawned processes; each worker writes its run directories."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    futures: dict[Future, list[RunSpec]] = {}
+    try:
+        for batch in batches:
+            futures[pool.submit(execute_batch, [spec.to_dict() for spec in batch], runs_dir, context)] = batch
+        for future in as_completed(futures):
+            batch = futures[future]
+            try:
+                records = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory, ...)
+                records = [_failed_record(spec.to_dict(), f"worker process failed: {type(exc).__name__}: {exc}") for spec in batch]
+            for record in records:
+                finished(record)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        _terminate(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's worker processes now (runs in progress are left `running`; resume redoes them)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.terminate()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _dask_workers(client: Any) -> int:
+    try:
+        info = client.scheduler_info()
+        return max(1, sum(worker.get("nthreads", 1) for worker in info.get("workers", {}).values()))
+    except Exception:  # noqa: BLE001
+        return 1
+
+
+def _execute_dask(client: Any, batches: list[list[RunSpec]], context: Mapping[str, Any], finished: Callable[[dict[str, Any]], None]) -> None:
+    """Batches as Dask tasks; the workers send each run's files back and they are written here."""
+    from distributed import as_completed as dask_as_completed  # optional: the [dask] extra
+
+    futures = {}
+    token = context["fingerprint"][:12]
+    for batch in batches:
+        key = f"attnsim-{token}-{batch[0].run_id}-{secrets.token_hex(4)}"
+        future = client.submit(execute_batch, [spec.to_dict() for spec in batch], None, dict(context), key=key, pure=False, retries=0)
+        futures[future] = batch
+    try:
+        for future in dask_as_completed(list(futures), loop=client.loop):
+            batch = futures[future]
+            try:
+                records = future.result()
+            except Exception as exc:  # noqa: BLE001 - the task failed on the worker (lost worker, import error)
+                records = [_failed_record(spec.to_dict(), f"dask task failed: {type(exc).__name__}: {exc}") for spec in batch]
+            for record in records:
+                finished(record)
+            future.release()
+    except BaseException:
+        try:
+            client.cancel(list(futures))
+        except Exception:  # noqa: BLE001
+            pass
+        raise

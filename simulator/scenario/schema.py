@@ -1,0 +1,726 @@
+"""The scenario schema: every knob of a run, validated before anything runs.
+
+A scenario is a YAML file (or a dict) checked against the pydantic models below. Unknown keys
+are errors, never ignored, and every error carries the dotted key and, for files, the line and
+column of the YAML node it came from, so a typo is reported where it was typed.
+
+Money amounts are integer minor units (think cents); attention is counted in integer units,
+one unit per exposure of a good or an ad.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+ALLOCATION_RULES = ("attention_softmax", "top_k", "popularity", "random", "oracle", "learned", "shapley")
+PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equal")
+AUCTION_FORMATS = ("second_price", "first_price", "gsp")
+BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
+# Rules of the library that the engine implements; the schema names every rule of the contract.
+MAX_SCENARIO_BYTES = 1_000_000
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Money = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, NaN and inf are refused.
+
+    The docstring under each field is its documentation: docs/scenario.md is generated from
+    it (`python -m simulator.scenario`), and a test keeps the page in step with the schema.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True, use_attribute_docstrings=True
+    )
+
+
+class LogNormal(Strict):
+    """A positive quantity drawn once per agent: median × exp(sigma × standard normal)."""
+
+    median: PositiveFloat
+    """The median of the distribution."""
+    sigma: NonNegativeFloat = 0.5
+    """Spread on the log scale; 0 gives every agent the median."""
+
+
+class ChurnConfig(Strict):
+    """Users leave after `patience` consecutive active ticks with smoothed utility below `threshold`."""
+
+    threshold: float = Field(0.0, allow_inf_nan=False)
+    """Smoothed utility per active tick under which a tick counts as disappointing (0: the platform is worth less than the outside option)."""
+    patience: int = Field(5, ge=1)
+    """Consecutive disappointing active ticks before the user leaves for good."""
+    smoothing: Probability = 0.3
+    """Weight of the latest tick in the exponential moving average of utility."""
+
+
+class UsersConfig(Strict):
+    """Users: the attention supply."""
+
+    @field_validator("budget")
+    @classmethod
+    def _median_within_cap(cls, budget: LogNormal, info: ValidationInfo) -> LogNormal:
+        cap = info.data.get("budget_max")
+        if cap is not None and budget.median > cap:
+            raise ValueError(f"the median budget {budget.median} exceeds budget_max {cap}")
+        return budget
+
+    count: int = Field(10_000, ge=1, le=50_000_000)
+    """Users at tick 0."""
+    arrivals_per_tick: NonNegativeFloat = 0.0
+    """Mean of the Poisson number of new users joining each tick."""
+    budget_max: int = Field(32, ge=1, le=1024)
+    """Cap on any user's attention budget."""
+    budget: LogNormal = Field(LogNormal(median=8.0, sigma=0.5), validate_default=True)
+    """Attention units a user brings on an active tick (one unit per exposure), drawn per user."""
+    activity: Probability = 0.8
+    """Mean probability that a user shows up on a tick (before fatigue); varies per user."""
+    interest_spread: NonNegativeFloat = 0.6
+    """How far users' true interests scatter around their topic cluster's centre."""
+    income_per_tick: Money = 40
+    """Money each alive user receives from outside the platform every tick."""
+    initial_wallet: Money = 5_000
+    """Money each user holds when joining."""
+    overload: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    """Information overload: the k-th exposure of a tick holds overload**k of a fresh one's attention."""
+    fatigue_per_exposure: Probability = 0.005
+    """Fatigue added by each content exposure; fatigue lowers showing up and the attention held."""
+    fatigue_per_ad: Probability = 0.02
+    """Fatigue added by each ad shown."""
+    fatigue_recovery: Probability = 0.5
+    """Share of fatigue kept from one tick to the next."""
+    taste_sharpness: NonNegativeFloat = 2.0
+    """How fast value falls with topic mismatch: match = exp(sharpness × (cos − 1))."""
+    outside_option: float = Field(0.25, allow_inf_nan=False)
+    """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by."""
+    choice_noise: PositiveFloat = 0.1
+    """Scale of the logistic taste shock in each consumption choice."""
+    willingness_to_pay: Money = 3_000
+    """Money a product of value 1 is worth to a user; buys happen when value × this > price."""
+    drift: Probability = 0.02
+    """Rate at which true interests move toward what the user consumed this tick."""
+    ad_annoyance: NonNegativeFloat = 0.05
+    """Utility lost per ad shown."""
+    churn: ChurnConfig = ChurnConfig()
+    """The churn rule."""
+
+
+class ExitConfig(Strict):
+    """Creators leave after `patience` consecutive ticks of negative smoothed profit."""
+
+    patience: int = Field(10, ge=1)
+    """Consecutive ticks of negative smoothed profit before a creator leaves with its goods."""
+    smoothing: Probability = 0.3
+    """Weight of the latest tick in the exponential moving average of profit."""
+
+
+class EntryConfig(Strict):
+    """New creators arrive while the average smoothed creator profit is positive."""
+
+    rate: NonNegativeFloat = 0.02
+    """Poisson mean of entrants per tick, per active creator, while average profit is positive."""
+    imitation: Probability = 0.5
+    """Share of entrants that copy the niche of a profitable creator (chosen by profit)."""
+
+
+class AdaptationConfig(Strict):
+    """Each tick creators move their niche and effort to raise their own expected reward."""
+
+    rule: Literal["static", "gradient", "best_response"] = "static"
+    """static: never change; gradient: step the niche toward the exposure-weighted direction of what earned, and effort along its marginal profit; best_response: try `candidates` sampled moves and keep the best under the current rules."""
+    learning_rate: Probability = 0.1
+    """Step size of niche moves (the niche is projected back to unit norm)."""
+    effort_step: Probability = 0.05
+    """Step size of quality (effort) changes."""
+    candidates: int = Field(8, ge=1, le=256)
+    """`best_response`: candidate moves evaluated per creator per tick."""
+
+
+class CreatorsConfig(Strict):
+    """Creators: they publish goods, pay production costs, earn sales and payouts."""
+
+    count: int = Field(200, ge=1, le=10_000_000)
+    """Creators at tick 0."""
+    publish_rate: NonNegativeFloat = 0.5
+    """Mean goods published per creator per tick (each creator's own rate varies around it)."""
+    quality_mean: Probability = 0.5
+    """Mean quality (effort) level, in [0, 1]."""
+    quality_sd: NonNegativeFloat = 0.15
+    """Spread of quality across creators."""
+    topic_spread: NonNegativeFloat = 0.6
+    """How far creators' niches scatter around their topic cluster's centre."""
+    clickbait_share: Probability = 0.1
+    """Share of creators whose goods oversell themselves (clickbait)."""
+    clickbait_boost: NonNegativeFloat = 0.6
+    """How much clickbait inflates the value users expect when choosing: expected = value × (1 + boost); realised value is unchanged."""
+    cost_per_good: Money = 600
+    """Fixed production cost of one good."""
+    effort_cost: Money = 2_000
+    """Production cost of quality: a good of quality q costs cost_per_good + effort_cost × q²."""
+    initial_wallet: Money = 20_000
+    """Money each creator holds when joining."""
+    exit: ExitConfig = ExitConfig()
+    """The exit rule."""
+    entry: EntryConfig = EntryConfig()
+    """The entry rule."""
+    adaptation: AdaptationConfig = AdaptationConfig()
+    """How creators change strategy in response to the rules."""
+
+
+class GoodsConfig(Strict):
+    """Goods: content (free) and products (priced)."""
+
+    initial: int = Field(2_000, ge=0, le=100_000_000)
+    """Goods in the catalogue at tick 0 (with staggered ages)."""
+    lifetime: int = Field(20, ge=1)
+    """Ticks a good stays in the catalogue after publishing."""
+    product_share: Probability = 0.3
+    """Probability that a published good is a product with a price rather than free content."""
+    price: LogNormal = LogNormal(median=1_500.0, sigma=0.5)
+    """Price of a product, in minor units."""
+    key_noise: NonNegativeFloat = 0.2
+    """How far a good's key scatters around its creator's niche."""
+
+
+class AdvertisersConfig(Strict):
+    """Advertisers: buyers of attention through ad auctions."""
+
+    count: int = Field(20, ge=0, le=1_000_000)
+    """Advertisers; 0 turns the ad market off."""
+    budget_per_tick: Money = 2_000
+    """Most an advertiser may spend in one tick."""
+    total_budget: Money = 250_000
+    """An advertiser's whole budget for the run (its wallet at tick 0)."""
+    value_per_click: LogNormal = LogNormal(median=120.0, sigma=0.5)
+    """What a click is worth to an advertiser, in minor units, drawn per advertiser."""
+    targeting_spread: NonNegativeFloat = 0.6
+    """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
+    click_rate: Probability = 0.08
+    """Click probability of a perfectly matched ad in the top position."""
+    bidding: Literal[BIDDING_STRATEGIES] = "truthful"  # type: ignore[valid-type]
+    """Bidding strategy: truthful bids the value of a click; shaded a fixed fraction of it; paced scales bids to spend the total budget evenly over the run; learning picks its shading factor by a bandit (EXP3) on its own realised surplus."""
+    shading: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
+    """Fraction of value bid by `shaded` bidders (and the starting multiplier of `paced` ones)."""
+    pacing_rate: PositiveFloat = 0.5
+    """How strongly `paced` bidders correct their multiplier toward the even spending rate."""
+    learning_rate: PositiveFloat = 0.2
+    """Step size of the `learning` bidders' multiplicative weights."""
+    learning_arms: int = Field(8, ge=2, le=64)
+    """Shading factors a `learning` bidder chooses among, evenly spaced in [1/arms, 1]."""
+
+
+class PopulationConfig(Strict):
+    """The four populations."""
+
+    users: UsersConfig = UsersConfig()
+    """Users."""
+    creators: CreatorsConfig = CreatorsConfig()
+    """Creators."""
+    goods: GoodsConfig = GoodsConfig()
+    """Goods."""
+    advertisers: AdvertisersConfig = AdvertisersConfig()
+    """Advertisers."""
+
+
+class TopicsConfig(Strict):
+    """The world's topic structure."""
+
+    clusters: int = Field(8, ge=1, le=100_000)
+    """Topic centres around which interests, niches and targeting cluster."""
+
+
+class LearnedConfig(Strict):
+    """The `learned` rule's model: user and goods vectors fitted to the platform's own logs."""
+
+    retrain_every: int = Field(5, ge=1)
+    """Ticks between refits of the factorisation."""
+    rank: int = Field(16, ge=1, le=256)
+    """Dimension of the estimated user and goods vectors."""
+    regularization: PositiveFloat = 10.0
+    """L2 penalty of the factorisation, pulling each vector toward its prior (the platform's profile of the user, the good's key): the prior weighs as much as this many logged exposures."""
+    iterations: int = Field(5, ge=1, le=100)
+    """Alternating least squares sweeps per refit."""
+    log_ticks: int = Field(20, ge=1)
+    """Ticks of interaction logs the platform keeps for fitting."""
+
+
+class CandidatesConfig(Strict):
+    """Candidate mode for large catalogues: each user is scored against a candidate set instead of every live good (see docs/model.md, "Candidate mode")."""
+
+    mode: Literal["auto", "exact", "ivf"] = "auto"
+    """exact: score every live good for every user; ivf: score each user's candidates only (the goods of the inverted lists nearest to the user's group, fresh and popular goods, and a stratified random sample of the rest, weighted by the inverse of its sampling probability); auto: ivf above `auto_above` live goods, exact otherwise. Rules without candidate scores (popularity, random, shapley) and the fairness floor and creator cap always run exact. manifest.json records the mode used (`allocation_mode`)."""
+    auto_above: int = Field(8_000, ge=0)
+    """`auto`: live goods above which the candidate mode is used."""
+    clusters: int = Field(0, ge=0, le=1_000_000)
+    """Inverted lists: spherical k-means clusters of goods' keys; 0 gives ⌈√(live goods)⌉. Lists longer than half of `per_user` are cut in slabs."""
+    probe: int = Field(0, ge=0, le=100_000)
+    """Most lists searched per group of users (the lists nearest to the group's mean profile); 0: as many as fit in `per_user`."""
+    per_user: int = Field(512, ge=1)
+    """Goods from the searched lists per user: whole lists are taken, nearest first, while they fit (at least one list)."""
+    fresh: int = Field(32, ge=0)
+    """Newest goods added to every user's candidates."""
+    popular: int = Field(32, ge=0)
+    """Goods most consumed in the last `popularity_window` ticks added to every user's candidates."""
+    random: int = Field(128, ge=0)
+    """Goods sampled per user from the rest of the catalogue (one per stratum of equal size, strata in order of similarity to the user's group), each weighted by its stratum's size so the rest keeps its share of attention in expectation; 0 drops the rest."""
+    refresh_every: int = Field(10, ge=1)
+    """Ticks between k-means refits of the lists; in between, new goods join their nearest list and expired ones leave."""
+
+
+class AllocationConfig(Strict):
+    """How the platform splits users' attention into exposures and ad slots."""
+
+    rule: Literal[ALLOCATION_RULES] = "attention_softmax"  # type: ignore[valid-type]
+    """The allocation rule (see docs/rules/allocation_<rule>.md)."""
+    temperature: PositiveFloat = 1.0
+    """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform."""
+    ad_slots: int = Field(2, ge=0, le=16)
+    """Ad exposures per user per tick (each uses one attention unit; at least one unit stays for content); 0 turns ads off."""
+    ad_position_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
+    """Click-rate factor per ad position below the first."""
+    mask_consumed: bool = True
+    """Never show a user a good it consumed within its last `consumed_memory` consumptions."""
+    consumed_memory: int = Field(32, ge=1, le=4096)
+    """How many recent consumptions per user the mask remembers."""
+    profile_noise: NonNegativeFloat = 0.5
+    """How far the platform's starting profile of a user (its query) is from the user's true interest."""
+    profile_learning_rate: Probability = 0.1
+    """Rate at which the platform's profile of a user moves toward what the user consumed."""
+    block_elements: int = Field(4_194_304, ge=1_024)
+    """Largest users × goods score block held at once; bounds the allocator's memory."""
+    candidates: CandidatesConfig = CandidatesConfig()
+    """Candidate mode for large catalogues (exact below `candidates.auto_above` live goods)."""
+    popularity_window: int = Field(10, ge=1, le=10_000)
+    """`popularity`: ticks of consumption counts that make a good popular (a sliding window)."""
+    learned: LearnedConfig = LearnedConfig()
+    """`learned`: the platform's matrix factorisation of its own interaction logs."""
+    fairness_floor: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Modifier, any rule: each creator with live goods gets at least this share of all content exposure in expectation, through units reserved for a uniformly drawn creator (0 turns it off; see docs/rules/allocation_modifiers.md)."""
+    creator_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    """Modifier, any rule: no creator gets more than this share of the tick's content exposure, up to rounding (1 turns it off; see docs/rules/allocation_modifiers.md)."""
+    engagement_weight: NonNegativeFloat = 0.0
+    """Modifier, any rule: α in seed 002's engagement weighting, adding α·p/(p+r+c) to a good's score (p purchases, r exposures, c consumptions)."""
+
+
+class PayoutConfig(Strict):
+    """How the creator payout pool is funded and divided."""
+
+    rule: Literal[PAYOUT_RULES] = "exposure"  # type: ignore[valid-type]
+    """The payout rule (see docs/rules/payout_<rule>.md)."""
+    pool_share: Probability = 0.5
+    """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool (never more than the platform holds)."""
+    backward_discount: Probability = 0.5
+    """`backward`: γ, the weight of the k-th ranked drop is γ^(k−1) (0 pays each user's top creator its margin over the runner-up; 1 pays every creator its own best value)."""
+
+
+class AuctionConfig(Strict):
+    """How ad slots are sold."""
+
+    format: Literal[AUCTION_FORMATS] = "second_price"  # type: ignore[valid-type]
+    """Auction format: second_price (VCG per click), first_price, or gsp (next-price)."""
+    reserve_price: Money = 0
+    """Lowest price per click; lower bids do not take part."""
+    pricing: Literal["per_click", "per_impression"] = "per_click"
+    """What advertisers pay for: each click at the auction price, or each impression at the price × its predicted click rate."""
+
+
+class ClickbaitPenaltyConfig(Strict):
+    """A penalty on goods whose consumption rate runs far above the value users get from them."""
+
+    threshold: NonNegativeFloat = 0.0
+    """Gap (consumption rate − mean realised value per consumption) above which a good is penalised; 0 turns the penalty off."""
+    strength: Probability = 0.5
+    """Share of a penalised good's payout weight and allocation weight taken away."""
+    min_exposures: int = Field(20, ge=1)
+    """Lifetime exposures a good needs before the penalty judges it."""
+
+
+class CirculationConfig(Strict):
+    """How money moves."""
+
+    platform_take_rate: Probability = 0.3
+    """Share of each purchase's price the platform keeps."""
+    platform_initial_wallet: Money = 0
+    """Money the platform holds at tick 0 (funds attention rewards before revenue comes in)."""
+    attention_reward: Money = 0
+    """Paid by the platform to a user per unit of attention spent (seed 001's incentive), while the platform can pay."""
+    clickbait_penalty: ClickbaitPenaltyConfig = ClickbaitPenaltyConfig()
+    """The clickbait penalty."""
+    min_quality: Probability = 0.0
+    """Minimum-quality bar: creators whose quality (effort) is below it may not publish; 0 turns it off."""
+    creator_payout: PayoutConfig = PayoutConfig()
+    """The creator payout rule."""
+    auction: AuctionConfig = AuctionConfig()
+    """The ad auction."""
+
+
+class AgentPanelsConfig(Strict):
+    """Per-agent time series (`agents/*.parquet`) for a fixed, seeded sample of agents; off unless set."""
+
+    every: int = Field(1, ge=1, le=1_000_000)
+    """Record the sampled agents on tick 1, every `every` ticks after it, and on the last tick."""
+    sample: int = Field(100, ge=1, le=1_000_000)
+    """Agents sampled from each population (users, creators, advertisers), or all of a smaller one; users and creators who join later enter the sample at the same rate."""
+
+
+class MetricsConfig(Strict):
+    """What the metrics collector samples and summarises."""
+
+    homogenization_pairs: int = Field(256, ge=1, le=100_000)
+    """User pairs in the fixed, seeded sample behind the homogenization metric."""
+    summary_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    """Fraction of final ticks averaged in summary.json."""
+    agent_panels: AgentPanelsConfig | None = None
+    """Agent panels (see docs/notebooks.md), e.g. `{every: 5, sample: 200}`; null (the default) records none and costs nothing."""
+
+
+class SweepConfig(Strict):
+    """A grid of scenario variants and replications, for `attnsim sweep`."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Dotted scenario keys mapped to the values to try; runs cover the Cartesian product."""
+    replications: int = Field(1, ge=1, le=10_000)
+    """Runs per grid point, each with its own derived seed."""
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid axis {key!r} has no values")
+        return grid
+
+
+class Scenario(Strict):
+    """A fully resolved scenario: what `simulator.run` needs, with every default filled in."""
+
+    name: str = Field("scenario", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Name of the scenario; names run directories, so letters, digits, `_`, `.` and `-` only."""
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    """Seed of the run's random generator: the same seed gives the same bytes."""
+    ticks: int = Field(100, ge=1, le=1_000_000)
+    """Ticks to run."""
+    embedding_dim: int = Field(16, ge=1, le=1024)
+    """Dimension d of interest, niche, key and targeting vectors."""
+    topics: TopicsConfig = TopicsConfig()
+    """The topic structure."""
+    population: PopulationConfig = PopulationConfig()
+    """The populations."""
+    allocation: AllocationConfig = AllocationConfig()
+    """The allocation stage."""
+    circulation: CirculationConfig = CirculationConfig()
+    """The circulation stage."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The metrics collector."""
+    sweep: SweepConfig | None = None
+    """Optional sweep grid and replications."""
+
+
+
+@dataclass(frozen=True)
+class ScenarioIssue:
+    """One problem with a scenario, located in the file (or the --set option) it came from."""
+
+    source: str
+    line: int
+    column: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}:{self.column}: {self.key}: {self.message}"
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; `issues` lists every problem found, not just the first."""
+
+    def __init__(self, issues: list[ScenarioIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+Position = tuple[str, int, int]
+
+
+class _Located:
+    """The raw mapping of a scenario plus where each dotted key was written."""
+
+    def __init__(self, data: dict[str, Any], positions: dict[str, Position], default: Position):
+        self.data = data
+        self.positions = positions
+        self.default = default
+
+    def locate(self, key: str) -> Position:
+        """The position of `key`, or of its nearest written ancestor."""
+        parts = key.split(".") if key else []
+        while parts:
+            found = self.positions.get(".".join(parts))
+            if found is not None:
+                return found
+            parts.pop()
+        return self.default
+
+
+MAX_YAML_DEPTH = 32  # a scenario nests a handful of levels; the YAML parser recurses per level
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than MAX_YAML_DEPTH before the (recursive) parser sees it.
+
+    Uses the scanner's token stream, which is not recursive; a scanning error is left for the
+    parser to report with its own message."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    mark = token.start_mark
+                    raise ScenarioError(
+                        [ScenarioIssue(source, mark.line + 1, mark.column + 1, "<yaml>", f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a scenario is a few levels of keys")]
+                    )
+            elif isinstance(token, (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)):
+                depth -= 1
+    except yaml.YAMLError:
+        return
+
+
+def _compose_with_positions(text: str, source: str) -> _Located:
+    """Parse YAML safely, keeping the line and column of each mapping key."""
+    positions: dict[str, Position] = {}
+    _check_depth(text, source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ScenarioError([ScenarioIssue(source, 1, 1, "<yaml>", "the YAML is nested too deeply; a scenario is a few levels of keys")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError([ScenarioIssue(source, line, col, "<yaml>", f"malformed YAML: {problem}")]) from None
+    if node is None:
+        raise ScenarioError([ScenarioIssue(source, 1, 1, "<root>", "the file is empty; a scenario is a YAML mapping")])
+    if not isinstance(node, yaml.MappingNode):
+        mark = node.start_mark
+        raise ScenarioError([ScenarioIssue(source, mark.line + 1, mark.column + 1, "<root>", "a scenario must be a YAML mapping of keys to values")])
+
+    issues: list[ScenarioIssue] = []
+    seen: set[int] = set()
+
+    def walk(current: yaml.Node, prefix: str) -> None:
+        if id(current) in seen:  # an alias: the same node again
+            mark = current.start_mark
+            issues.append(ScenarioIssue(source, mark.line + 1, mark.column + 1, prefix or "<root>", "YAML anchors and aliases are not allowed in scenarios"))
+            return
+        seen.add(id(current))
+        children = current.value if isinstance(current, (yaml.MappingNode, yaml.SequenceNode)) else []
+        if isinstance(current, yaml.SequenceNode):
+            for child in children:
+                walk(child, prefix)
+            return
+        for key_node, value_node in children:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            where = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in positions:
+                issues.append(ScenarioIssue(*where, key, f"duplicate key (first written at line {positions[key][1]})"))
+                continue
+            positions[key] = where
+            walk(value_node, key)
+
+    walk(node, "")
+    if issues:
+        raise ScenarioError(issues)
+    try:
+        data = yaml.SafeLoader(text).get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(exc, "problem", None) or str(exc)
+        tag = re.search(r"for the tag '([^']*)'", problem)
+        if tag:  # !!python/object/apply:... and friends: the safe loader constructs no objects
+            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            problem = f"the YAML tag {name} is not allowed; a scenario is plain data (numbers, strings, lists, mappings), and tags that construct objects or run code are refused"
+            raise ScenarioError([ScenarioIssue(source, line, col, "<yaml>", problem)]) from None
+        raise ScenarioError([ScenarioIssue(source, line, col, "<yaml>", f"refused YAML: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise ScenarioError([ScenarioIssue(source, 1, 1, "<root>", "a scenario must be a YAML mapping of keys to values")])
+    return _Located(data, positions, (source, 1, 1))
+
+
+def parse_override_value(text: str) -> Any:
+    """Parse a --set value as a YAML scalar, so `0.5` is a float and `true` a bool."""
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text as a string
+        return text
+    return text if value is None and text.strip() not in ("null", "~", "") else value
+
+
+def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key inside nested dicts, creating the sections on the way."""
+    parts = key.split(".")
+    if not all(parts):
+        raise KeyError("an override key is dotted names, like allocation.temperature")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise KeyError(f"{part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _issues_from_validation(exc: ValidationError, located: _Located) -> list[ScenarioIssue]:
+    issues = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc) or "<root>"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (allowed keys are listed in docs/scenario.md)"
+        elif error["type"] == "literal_error":
+            message = f"unknown name {error.get('input')!r}; {message.lower()}"
+        elif "input" in error and not isinstance(error["input"], dict):
+            message = f"{message} (got {error['input']!r})"
+        source, line, col = located.locate(key)
+        issues.append(ScenarioIssue(source, line, col, key, message))
+    return issues
+
+
+def _validate_sweep(scenario: Scenario, located: _Located) -> list[ScenarioIssue]:
+    """Each grid value must make a valid scenario on its own."""
+    issues: list[ScenarioIssue] = []
+    if scenario.sweep is None:
+        return issues
+    base = scenario.model_dump(exclude={"sweep"})
+    for key, values in scenario.sweep.grid.items():
+        for index, value in enumerate(values):
+            trial = copy.deepcopy(base)
+            try:
+                _apply_override(trial, key, value)
+                Scenario.model_validate(trial)
+            except KeyError as exc:
+                issues.append(ScenarioIssue(*located.locate(f"sweep.grid.{key}"), f"sweep.grid.{key}", str(exc.args[0])))
+                break
+            except ValidationError as exc:
+                for error in exc.errors():
+                    loc = ".".join(str(p) for p in error["loc"]) or key
+                    message = "not a scenario key" if error["type"] == "extra_forbidden" else error["msg"]
+                    issues.append(
+                        ScenarioIssue(*located.locate(f"sweep.grid.{key}"), f"sweep.grid.{key}[{index}]", f"{loc}: {message}")
+                    )
+    return issues
+
+
+def load_scenario(
+    source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None
+) -> Scenario:
+    """Read, override and validate a scenario; raise ScenarioError listing every problem.
+
+    `source` is a path to a YAML file or an already-parsed dict. `overrides` maps dotted keys
+    (as `attnsim run --set` takes them) to values applied on top before validation.
+    """
+    if isinstance(source, dict):
+        located = _Located(copy.deepcopy(source), {}, ("<dict>", 1, 1))
+    else:
+        path = Path(source)
+        name = str(source)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ScenarioError([ScenarioIssue(name, 1, 1, "<file>", f"cannot read the file: {exc.strerror or exc}")]) from None
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                [ScenarioIssue(name, 1, 1, "<file>", f"the file is {len(raw)} bytes; a scenario is at most {MAX_SCENARIO_BYTES}")]
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ScenarioError([ScenarioIssue(name, 1, 1, "<file>", "not a text file (it is not UTF-8)")]) from None
+        if "\x00" in text:
+            raise ScenarioError([ScenarioIssue(name, 1, 1, "<file>", "not a text file (it contains NUL bytes)")])
+        located = _compose_with_positions(text, name)
+
+    issues: list[ScenarioIssue] = []
+    for index, (key, value) in enumerate((overrides or {}).items(), start=1):
+        try:
+            _apply_override(located.data, key, value)
+        except KeyError as exc:
+            issues.append(ScenarioIssue("--set", index, 1, key, str(exc.args[0])))
+            continue
+        located.positions[key] = ("--set", index, 1)
+    try:
+        scenario = Scenario.model_validate(located.data)
+    except ValidationError as exc:
+        raise ScenarioError(issues + _issues_from_validation(exc, located)) from None
+    if issues:
+        raise ScenarioError(issues)
+    issues = _validate_sweep(scenario, located)
+    if issues:
+        raise ScenarioError(issues)
+    return scenario
+
+
+def with_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
+    """A copy of a validated scenario with dotted-key overrides applied and validated."""
+    return load_scenario(scenario.model_dump(), overrides)
+
+
+
+def schema_reference() -> str:
+    """docs/scenario.md: every key with its type, default and meaning, from the schema itself."""
+    lines = [
+        "# Scenario reference",
+        "",
+        "Generated from `simulator/scenario.py` by `python -m simulator.scenario > docs/scenario.md`;",
+        "a test fails when this page and the schema disagree. Unknown keys are errors.",
+        "Money is in integer minor units; attention in integer units (one per exposure).",
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            key = f"{prefix}{name}"
+            annotation = info.annotation
+            options = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
+            nested = options[0] if isinstance(options[0], type) and issubclass(options[0], BaseModel) else None
+            if nested is not None and nested is not LogNormal:
+                kind = "section" if len(options) == len(getattr(annotation, "__args__", (annotation,))) else "optional section"
+                lines.append(f"| `{key}` | {kind} | | {info.description or ''} |")
+                walk(nested, f"{key}.")
+                continue
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump()
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            if "Literal" in str(annotation):
+                type_name = " \\| ".join(f"`{value}`" for value in annotation.__args__)
+            lines.append(f"| `{key}` | {type_name} | `{default!r}` | {info.description or ''} |")
+
+    walk(Scenario, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_reference(), end="")
