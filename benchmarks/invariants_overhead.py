@@ -1,4 +1,4 @@
-"""What the per-tick invariant pass (simulator/invariants.py) adds to a tick.
+"""What the per-tick invariant pass (simulator/metrics/invariants.py) adds to a tick.
 
     python benchmarks/invariants_overhead.py [SCENARIO.yaml] [--ticks N] [--set KEY=VALUE ...]
 

@@ -71,13 +71,13 @@ class AttentionMarket(mesa.Model):
         self.market = initial_state(scenario, self.rng)
         self.rules = RuleSet.of(scenario)
         self.latest_metrics: dict[str, float | int] = {}
-        # Agent panels (simulator/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
+        # Agent panels (simulator/metrics/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
         self.panels: PanelRecorder | None = (
             PanelRecorder(scenario, self.market) if scenario.metrics.agent_panels is not None else None
         )
         self.datacollector = self.new_datacollector()
 
-    # Checked at the end of every tick (simulator/invariants.py); False skips the pass.
+    # Checked at the end of every tick (simulator/metrics/invariants.py); False skips the pass.
     check_invariants: bool = True
     # How content was allocated (`allocation.candidates`): the latest tick's mode (`exact` or
     # `ivf`, None before the first tick), why, and ticks per mode; manifest.json records them.

@@ -24,7 +24,7 @@ class Arrivals:
 @dataclass(frozen=True)
 class AllocationMode:
     """How a tick's content was allocated: `exact` (every live good scored for every user) or
-    `ivf` (candidate sets, see simulator/candidates.py), and why."""
+    `ivf` (candidate sets, see simulator/rules/allocation/candidates.py), and why."""
 
     mode: str
     reason: str

@@ -186,4 +186,4 @@ class MarketState:
     users_born: int
     creators_born: int
     consumption_window: ConsumptionWindow = field(default_factory=ConsumptionWindow)
-    candidates: Any = None  # the candidate mode's index (simulator/candidates.py), built on first use
+    candidates: Any = None  # the candidate mode's index (simulator/rules/allocation/candidates.py), built on first use

@@ -68,7 +68,7 @@ class Strict(BaseModel):
     """Base for every section: unknown keys are errors, NaN and inf are refused.
 
     The docstring under each field is its documentation: docs/scenario.md is generated from
-    it (`python -m simulator.scenario`), and a test keeps the page in step with the schema.
+    it (`python -m simulator.scenario.schema`), and a test keeps the page in step with the schema.
     """
 
     model_config = ConfigDict(
@@ -732,7 +732,7 @@ def schema_reference() -> str:
     lines = [
         "# Scenario reference",
         "",
-        "Generated from `simulator/scenario.py` by `python -m simulator.scenario > docs/scenario.md`;",
+        "Generated from `simulator/scenario/schema.py` by `python -m simulator.scenario.schema > docs/scenario.md`;",
         "a test fails when this page and the schema disagree. Unknown keys are errors.",
         "Money is in integer minor units; attention in integer units (one per exposure).",
         "",

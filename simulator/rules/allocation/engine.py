@@ -171,7 +171,7 @@ def candidate_scores(
     rng: np.random.Generator,
     adjustment: np.ndarray | None,
 ) -> Iterator[tuple[CandidateBlock, np.ndarray]]:
-    """(block, scores) per block of users of the candidate mode (see simulator/candidates.py).
+    """(block, scores) per block of users of the candidate mode (see simulator/rules/allocation/candidates.py).
 
     A block is one group of the index (or part of one): the rule's `candidate_scores` for the
     group's shared candidates (one product) and for each user's sampled goods (plus the log of

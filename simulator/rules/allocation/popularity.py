@@ -10,12 +10,10 @@ consumption stage fills every tick (see `record_consumptions`).
 
 from __future__ import annotations
 
-
 import numpy as np
-
-from simulator.market.catalogue import Catalogue, window_counts
 from pydantic import BaseModel
 
+from simulator.market.catalogue import Catalogue, window_counts
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.scenario.schema import Scenario
