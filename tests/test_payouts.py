@@ -87,6 +87,7 @@ def records(users, exposures, consumed, value, bought=None):
         np.zeros((n, 0), dtype=bool),
         np.zeros(n, dtype=np.float32),
         np.zeros(0, dtype=np.int64),
+        np.zeros(exposures.shape, dtype=bool),
     )
     return allocation, consumption
 

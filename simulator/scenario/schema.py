@@ -113,7 +113,7 @@ class UsersConfig(Strict):
     choice_noise: PositiveFloat = 0.1
     """Scale of the logistic taste shock in each consumption choice."""
     willingness_to_pay: Money = 3_000
-    """Money a product of value 1 is worth to a user; buys happen when value × this > price."""
+    """Money a product of value 1 is worth to a user: a product's price enters the consumption choice as price / this (value units), and a product is had only if bought."""
     drift: Probability = 0.02
     """Rate at which true interests move toward what the user consumed this tick."""
     ad_annoyance: NonNegativeFloat = 0.05
