@@ -8,6 +8,7 @@ import numpy as np
 from conftest import fresh_state, tiny
 
 from simulator.rules.allocation.engine import make_rule
+from simulator.rules.auction import run_auctions, sell_with_throttling
 from simulator.stages.acquisition import acquire
 from simulator.stages.allocation import allocate
 from simulator.stages.consumption import consume
@@ -88,3 +89,96 @@ def test_defect_2_a_dear_product_skipped_leaves_money_for_a_cheaper_one():
     consumption = consume(state, allocation, scenario, np.random.default_rng(3))
     assert consumption.blocked[user, 0] and not consumption.bought[user, 0]
     assert consumption.bought[user, 1 : shown[user].sum()].all()
+
+
+# --- defect 3: second price with a reserve charges threshold prices, so truth is dominant ----
+
+# The hand-worked example: two slots (θ = 1, 0.5), reserve 30 per click. Bidders A, B, C bid
+# 100, 40, 20 with predicted click rates 0.1, 0.2, 0.1: scores 10, 8 (C is under the reserve).
+EXAMPLE_BIDS = np.array([100, 40, 20])
+EXAMPLE_CTR = np.array([[0.1, 0.2, 0.1]])
+EXAMPLE_POSITIONS = np.array([1.0, 0.5])
+EXAMPLE_RESERVE = 30
+
+
+def example(auction_format, bids=EXAMPLE_BIDS):
+    outcome = run_auctions(bids, EXAMPLE_CTR, 2, EXAMPLE_POSITIONS, auction_format, reserve_price=EXAMPLE_RESERVE)
+    return outcome.winners[0].tolist(), outcome.price_per_click[0].tolist()
+
+
+def test_defect_3_hand_worked_two_slot_auction_with_a_reserve():
+    # second price: A holds slot 0 against B's score 8 and slot 1 against the reserve in its own
+    # score units, 30 × 0.1 = 3: ((1 − .5)·8 + .5·3) / (1 · 0.1) = 55 per click. B's slot 1 is
+    # held against the reserve alone: .5 · (30 × 0.2) / (.5 · 0.2) = 30.
+    assert example("second_price") == ([0, 1], [55, 30])
+    # gsp: the next score over one's own click rate, at least the reserve: 8/0.1 = 80; 30.
+    assert example("gsp") == ([0, 1], [80, 30])
+    # first price: the bids.
+    assert example("first_price") == ([0, 1], [100, 40])
+
+
+def payoff_per_impression(auction_format, bidder, value, bid, bids, ctr, positions, reserve):
+    """The bidder's expected surplus per impression when it bids `bid` and the others stay put."""
+    trial = bids.copy()
+    trial[bidder] = bid
+    outcome = run_auctions(trial, ctr, len(positions), positions, auction_format, reserve_price=reserve)
+    won = np.flatnonzero(outcome.winners[0] == bidder)
+    if len(won) == 0:
+        return 0.0
+    slot = int(won[0])
+    return float(positions[slot] * ctr[0, bidder] * (value - outcome.price_per_click[0, slot]))
+
+
+def best_deviation(auction_format, bidder, values, ctr, positions, reserve):
+    """(truthful payoff, best payoff over a grid of bids 0..3 × value) for one bidder, others truthful."""
+    value = int(values[bidder])
+    truthful = payoff_per_impression(auction_format, bidder, value, value, values, ctr, positions, reserve)
+    grid = np.unique(np.linspace(0, 3 * value, 301).astype(np.int64))
+    best = max(payoff_per_impression(auction_format, bidder, value, int(b), values, ctr, positions, reserve) for b in grid)
+    return truthful, best
+
+
+def test_defect_3_overbidding_does_not_pay_in_the_hand_worked_example():
+    # B (value 40) bidding 51 would take slot 0; a price of max(VCG, reserve) charged it 25 there
+    # (surplus 0.2 · 15 = 3 per impression against 1 for the truth). The threshold price is 40.
+    assert example("second_price", np.array([100, 51, 20])) == ([1, 0], [40, 30])
+    for bidder in range(3):
+        truthful, best = best_deviation("second_price", bidder, EXAMPLE_BIDS, EXAMPLE_CTR, EXAMPLE_POSITIONS, EXAMPLE_RESERVE)
+        assert truthful >= best - 1e-9, (bidder, truthful, best)
+
+
+def test_defect_3_second_price_is_truthful_with_a_reserve_on_random_markets():
+    """Every bidder's best deviation on a grid gains at most the rounding of prices up to whole
+    minor units (one unit per click); GSP, for contrast, is not truthful on the same markets."""
+    rng = np.random.default_rng(14)
+    gsp_gains = 0
+    for _ in range(40):
+        bidders, slots = int(rng.integers(2, 6)), int(rng.integers(1, 4))
+        values = rng.integers(20, 200, size=bidders)
+        ctr = rng.uniform(0.02, 0.2, size=(1, bidders))
+        positions = np.cumprod(np.r_[1.0, rng.uniform(0.4, 0.9, size=slots - 1)])
+        reserve = int(rng.integers(0, 120))
+        for bidder in range(bidders):
+            truthful, best = best_deviation("second_price", bidder, values, ctr, positions, reserve)
+            assert best - truthful <= ctr[0, bidder] * positions[0] * 1.0 + 1e-9, (values, ctr, positions, reserve, bidder)
+            truthful, best = best_deviation("gsp", bidder, values, ctr, positions, reserve)
+            gsp_gains += best > truthful + ctr[0, bidder]
+    assert gsp_gains > 0
+
+
+# --- defect 6: each user's ads are priced over the slots that user has -----------------------
+
+
+def test_defect_6_a_user_with_one_ad_slot_pays_the_one_slot_vickrey_price():
+    bids = np.array([100, 50, 20])
+    ctr = np.full((2, 3), 0.1)
+    positions = np.array([1.0, 0.7])
+    ads = np.full((2, 2), -1, dtype=np.int64)
+    prices = np.zeros((2, 2), dtype=np.int64)
+    rates = np.zeros((2, 2))
+    sell_with_throttling(bids, np.full(3, 1e18), ctr, np.array([1, 2]), positions, np.ones(3), "second_price", 0, ads, prices, rates)
+    # One slot: the runner-up's bid, 50 (over two slots it would be ((1 − .7)·5 + .7·2)/0.1 = 29).
+    assert ads[0].tolist() == [0, -1] and prices[0].tolist() == [50, 0]
+    # Two slots: the two-slot VCG prices, as before.
+    assert ads[1].tolist() == [0, 1] and prices[1].tolist() == [29, 20]
+    np.testing.assert_array_equal(prices[1], run_auctions(bids, ctr[:1], 2, positions, "second_price").price_per_click[0])
