@@ -5,8 +5,11 @@ the slots a user has, homogenization reads users alive now, and so on."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import fresh_state, tiny
 
+from simulator.metrics.collect import homogenization
+from simulator.model import AttentionMarket, advance
 from simulator.rules.allocation.engine import make_rule
 from simulator.rules.auction import run_auctions, sell_with_throttling
 from simulator.stages.acquisition import acquire
@@ -182,3 +185,55 @@ def test_defect_6_a_user_with_one_ad_slot_pays_the_one_slot_vickrey_price():
     # Two slots: the two-slot VCG prices, as before.
     assert ads[1].tolist() == [0, 1] and prices[1].tolist() == [29, 20]
     np.testing.assert_array_equal(prices[1], run_auctions(bids, ctr[:1], 2, positions, "second_price").price_per_click[0])
+
+
+# --- defect 5: homogenization is read on pairs of users alive this tick -------------------------
+
+
+def run_market(overrides, ticks):
+    scenario = tiny({"ticks": ticks, **overrides})
+    model = AttentionMarket(scenario)
+    for _ in range(ticks):
+        model.step()
+    return model
+
+
+CHURNING = {
+    "population.users.churn.threshold": 0.3,
+    "population.users.churn.patience": 1,
+    "population.users.arrivals_per_tick": 20.0,
+    "metrics.homogenization_pairs": 64,
+}
+
+
+def test_defect_5_homogenization_pairs_are_alive_users_including_arrivals():
+    model = run_market(CHURNING, 8)
+    market = model.market
+    assert market.users.alive[:300].mean() < 0.8  # many of the tick-0 users left
+    pairs = market.homogenization.pairs
+    assert pairs.shape == (64, 2)
+    assert market.users.alive[pairs].all() and (pairs[:, 0] != pairs[:, 1]).all()
+    assert (pairs >= 300).any()  # arrivals are sampled too
+    assert set(market.homogenization.consumed) == set(np.unique(pairs).tolist())
+
+
+def test_defect_5_homogenization_window_compares_recent_consumption():
+    """With a window of one tick the metric is the mean Jaccard of this tick's consumed sets,
+    computed here from the tick's outcome alone (pairs that were already in the sample)."""
+    scenario = tiny({**CHURNING, "metrics.homogenization_window": 1, "population.users.churn.threshold": -100.0})
+    model = AttentionMarket(scenario)
+    for _ in range(3):
+        model.step()
+    pairs = model.market.homogenization.pairs.copy()
+    state = model.market
+    rng = model.rng
+    outcome = advance(state, scenario, model.rule, rng)
+    assert (state.homogenization.pairs == pairs).all()  # nobody left, the sample is unchanged
+    consumed = {int(user): set() for user in np.unique(pairs)}
+    for index, column in zip(*np.nonzero(outcome.consumption.consumed)):
+        user = int(outcome.allocation.users[index])
+        if user in consumed:
+            consumed[user].add(int(state.goods.uid[outcome.allocation.exposures[index, column]]))
+    expected = np.mean([len(consumed[a] & consumed[b]) / max(len(consumed[a] | consumed[b]), 1) for a, b in pairs.tolist()])
+    assert homogenization(state) == pytest.approx(expected)
+    assert expected > 0

@@ -384,7 +384,9 @@ class MetricsConfig(Strict):
     """What the metrics collector samples and summarises."""
 
     homogenization_pairs: int = Field(256, ge=1, le=100_000)
-    """User pairs in the fixed, seeded sample behind the homogenization metric."""
+    """User pairs in the seeded sample behind the homogenization metric; a pair with a user who left is replaced by a fresh pair of alive users."""
+    homogenization_window: int | None = Field(None, ge=1, le=1_000_000)
+    """Ticks of consumption the homogenization metric compares (the goods each user consumed in the last this many ticks); null (the default) compares everything consumed since the user entered the sample."""
     summary_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     """Fraction of final ticks averaged in summary.json."""
     agent_panels: AgentPanelsConfig | None = None

@@ -19,6 +19,7 @@ import numpy as np
 
 from simulator.market.kernels import drift_toward_consumed, gathered_dots
 from simulator.market.outcomes import Allocation, Consumption
+from simulator.market.populations import refresh_homogenization_pairs
 from simulator.market.state import FLOAT, MarketState
 from simulator.market.values import match, position_click_factors
 from simulator.rules.allocation.feedback import record_outcomes
@@ -65,6 +66,7 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     _learn_from_consumption(state, rows, shown, consumed, scenario)
     _remember(state, rows, shown, consumed)
     churned = _churn(state, rows, utility, scenario)
+    refresh_homogenization_pairs(state)
     return Consumption(
         rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned, shown.matrix(blocked)
     )
@@ -188,28 +190,18 @@ def _remember(state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.n
 
 
 def _update_homogenization(state: MarketState, user_rows: np.ndarray, uids: np.ndarray) -> None:
-    """Keep |A ∩ B| of each sampled pair current as sampled users consume new goods."""
+    """Date the sampled users' consumptions this tick, and forget what fell out of the window."""
     sample = state.homogenization
     if not sample.consumed:
         return
-    sampled = np.isin(user_rows, sample.pairs.ravel())
-    if not sampled.any():
-        return
-    new_items: dict[int, set[int]] = {}
+    sampled = np.isin(user_rows, np.fromiter(sample.consumed, dtype=np.int64, count=len(sample.consumed)))
     for user, uid in zip(user_rows[sampled].tolist(), uids[sampled].tolist()):
-        if uid not in sample.consumed[user]:
-            new_items.setdefault(user, set()).add(uid)
-    for index, (a, b) in enumerate(sample.pairs.tolist()):
-        gain = 0
-        if a in new_items:
-            gain += len(new_items[a] & sample.consumed[b])
-        if b in new_items:
-            gain += len(new_items[b] & sample.consumed[a])
-            if a in new_items:
-                gain += len(new_items[a] & new_items[b])
-        sample.intersections[index] += gain
-    for user, items in new_items.items():
-        sample.consumed[user] |= items
+        sample.consumed[user][uid] = state.tick
+    if sample.window is not None:
+        oldest = state.tick - sample.window + 1
+        for user, items in sample.consumed.items():
+            if items and min(items.values()) < oldest:
+                sample.consumed[user] = {uid: tick for uid, tick in items.items() if tick >= oldest}
 
 
 def _churn(state: MarketState, rows: np.ndarray, utility: np.ndarray, scenario: Scenario) -> np.ndarray:
