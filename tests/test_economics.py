@@ -237,3 +237,34 @@ def test_defect_5_homogenization_window_compares_recent_consumption():
     expected = np.mean([len(consumed[a] & consumed[b]) / max(len(consumed[a] | consumed[b]), 1) for a, b in pairs.tolist()])
     assert homogenization(state) == pytest.approx(expected)
     assert expected > 0
+
+
+# --- defect 7: the minimum-quality bar is the creator programme's eligibility ------------------
+
+
+@pytest.mark.parametrize("rule", ["exposure", "equal"])
+def test_defect_7_creators_under_the_bar_publish_nothing_are_paid_nothing_and_leave(rule):
+    """Static creators under the bar never publish and the pool pays them nothing, even while
+    their tick-0 goods are on offer and shown; once those expire they leave after
+    `exit.patience` ticks with nothing on offer (docs/rules/market_rules.md, "Minimum quality").
+    Content only, so a creator's income is its payout."""
+    scenario = tiny({"circulation.min_quality": 0.5, "circulation.creator_payout.rule": rule, "population.creators.entry.rate": 0.0,
+                     "population.goods.product_share": 0.0, "population.goods.lifetime": 4, "population.creators.exit.patience": 2,
+                     "population.creators.quality_sd": 0.3, "ticks": 12})
+    model = AttentionMarket(scenario)
+    market = model.market
+    under = np.flatnonzero(market.creators.quality[:20] < 0.5)
+    over = np.flatnonzero(market.creators.quality[:20] >= 0.5)
+    assert len(under) and len(over)
+    wallets = market.ledger.balances["creators"][under].copy()
+    on_offer_ticks = paid = 0
+    for _ in range(12):
+        on_offer_ticks += int(np.isin(under, market.goods.owner[market.goods.live]).sum())
+        model.step()
+        assert model.latest_metrics["money_conservation_error"] == 0
+        paid += model.latest_metrics["creator_payouts"]
+    assert paid > 0
+    # Not a cent in (no payout) and not a cent out (nothing published, no production cost).
+    np.testing.assert_array_equal(market.ledger.balances["creators"][under], wallets)
+    assert on_offer_ticks > 0  # they had goods on offer for a while (the tick-0 catalogue)
+    assert not market.creators.alive[under].any()  # all left: nothing on offer for `patience` ticks

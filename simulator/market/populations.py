@@ -82,6 +82,12 @@ def add_creators(
     return rows
 
 
+def meets_quality_bar(scenario: Scenario, quality: np.ndarray) -> np.ndarray:
+    """Whether creators of effort `quality` meet the minimum-quality bar (`circulation.min_quality`):
+    only those may publish and take part in the payout pool (see docs/rules/market_rules.md)."""
+    return quality >= scenario.circulation.min_quality
+
+
 def production_cost(scenario: Scenario, quality: np.ndarray) -> np.ndarray:
     """What one good costs its creator: a fixed part plus effort that grows with quality squared."""
     cfg = scenario.population.creators

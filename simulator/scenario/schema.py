@@ -364,7 +364,7 @@ class CirculationConfig(Strict):
     clickbait_penalty: ClickbaitPenaltyConfig = ClickbaitPenaltyConfig()
     """The clickbait penalty."""
     min_quality: Probability = 0.0
-    """Minimum-quality bar: creators whose quality (effort) is below it may not publish; 0 turns it off."""
+    """Minimum-quality bar, the creator programme's eligibility: creators whose quality (effort) is below it may not publish and are paid nothing from the payout pool (see docs/rules/market_rules.md); 0 turns it off."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
     auction: AuctionConfig = AuctionConfig()

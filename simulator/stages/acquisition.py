@@ -11,6 +11,7 @@ import numpy as np
 from simulator.market.outcomes import Arrivals
 from simulator.market.populations import (
     add_users,
+    meets_quality_bar,
     production_cost,
     publish,
     retire_goods,
@@ -54,7 +55,7 @@ def _publish_goods(state: MarketState, scenario: Scenario, rng: np.random.Genera
     creators below the minimum-quality bar (`circulation.min_quality`) publish nothing."""
     creators = state.creators
     alive = creators.alive[: state.creators_born]
-    rows = np.flatnonzero(alive & (creators.quality[: state.creators_born] >= scenario.circulation.min_quality))
+    rows = np.flatnonzero(alive & meets_quality_bar(scenario, creators.quality[: state.creators_born]))
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     unit_cost = production_cost(scenario, creators.quality[rows])

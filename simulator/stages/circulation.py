@@ -17,7 +17,7 @@ import numpy as np
 
 from simulator.market.ledger import split_exactly
 from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
-from simulator.market.populations import add_creators, retire_goods
+from simulator.market.populations import add_creators, meets_quality_bar, retire_goods
 from simulator.market.state import MarketState
 from simulator.rules.payout import creator_weights, good_weights
 from simulator.scenario.schema import Scenario
@@ -89,14 +89,17 @@ def _settle_purchases(
 
 def _pay_creators(state: MarketState, per_good: np.ndarray, revenue: int, scenario: Scenario) -> np.ndarray:
     """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
-    holds, split among alive creators by the payout rule; returns the payout per creator row.
-    If no alive creator has positive weight, the platform keeps the pool."""
+    holds, split by the payout rule among alive creators that meet the minimum-quality bar (the
+    bar is the creator programme's eligibility: a creator under it is paid nothing from the pool,
+    whatever its older goods still on offer earn in sales); returns the payout per creator row.
+    If no eligible creator has positive weight, the platform keeps the pool."""
     cfg = scenario.circulation.creator_payout
     ledger = state.ledger
     pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
-    alive = state.creators.alive[: state.creators_born]
+    creators = state.creators
+    eligible = creators.alive[: state.creators_born] & meets_quality_bar(scenario, creators.quality[: state.creators_born])
     weights = creator_weights(cfg.rule, state, per_good)
-    payouts = split_exactly(pool, np.where(alive, weights, 0.0))
+    payouts = split_exactly(pool, np.where(eligible, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
     return payouts
@@ -202,7 +205,8 @@ def _settle_ads(
 
 def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
     """Smooth profits; creators with `patience` ticks in a row of losses, or of nothing on offer
-    (they could not afford to publish or are under the quality bar), leave with their goods."""
+    (they could not afford to publish, or are under the quality bar and their goods expired),
+    leave with their goods: a creator that cannot sell anything is out of the market."""
     cfg = scenario.population.creators.exit
     creators = state.creators
     goods = state.goods
