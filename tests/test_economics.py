@@ -12,7 +12,10 @@ from simulator.metrics.collect import homogenization
 from simulator.model import AttentionMarket, advance
 from simulator.rules.allocation.engine import make_rule
 from simulator.rules.auction import run_auctions, sell_with_throttling
-from simulator.stages.acquisition import acquire
+from simulator.rules.bidding import set_bids
+from simulator.scenario.schema import with_overrides
+from simulator.stages.acquisition import _publish_goods, acquire
+from simulator.stages.circulation import _admit_creators
 from simulator.stages.allocation import allocate
 from simulator.stages.consumption import consume
 
@@ -224,19 +227,21 @@ def test_defect_5_homogenization_window_compares_recent_consumption():
     model = AttentionMarket(scenario)
     for _ in range(3):
         model.step()
-    pairs = model.market.homogenization.pairs.copy()
     state = model.market
-    rng = model.rng
-    outcome = advance(state, scenario, model.rule, rng)
-    assert (state.homogenization.pairs == pairs).all()  # nobody left, the sample is unchanged
-    consumed = {int(user): set() for user in np.unique(pairs)}
-    for index, column in zip(*np.nonzero(outcome.consumption.consumed)):
-        user = int(outcome.allocation.users[index])
-        if user in consumed:
-            consumed[user].add(int(state.goods.uid[outcome.allocation.exposures[index, column]]))
-    expected = np.mean([len(consumed[a] & consumed[b]) / max(len(consumed[a] | consumed[b]), 1) for a, b in pairs.tolist()])
-    assert homogenization(state) == pytest.approx(expected)
-    assert expected > 0
+    seen = []
+    for _ in range(6):
+        pairs = state.homogenization.pairs.copy()
+        outcome = advance(state, scenario, model.rule, model.rng)
+        assert (state.homogenization.pairs == pairs).all()  # nobody left, the sample is unchanged
+        consumed = {int(user): set() for user in np.unique(pairs)}
+        for index, column in zip(*np.nonzero(outcome.consumption.consumed)):
+            user = int(outcome.allocation.users[index])
+            if user in consumed:
+                consumed[user].add(int(state.goods.uid[outcome.allocation.exposures[index, column]]))
+        expected = np.mean([len(consumed[a] & consumed[b]) / max(len(consumed[a] | consumed[b]), 1) for a, b in pairs.tolist()])
+        assert homogenization(state) == pytest.approx(expected)
+        seen.append(expected)
+    assert max(seen) > 0
 
 
 # --- defect 7: the minimum-quality bar is the creator programme's eligibility ------------------
@@ -268,3 +273,51 @@ def test_defect_7_creators_under_the_bar_publish_nothing_are_paid_nothing_and_le
     np.testing.assert_array_equal(market.ledger.balances["creators"][under], wallets)
     assert on_offer_ticks > 0  # they had goods on offer for a while (the tick-0 catalogue)
     assert not market.creators.alive[under].any()  # all left: nothing on offer for `patience` ticks
+
+
+# --- defect 9: pacing against what can be spent, an unbiased entry signal, publishing by profit --
+
+
+def test_defect_9_paced_bidders_spending_their_tick_cap_do_not_raise_bids():
+    """Total budget / ticks (2 500) above the tick cap (2 000): an advertiser spending its cap is on
+    pace, so its multiplier stays put instead of drifting up to 1."""
+    scenario = tiny({"population.advertisers.bidding": "paced", "population.advertisers.total_budget": 25_000,
+                     "population.advertisers.budget_per_tick": 2_000, "ticks": 10})
+    state = fresh_state(scenario)
+    state.tick = 2
+    state.advertisers.spent_last[:] = 2_000
+    before = state.advertisers.multiplier.copy()
+    set_bids(state, scenario, np.random.default_rng(0))
+    np.testing.assert_allclose(state.advertisers.multiplier, before)
+    state.advertisers.spent_last[:] = 1_000  # under pace: bids go up
+    set_bids(state, scenario, np.random.default_rng(0))
+    assert (state.advertisers.multiplier > before).all()
+
+
+def test_defect_9_entry_follows_every_creators_profit_not_the_survivors():
+    """Survivors profit a little, but the creators of the tick lose on average (the leavers lost
+    heavily): an entrant expects a loss, so nobody enters."""
+    scenario = tiny({"population.creators.entry.rate": 1.0})
+    state = fresh_state(scenario)
+    state.creators.profit_ema[:20] = 10.0
+    losing_tick = np.r_[np.full(15, 10), np.full(5, -500)]
+    assert _admit_creators(state, losing_tick.astype(np.int64), scenario, np.random.default_rng(0)) == 0
+    assert _admit_creators(state, np.full(20, 10, dtype=np.int64), scenario, np.random.default_rng(0)) > 0
+
+
+def test_defect_9_creators_publish_less_while_they_lose_money():
+    scenario = tiny({"population.creators.publish_rate": 2.0, "population.creators.initial_wallet": 10**8})
+    counts = {}
+    for profit in (-10_000.0, 0.0, 10_000.0):
+        state = fresh_state(scenario)
+        state.ledger.balances["creators"][:20] = 10**8
+        state.creators.profit_ema[:20] = profit
+        state.tick += 1
+        published, _ = _publish_goods(state, scenario, np.random.default_rng(5))
+        counts[profit] = len(published)
+    assert counts[-10_000.0] < counts[0.0] < counts[10_000.0], counts
+    fixed = with_overrides(scenario, {"population.creators.publish_elasticity": 0.0})
+    state = fresh_state(fixed)
+    state.creators.profit_ema[:20] = -10_000.0
+    state.tick += 1
+    assert len(_publish_goods(state, fixed, np.random.default_rng(5))[0]) == counts[0.0]

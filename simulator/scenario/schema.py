@@ -160,6 +160,8 @@ class CreatorsConfig(Strict):
     """Creators at tick 0."""
     publish_rate: NonNegativeFloat = 0.5
     """Mean goods published per creator per tick (each creator's own rate varies around it)."""
+    publish_elasticity: NonNegativeFloat = 1.0
+    """How publishing responds to expected profit: a creator publishes at its rate × clip(1 + this × smoothed profit / (rate × unit cost), 0.1, 2), less while it loses money, more while it profits; 0 publishes at the fixed rate."""
     quality_mean: Probability = 0.5
     """Mean quality (effort) level, in [0, 1]."""
     quality_sd: NonNegativeFloat = 0.15

@@ -8,7 +8,8 @@ split by the payout rule); attention rewards (platform → users, per unit of at
 pro rata to what the platform still holds); production costs out. Pool first, then rewards:
 creators' share of this tick's revenue is never eaten by the rewards, which are funded from
 the platform's initial wallet and retained earnings. Then creators update their smoothed
-profit: sustained losses make them leave, and positive average profit draws entrants.
+profit: sustained losses make them leave, and positive mean profit over every creator of the
+tick (leavers included) draws entrants.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def circulate(
     income = sales + payouts
     in_tick = state.creators.alive[:creators_born].copy()
     exits = _settle_creators(state, income - costs, scenario)
-    entries = _admit_creators(state, scenario, rng)
+    entries = _admit_creators(state, (income - costs)[in_tick], scenario, rng)
     # Entrants joined after the money moved: no exposure, no income, not part of this tick.
     return Settlement(
         np.pad(exposure, (0, entries)),
@@ -224,20 +225,26 @@ def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario)
     return len(leaving)
 
 
-def _admit_creators(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> int:
-    """While creators profit on average, newcomers arrive; some imitate a profitable niche."""
+def _admit_creators(state: MarketState, profits: np.ndarray, scenario: Scenario, rng: np.random.Generator) -> int:
+    """While creating pays, newcomers arrive; some imitate a profitable niche.
+
+    The signal is this tick's mean profit over every creator that took part, those leaving now
+    included (`profits`): an entrant's expected profit. The mean over survivors alone would be
+    biased upward by who already exited."""
     cfg = scenario.population.creators
     creators = state.creators
     rows = np.flatnonzero(creators.alive[: state.creators_born])
-    if cfg.entry.rate == 0 or len(rows) == 0:
+    if cfg.entry.rate == 0 or len(rows) == 0 or len(profits) == 0:
         return 0
-    profit = creators.profit_ema[rows]
-    if profit.mean() <= 0:
+    if profits.mean() <= 0:
         return 0
     count = int(rng.poisson(cfg.entry.rate * len(rows)))
     if count == 0:
         return 0
+    profit = creators.profit_ema[rows]
     gains = np.maximum(profit, 0.0).astype(np.float64)
+    if gains.sum() <= 0:
+        gains = np.ones(len(rows))
     models = rng.choice(rows, size=count, p=gains / gains.sum())
     imitate = np.where(rng.random(count) < cfg.entry.imitation, models, -1)
     new = add_creators(state, count, scenario, rng, imitate=imitate)
