@@ -10,6 +10,7 @@ from conftest import fresh_state, tiny
 
 from simulator.metrics.collect import homogenization
 from simulator.model import AttentionMarket, advance
+from simulator.rules import RuleSet
 from simulator.rules.allocation.engine import make_rule
 from simulator.rules.auction import run_auctions, sell_with_throttling
 from simulator.rules.bidding import set_bids
@@ -26,7 +27,7 @@ def allocated(scenario, prepare=None, seed=1):
         prepare(state)
     state.tick += 1
     rng = np.random.default_rng(seed)
-    arrivals = acquire(state, scenario, rng)
+    arrivals = acquire(state, RuleSet.of(scenario).bidding, scenario, rng)
     return state, allocate(state, arrivals, make_rule(scenario), scenario, rng)
 
 
@@ -231,7 +232,7 @@ def test_defect_5_homogenization_window_compares_recent_consumption():
     seen = []
     for _ in range(6):
         pairs = state.homogenization.pairs.copy()
-        outcome = advance(state, scenario, model.rule, model.rng)
+        outcome = advance(state, scenario, model.rules, model.rng)
         assert (state.homogenization.pairs == pairs).all()  # nobody left, the sample is unchanged
         consumed = {int(user): set() for user in np.unique(pairs)}
         for index, column in zip(*np.nonzero(outcome.consumption.consumed)):
@@ -286,11 +287,12 @@ def test_defect_9_paced_bidders_spending_their_tick_cap_do_not_raise_bids():
     state = fresh_state(scenario)
     state.tick = 2
     state.advertisers.spent_last[:] = 2_000
+    state.advertisers.multiplier[:] = 0.5
     before = state.advertisers.multiplier.copy()
-    set_bids(state, scenario, np.random.default_rng(0))
+    set_bids(state, RuleSet.of(scenario).bidding, scenario, np.random.default_rng(0))
     np.testing.assert_allclose(state.advertisers.multiplier, before)
     state.advertisers.spent_last[:] = 1_000  # under pace: bids go up
-    set_bids(state, scenario, np.random.default_rng(0))
+    set_bids(state, RuleSet.of(scenario).bidding, scenario, np.random.default_rng(0))
     assert (state.advertisers.multiplier > before).all()
 
 

@@ -22,7 +22,6 @@ from simulator.market.outcomes import Allocation, Consumption
 from simulator.market.populations import refresh_homogenization_pairs
 from simulator.market.state import FLOAT, MarketState
 from simulator.market.values import match, position_click_factors
-from simulator.rules.allocation.feedback import record_outcomes
 from simulator.scenario.schema import Scenario
 
 
@@ -37,7 +36,8 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     good = shown.goods
     cos = gathered_dots(users.interest[rows], goods.key, exposures).ravel()[shown.flat]
     held = cfg.overload ** shown.column.astype(FLOAT) * (1.0 - users.fatigue[rows])[shown.user]
-    value = (held * goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
+    intrinsic = (goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
+    value = (held * intrinsic).astype(FLOAT)
     # Random utility: each exposure gets a logistic taste shock, and the user takes it when the
     # promised value less its price (in value units) plus the shock beats the outside option (a
     # logit choice). Clickbait promises more than it delivers; the user lives with the true value.
@@ -61,14 +61,14 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
 
     _count_engagement(state, good, consumed, bought, value)
     consumed_matrix = shown.matrix(consumed)
-    record_outcomes(state, rows, exposures, exposures >= 0, consumed_matrix, scenario)
     _tire(state, rows, shown.counts(), ads_shown, cfg)
     _learn_from_consumption(state, rows, shown, consumed, scenario)
     _remember(state, rows, shown, consumed)
     churned = _churn(state, rows, utility, scenario)
     refresh_homogenization_pairs(state)
     return Consumption(
-        rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned, shown.matrix(blocked)
+        rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned, shown.matrix(intrinsic),
+        shown.matrix(blocked),
     )
 
 
