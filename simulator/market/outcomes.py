@@ -47,13 +47,14 @@ class Allocation:
 @dataclass(frozen=True)
 class Consumption:
     users: np.ndarray  # active user rows
-    consumed: np.ndarray  # (users, K) bool
+    consumed: np.ndarray  # (users, K) bool: taken (content) or bought (products)
     value: np.ndarray  # (users, K) float32 value of each exposure (held attention × quality × match)
     bought: np.ndarray  # (users, K) bool
     clicked: np.ndarray  # (users, slots) bool
     utility: np.ndarray  # (users,) realised utility this tick
     churned: np.ndarray  # user rows that left this tick
     intrinsic: np.ndarray  # (users, K) float32 value at full attention (quality × taste match): a good's contribution in the user games
+    blocked: np.ndarray  # (users, K) bool: products chosen but not bought, the wallet did not cover the price
 
 
 @dataclass(frozen=True)

@@ -152,11 +152,16 @@ class UidIndex:
 
 @dataclass
 class HomogenizationSample:
-    """A fixed, seeded sample of user pairs and the goods each sampled user has consumed so far."""
+    """A seeded sample of pairs of alive users and, for each sampled user, the goods it consumed
+    (uid → tick of its latest consumption). Pairs with a user who left are replaced by fresh
+    pairs of alive users, drawn from the sample's own generator so the metric never moves the
+    market's random stream (see `populations.refresh_homogenization_pairs`)."""
 
-    pairs: np.ndarray  # (P, 2) user rows
-    consumed: dict[int, set[int]]  # user row -> uids consumed
-    intersections: np.ndarray  # (P,) |A ∩ B| kept incrementally
+    pairs: np.ndarray  # (P, 2) user rows, both alive at the end of the last tick
+    consumed: dict[int, dict[int, int]]  # user row -> {uid: tick last consumed}
+    rng: np.random.Generator  # draws replacement pairs
+    target: int  # pairs the sample keeps (`metrics.homogenization_pairs`)
+    window: int | None  # `metrics.homogenization_window`: ticks of consumption compared, None for all
 
 
 @dataclass

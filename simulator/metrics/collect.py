@@ -57,14 +57,18 @@ def diversity(topics: np.ndarray) -> float:
 
 
 def homogenization(state: MarketState) -> float:
-    """Mean Jaccard similarity of consumed-so-far sets over the fixed sample of user pairs."""
+    """Mean Jaccard similarity of the consumed sets (within the window, if any) over the sampled
+    pairs of users alive this tick."""
     sample = state.homogenization
     if len(sample.pairs) == 0:
         return 0.0
-    sizes = np.array([len(sample.consumed[int(user)]) for user in sample.pairs.ravel()]).reshape(-1, 2)
-    union = sizes.sum(axis=1) - sample.intersections
-    jaccard = np.where(union > 0, sample.intersections / np.maximum(union, 1), 0.0)
-    return float(jaccard.mean())
+    total = 0.0
+    for a, b in sample.pairs.tolist():
+        first, second = sample.consumed[a].keys(), sample.consumed[b].keys()
+        common = len(first & second)
+        union = len(first) + len(second) - common
+        total += common / union if union else 0.0
+    return total / len(sample.pairs)
 
 
 def collect(

@@ -52,7 +52,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("creator_entries", "creator entries", "creators per tick", "flow", "creators who entered / left this tick", totalled=True, bounds=(0.0, None)),
     Metric("creator_exits", "creator exits", "creators per tick", "flow", "creators who entered / left this tick", totalled=True, bounds=(0.0, None)),
     Metric("supply_diversity", "supply diversity", "1 − mean cosine similarity, 0–1", "ratio", "1 − mean pairwise cosine similarity of active creators' niche vectors", dtype=float, bounds=(0.0, 1.0)),
-    Metric("homogenization", "homogenization", "mean Jaccard similarity, 0–1", "ratio", "mean Jaccard similarity of the sets of goods consumed so far, over a fixed seeded sample of `metrics.homogenization_pairs` user pairs", dtype=float, bounds=(0.0, 1.0)),
+    Metric("homogenization", "homogenization", "mean Jaccard similarity, 0–1", "ratio", "mean Jaccard similarity of the sets of goods consumed so far (or in the last `metrics.homogenization_window` ticks), over a seeded sample of `metrics.homogenization_pairs` pairs of users alive this tick: a pair with a user who left is replaced by a fresh pair of alive users (arrivals included), so the figure describes the living population", dtype=float, bounds=(0.0, 1.0)),
     Metric("user_spend", "user spend", "money, minor units per tick", "flow", "money users paid for products", totalled=True, bounds=(0.0, None)),
     Metric("ad_spend", "ad spend", "money, minor units per tick", "flow", "money advertisers paid for clicks", totalled=True, bounds=(0.0, None)),
     Metric("platform_revenue", "platform revenue", "money, minor units per tick", "flow", "the platform's take on purchases plus ad spend (before payouts)", totalled=True, bounds=(0.0, None)),

@@ -138,7 +138,7 @@ class UsersConfig(Strict):
     choice_noise: PositiveFloat = 0.1
     """Scale of the logistic taste shock in each consumption choice."""
     willingness_to_pay: Money = 3_000
-    """Money a product of value 1 is worth to a user; buys happen when value × this > price."""
+    """Money a product of value 1 is worth to a user: a product's price enters the consumption choice as price / this (value units), and a product is had only if bought."""
     drift: Probability = 0.02
     """Rate at which true interests move toward what the user consumed this tick."""
     ad_annoyance: NonNegativeFloat = 0.05
@@ -185,6 +185,8 @@ class CreatorsConfig(Strict):
     """Creators at tick 0."""
     publish_rate: NonNegativeFloat = 0.5
     """Mean goods published per creator per tick (each creator's own rate varies around it)."""
+    publish_elasticity: NonNegativeFloat = 1.0
+    """How publishing responds to expected profit: a creator publishes at its rate × clip(1 + this × smoothed profit / (rate × unit cost), 0.1, 2), less while it loses money, more while it profits; 0 publishes at the fixed rate."""
     quality_mean: Probability = 0.5
     """Mean quality (effort) level, in [0, 1]."""
     quality_sd: NonNegativeFloat = 0.15
@@ -403,7 +405,7 @@ class CirculationConfig(Strict):
     clickbait_penalty: ClickbaitPenaltyConfig = ClickbaitPenaltyConfig()
     """The clickbait penalty."""
     min_quality: Probability = 0.0
-    """Minimum-quality bar: creators whose quality (effort) is below it may not publish; 0 turns it off."""
+    """Minimum-quality bar, the creator programme's eligibility: creators whose quality (effort) is below it may not publish and are paid nothing from the payout pool (see docs/rules/market_rules.md); 0 turns it off."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
     auction: AuctionConfig = AuctionConfig()
@@ -423,7 +425,9 @@ class MetricsConfig(Strict):
     """What the metrics collector samples and summarises."""
 
     homogenization_pairs: int = Field(256, ge=1, le=100_000)
-    """User pairs in the fixed, seeded sample behind the homogenization metric."""
+    """User pairs in the seeded sample behind the homogenization metric; a pair with a user who left is replaced by a fresh pair of alive users."""
+    homogenization_window: int | None = Field(None, ge=1, le=1_000_000)
+    """Ticks of consumption the homogenization metric compares (the goods each user consumed in the last this many ticks); null (the default) compares everything consumed since the user entered the sample."""
     summary_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     """Fraction of final ticks averaged in summary.json."""
     agent_panels: AgentPanelsConfig | None = None

@@ -8,7 +8,8 @@ split by the payout rule); attention rewards (platform → users, per unit of at
 pro rata to what the platform still holds); production costs out. Pool first, then rewards:
 creators' share of this tick's revenue is never eaten by the rewards, which are funded from
 the platform's initial wallet and retained earnings. Then creators update their smoothed
-profit: sustained losses make them leave, and positive average profit draws entrants.
+profit: sustained losses make them leave, and positive mean profit over every creator of the
+tick (leavers included) draws entrants.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from simulator.market.ledger import split_exactly
 from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
-from simulator.market.populations import add_creators, retire_goods
+from simulator.market.populations import add_creators, meets_quality_bar, retire_goods
 from simulator.market.state import MarketState
 from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
@@ -56,7 +57,7 @@ def circulate(
     income = sales + payouts
     in_tick = state.creators.alive[:creators_born].copy()
     exits = _settle_creators(state, income - costs, scenario)
-    entries = _admit_creators(state, scenario, rng)
+    entries = _admit_creators(state, (income - costs)[in_tick], scenario, rng)
     # Entrants joined after the money moved: no exposure, no income, not part of this tick.
     return Settlement(
         np.pad(exposure, (0, entries)),
@@ -89,14 +90,17 @@ def _settle_purchases(
 
 def _pay_creators(state: MarketState, rule: PayoutRule, per_good: np.ndarray, revenue: int, scenario: Scenario) -> np.ndarray:
     """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
-    holds, split among alive creators by the payout rule; returns the payout per creator row.
-    If no alive creator has positive weight, the platform keeps the pool."""
+    holds, split by the payout rule among alive creators that meet the minimum-quality bar (the
+    bar is the creator programme's eligibility: a creator under it is paid nothing from the pool,
+    whatever its older goods still on offer earn in sales); returns the payout per creator row.
+    If no eligible creator has positive weight, the platform keeps the pool."""
     cfg = scenario.circulation.creator_payout
     ledger = state.ledger
     pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
-    alive = state.creators.alive[: state.creators_born]
+    creators = state.creators
+    eligible = creators.alive[: state.creators_born] & meets_quality_bar(scenario, creators.quality[: state.creators_born])
     weights = rule.creator_weights(state, per_good)
-    payouts = split_exactly(pool, np.where(alive, weights, 0.0))
+    payouts = split_exactly(pool, np.where(eligible, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
     return payouts
@@ -202,7 +206,8 @@ def _settle_ads(
 
 def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
     """Smooth profits; creators with `patience` ticks in a row of losses, or of nothing on offer
-    (they could not afford to publish or are under the quality bar), leave with their goods."""
+    (they could not afford to publish, or are under the quality bar and their goods expired),
+    leave with their goods: a creator that cannot sell anything is out of the market."""
     cfg = scenario.population.creators.exit
     creators = state.creators
     goods = state.goods
@@ -220,20 +225,26 @@ def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario)
     return len(leaving)
 
 
-def _admit_creators(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> int:
-    """While creators profit on average, newcomers arrive; some imitate a profitable niche."""
+def _admit_creators(state: MarketState, profits: np.ndarray, scenario: Scenario, rng: np.random.Generator) -> int:
+    """While creating pays, newcomers arrive; some imitate a profitable niche.
+
+    The signal is this tick's mean profit over every creator that took part, those leaving now
+    included (`profits`): an entrant's expected profit. The mean over survivors alone would be
+    biased upward by who already exited."""
     cfg = scenario.population.creators
     creators = state.creators
     rows = np.flatnonzero(creators.alive[: state.creators_born])
-    if cfg.entry.rate == 0 or len(rows) == 0:
+    if cfg.entry.rate == 0 or len(rows) == 0 or len(profits) == 0:
         return 0
-    profit = creators.profit_ema[rows]
-    if profit.mean() <= 0:
+    if profits.mean() <= 0:
         return 0
     count = int(rng.poisson(cfg.entry.rate * len(rows)))
     if count == 0:
         return 0
+    profit = creators.profit_ema[rows]
     gains = np.maximum(profit, 0.0).astype(np.float64)
+    if gains.sum() <= 0:
+        gains = np.ones(len(rows))
     models = rng.choice(rows, size=count, p=gains / gains.sum())
     imitate = np.where(rng.random(count) < cfg.entry.imitation, models, -1)
     new = add_creators(state, count, scenario, rng, imitate=imitate)
