@@ -33,7 +33,7 @@ from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
 from simulator.stages.allocation import allocate
 from simulator.stages.circulation import circulate
-from simulator.stages.consumption import consume
+from simulator.stages.fraud import consume_with_bots, work_farms
 
 
 def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.Generator) -> TickOutcome:
@@ -41,8 +41,12 @@ def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.
     market.tick += 1
     arrivals = acquire(market, scenario, rng)
     allocation = allocate(market, arrivals, rule, scenario, rng)
-    consumption = consume(market, allocation, scenario, rng)
-    settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
+    # Engagement farms put their orders into bots' feeds (simulator/stages/fraud.py); bots act as bots.
+    farms = work_farms(market, arrivals, allocation, scenario, rng)
+    if farms is not None:
+        allocation = farms.allocation
+    consumption = consume_with_bots(market, allocation, None if farms is None else farms.farmed, scenario, rng)
+    settlement = circulate(market, arrivals, allocation, consumption, scenario, rng, farms)
     adapt(market, allocation, consumption, settlement, scenario, rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
