@@ -208,3 +208,4 @@ class MarketState:
     consumption_window: ConsumptionWindow = field(default_factory=ConsumptionWindow)
     learned: LearnedModel | None = None  # created by the `learned` rule on first use
     candidates: Any = None  # the candidate mode's index (simulator/candidates.py), built on first use
+    privacy_rng: Any = None  # the privacy mechanism's own generator (rules/allocation/privacy.py), made on first use
