@@ -283,3 +283,18 @@ def test_bad_adversary_input_is_refused_where_it_was_written(tmp_path, text, key
         load_scenario(path)
     (issue,) = caught.value.issues
     assert (issue.key, issue.line, issue.source) == (key, line, str(path))
+
+
+def test_adversaries_leave_the_honest_population_at_tick_0_as_it_was():
+    """Their draws come from their own generators: the clean run of a seed is its pair."""
+    clean = fresh_state(tiny(SMALL))
+    rigged = fresh_state(tiny({**SMALL, "adversaries.bots.share": 0.3, "adversaries.farms.share": 0.2,
+                               "adversaries.sybils": {"owners": 2, "identities": 3}, "defences.identity_gate": {}}))
+    np.testing.assert_array_equal(clean.users.interest, rigged.users.interest)
+    np.testing.assert_array_equal(clean.advertisers.targeting, rigged.advertisers.targeting)
+    honest = ~is_sybil(rigged)
+    of_honest = clean.goods.live & honest[np.maximum(clean.goods.owner, 0)]
+    np.testing.assert_array_equal(clean.goods.owner, rigged.goods.owner)
+    np.testing.assert_array_equal(clean.goods.key[of_honest], rigged.goods.key[of_honest])  # sybils' goods follow their owner's niche
+    np.testing.assert_array_equal(clean.creators.topic[: clean.creators_born][honest], rigged.creators.topic[: rigged.creators_born][honest])
+    assert rigged.users.bot.any() and not clean.users.bot.any()

@@ -54,7 +54,7 @@ def add_users(state: MarketState, count: int, scenario: Scenario, rng: np.random
     users.budget[rows] = np.minimum(lognormal_int(cfg.budget.median, cfg.budget.sigma, count, rng), cfg.budget_max)
     users.activity[rows] = np.clip(cfg.activity + 0.1 * rng.standard_normal(count), 0.05, 1.0)
     users.alive[rows] = True
-    draw_bots(state, rows, scenario, rng)
+    draw_bots(state, rows, scenario)
     state.users_born += count
     return rows
 
@@ -80,7 +80,7 @@ def add_creators(
     creators.profit_ema[rows] = 0.0
     creators.loss_streak[rows] = 0
     creators.born_tick[rows] = state.tick
-    draw_creator_identities(state, rows, scenario, rng)
+    draw_creator_identities(state, rows, scenario)
     state.creators_born += count
     return rows
 
@@ -148,7 +148,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     user_rows = add_users(state, pop.users.count, scenario, rng)
     ledger.endow("users", user_rows, pop.users.initial_wallet)
     creator_rows = add_creators(state, pop.creators.count, scenario, rng)
-    draw_sybils_and_clients(state, creator_rows, scenario, rng)
+    draw_sybils_and_clients(state, creator_rows, scenario)
     ledger.endow("creators", creator_rows, pop.creators.initial_wallet)
     ledger.endow("platform", np.zeros(1, dtype=np.int64), scenario.circulation.platform_initial_wallet)
 
