@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from simulator.market.adversaries import is_sybil
 from simulator.market.outcomes import Allocation, Consumption
 from simulator.model import AttentionMarket
-from simulator.rules.defences import DEFENCES, active, flag_clones, payable_creators
-from simulator.rules.payout import payout_weights
-from simulator.scenario.schema import ScenarioError, load_scenario
+from simulator.registry import RuleError, registry
+from simulator.rules.defences import DEFENCES, Defence, active, flag_clones, payable_creators
+from simulator.rules.payout import make_payout_rule, payout_weights
+from simulator.scenario.schema import AuditConfig, ScenarioError, load_scenario
 
 SMALL = {
     "population.users.count": 200,
@@ -167,8 +168,13 @@ def _one_user_case(state, exposures, consumed, value):
         np.zeros((1, 0), dtype=bool),
         np.zeros(1, dtype=np.float32),
         np.zeros(0, dtype=np.int64),
+        np.array([value], dtype=np.float32),  # one exposure each: value at full attention
     )
     return allocation, consumption
+
+
+def _rule(name):
+    return make_payout_rule(tiny({**SMALL, "circulation.creator_payout.rule": name}))
 
 
 def _owner_share(weights, owner_rows):
@@ -187,8 +193,8 @@ def test_a_sybil_clone_gains_under_exposure_payout_and_not_under_shapley():
     goods.live[:3] = True
     goods.owner[:3] = [H, S, S2]
     goods.penalty[:3] = 1.0
-    before = {rule: payout_weights(rule, state, *_one_user_case(state, [0, 1, -1], [True, True, False], [1.0, 0.8, 0.0])) for rule in ("exposure", "shapley")}
-    after = {rule: payout_weights(rule, state, *_one_user_case(state, [0, 1, 2], [True, True, False], [1.0, 0.8, 0.8])) for rule in ("exposure", "shapley")}
+    before = {rule: payout_weights(_rule(rule), state, *_one_user_case(state, [0, 1, -1], [True, True, False], [1.0, 0.8, 0.0])) for rule in ("exposure", "shapley")}
+    after = {rule: payout_weights(_rule(rule), state, *_one_user_case(state, [0, 1, 2], [True, True, False], [1.0, 0.8, 0.8])) for rule in ("exposure", "shapley")}
     owner = [S, S2]
     assert _owner_share(after["exposure"], owner) > _owner_share(before["exposure"], owner)  # 1/2 → 2/3
     assert _owner_share(after["exposure"], owner) == pytest.approx(2 / 3)
@@ -206,7 +212,7 @@ def test_shapley_does_pay_a_clone_the_user_values_as_much_as_the_original():
     goods.live[:3] = True
     goods.owner[:3] = [0, 1, 2]
     goods.penalty[:3] = 1.0
-    weights = payout_weights("shapley", state, *_one_user_case(state, [0, 1, 2], [True, True, True], [1.0, 0.8, 0.8]))
+    weights = payout_weights(_rule("shapley"), state, *_one_user_case(state, [0, 1, 2], [True, True, True], [1.0, 0.8, 0.8]))
     assert weights[[1, 2]].sum() == pytest.approx(2 * 0.8 / 3)
 
 
@@ -239,13 +245,23 @@ def test_the_identity_gate_pays_one_verified_identity_per_sybil_owner():
     assert sybil.sum() == 9 and (sybil & ~eligible).sum() == 6
 
 
-def test_defences_describe_themselves_and_compose():
-    assert set(DEFENCES) == {"click_filter", "clone_detection", "identity_gate", "audits"}
-    for defence in DEFENCES.values():
-        assert defence.description and defence.config.model_fields
+def test_defences_describe_themselves_in_the_registry_and_compose():
+    defences = registry("defence")
+    assert defences.names() == sorted(["click_filter", "clone_detection", "identity_gate", "audits"])
+    for name in defences.names():
+        defence = defences.resolve(name)
+        assert defence.summary and defence.Params.model_fields and defence is DEFENCES.rules[name]
     scenario = tiny({**SMALL, **EVERY_DEFENCE})
-    assert [d.name for d in active(scenario)] == list(DEFENCES)
+    assert [d.name for d in active(scenario)] == ["click_filter", "clone_detection", "identity_gate", "audits"]
     assert active(tiny(SMALL)) == []
+
+    class Incomplete(Defence):
+        name = "not_a_section"
+        summary = "has no place in a scenario"
+        Params = AuditConfig
+
+    with pytest.raises(RuleError, match="a section under `defences`"):
+        defences.register(Incomplete)
 
 
 def test_audits_fine_fraudulent_creators_and_cost_the_platform():

@@ -73,7 +73,7 @@ def test_a_finite_epsilon_changes_the_run_through_its_own_generator():
 
 def test_randomized_response_at_small_epsilon_makes_the_logs_near_coin_flips():
     model = metrics_of({"allocation.rule": "learned", "privacy.mechanism": "randomized_response", "privacy.epsilon": 0.01})
-    logged = np.concatenate([entry[3] for entry in model.market.learned.log])
+    logged = np.concatenate([entry[3] for entry in model.rules.allocation.model.log])
     assert abs(logged.mean() - 0.5) < 0.02
     truth = metrics_of({"allocation.rule": "learned"}).metrics
     assert (truth["consumptions"].sum() / truth["attention_allocated"].sum()) < 0.4  # the truth is far from 1/2

@@ -1,8 +1,8 @@
 """Platform defences against bots, farms and sybils: market rules with a cost and an error rate.
 
-Each defence is a small self-describing object (`Defence`: name, one-line description, the
-pydantic model of its config under `defences.<name>` in the scenario) in the `DEFENCES`
-registry. A defence whose section is null is off; the ones that are on compose, each acting at
+Each defence is a small self-describing class (`Defence`: `name`, a one-line `summary`, `Params`
+the pydantic model of its config under `defences.<name>` in the scenario) registered in the
+`defence` kind of the rule registry (`simulator/registry.py`, `registry("defence")`). A defence whose section is null is off; the ones that are on compose, each acting at
 its own point of the tick:
 
 | defence | acts | cost and error |
@@ -18,17 +18,21 @@ What each costs is measured by the metrics `defence_false_positives`, `honest_re
 
 from __future__ import annotations
 
+from abc import ABC
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel
 
 from simulator.market.adversaries import is_fraudulent
 from simulator.market.state import MarketState
+from simulator.registry import define_kind
 from simulator.scenario.schema import (
     AuditConfig,
     ClickFilterConfig,
     CloneDetectionConfig,
+    DefencesConfig,
     IdentityGateConfig,
     Scenario,
 )
@@ -36,33 +40,68 @@ from simulator.scenario.schema import (
 SIMILARITY_BLOCK = 1 << 22  # new goods × live goods similarities held at once by clone detection
 
 
-@dataclass(frozen=True)
-class Defence:
-    """A platform defence: its name (its key under `defences`), what it does, and its config model."""
+class Defence(ABC):
+    """A platform defence: `name` (its key under `defences`), `summary` (what it does, one line) and
+    `Params` (the pydantic model of its section). Each acts through its function below, at its
+    point of the tick."""
 
-    name: str
-    description: str
-    config: type[BaseModel]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
 
-    def settings(self, scenario: Scenario) -> BaseModel | None:
+    @classmethod
+    def settings(cls, scenario: Scenario) -> BaseModel | None:
         """This defence's config in `scenario`, None when it is off."""
-        return getattr(scenario.defences, self.name)
+        return getattr(scenario.defences, cls.name)
 
 
-DEFENCES: dict[str, Defence] = {
-    defence.name: defence
-    for defence in (
-        Defence("click_filter", "refunds advertisers for the billable ad events it flags as fraud (detection rate, false-positive rate)", ClickFilterConfig),
-        Defence("clone_detection", "demonetises new goods whose key is near-identical to a live good of another creator", CloneDetectionConfig),
-        Defence("identity_gate", "pays only creators with enough tenure and, if required, a verified identity (one per person)", IdentityGateConfig),
-        Defence("audits", "audits a share of creators each tick and fines those found at fault (sybils, farm clients)", AuditConfig),
-    )
-}
+def check_defence(cls: type) -> list[str]:
+    """What `cls` lacks to be a defence (empty when complete). A defence's section is a field of
+    `DefencesConfig`, so only the built-in ones have a place in a scenario."""
+    if not (isinstance(cls, type) and issubclass(cls, Defence)):
+        return ["the base class simulator.rules.defences.Defence"]
+    missing = [f"`{name}`" for name in ("name", "summary") if not isinstance(getattr(cls, name, None), str)]
+    if not (isinstance(getattr(cls, "Params", None), type) and issubclass(cls.Params, BaseModel)):
+        missing.append("`Params` as a pydantic model")
+    if getattr(cls, "name", None) not in DefencesConfig.model_fields:
+        missing.append(f"a section under `defences` (one of {', '.join(DefencesConfig.model_fields)})")
+    return missing
 
 
-def active(scenario: Scenario) -> list[Defence]:
-    """The defences that are on in `scenario`, in registry order."""
-    return [defence for defence in DEFENCES.values() if defence.settings(scenario) is not None]
+DEFENCES = define_kind("defence", check_defence)
+
+
+class ClickFilter(Defence):
+    name = "click_filter"
+    summary = "refunds advertisers for the billable ad events it flags as fraud (detection rate, false-positive rate)"
+    Params = ClickFilterConfig
+
+
+class CloneDetection(Defence):
+    name = "clone_detection"
+    summary = "demonetises new goods whose key is near-identical to a live good of another creator"
+    Params = CloneDetectionConfig
+
+
+class IdentityGate(Defence):
+    name = "identity_gate"
+    summary = "pays only creators with enough tenure and, if required, a verified identity (one per person)"
+    Params = IdentityGateConfig
+
+
+class Audits(Defence):
+    name = "audits"
+    summary = "audits a share of creators each tick and fines those found at fault (sybils, farm clients)"
+    Params = AuditConfig
+
+
+for _defence in (ClickFilter, CloneDetection, IdentityGate, Audits):
+    DEFENCES.register(_defence)
+
+
+def active(scenario: Scenario) -> list[type[Defence]]:
+    """The defences that are on in `scenario`, in the order of their sections."""
+    return [DEFENCES.rules[name] for name in DefencesConfig.model_fields if name in DEFENCES.rules and DEFENCES.rules[name].settings(scenario) is not None]
 
 
 @dataclass(frozen=True)

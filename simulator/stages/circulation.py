@@ -20,7 +20,7 @@ from simulator.market.outcomes import Allocation, Arrivals, Consumption, FraudTi
 from simulator.market.populations import add_creators, retire_goods
 from simulator.market.state import MarketState
 from simulator.rules.defences import filter_clicks, flag_clones, payable_creators, payable_goods, run_audits
-from simulator.rules.payout import creator_weights, good_weights
+from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
 from simulator.stages.fraud import FarmWork, pay_click_farm
 
@@ -30,6 +30,7 @@ def circulate(
     arrivals: Arrivals,
     allocation: Allocation,
     consumption: Consumption,
+    payout: PayoutRule,
     scenario: Scenario,
     rng: np.random.Generator,
     farms: FarmWork | None = None,
@@ -55,12 +56,11 @@ def circulate(
     clones, honest_clones = flag_clones(state, scenario.defences.clone_detection, arrivals.published)
     shown = allocation.exposures[allocation.exposures >= 0]
     exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
-    payout = scenario.circulation.creator_payout
-    per_good = good_weights(payout.rule, state, allocation, consumption, backward_discount=payout.backward_discount)
+    per_good = good_weights(payout, state, allocation, consumption)
     payable = payable_goods(state, scenario)
     if payable is not None:
         per_good = np.where(payable, per_good, 0.0)
-    payouts = _pay_creators(state, per_good, pool_revenue, scenario, payable_creators(state, scenario.defences.identity_gate))
+    payouts = _pay_creators(state, payout, per_good, pool_revenue, scenario, payable_creators(state, scenario.defences.identity_gate))
     rewards = _pay_attention_rewards(state, allocation, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
@@ -120,7 +120,7 @@ def _settle_purchases(
 
 
 def _pay_creators(
-    state: MarketState, per_good: np.ndarray, revenue: int, scenario: Scenario, eligible: np.ndarray | None = None
+    state: MarketState, rule: PayoutRule, per_good: np.ndarray, revenue: int, scenario: Scenario, eligible: np.ndarray | None = None
 ) -> np.ndarray:
     """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
     holds, split among alive creators by the payout rule; returns the payout per creator row.
@@ -132,7 +132,7 @@ def _pay_creators(
     alive = state.creators.alive[: state.creators_born]
     if eligible is not None:
         alive = alive & eligible
-    weights = creator_weights(cfg.rule, state, per_good)
+    weights = rule.creator_weights(state, per_good)
     payouts = split_exactly(pool, np.where(alive, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])

@@ -6,7 +6,8 @@ slots. Then, instead of the users' choice model:
 
 - a bot consumes each good it is shown with probability `consume_rate`, whatever its value, and
   every good a farm ordered for it; the platform records these consumptions like any other
-  (popularity window, learned logs, the goods' engagement counters), so fake engagement moves
+  (the goods' engagement counters here, the popularity window and the rule's logs in
+  `record_outcomes` after the stage), so fake engagement moves
   `popularity`, the `engagement` payout and the engagement-weighted modifier;
 - a bot clicks each ad it is shown of an advertiser it targets with probability `click_rate`
   (rivals of its sponsor, or any); under per-click pricing the advertiser pays for the click;
@@ -29,7 +30,6 @@ import numpy as np
 
 from simulator.market.outcomes import Allocation, Arrivals, Consumption
 from simulator.market.state import FLOAT, MarketState
-from simulator.rules.allocation.feedback import record_outcomes
 from simulator.scenario.schema import Scenario
 from simulator.stages.consumption import consume
 
@@ -121,7 +121,6 @@ def _bots_act(state: MarketState, allocation: Allocation, farmed: np.ndarray | N
     size = goods.capacity()
     goods.exposures += np.bincount(exposures[shown], minlength=size)
     goods.consumptions += np.bincount(exposures[consumed], minlength=size)
-    record_outcomes(state, allocation.users, exposures, shown, consumed, scenario)
     rows = len(allocation.users)
     return Consumption(
         allocation.users,
@@ -131,6 +130,7 @@ def _bots_act(state: MarketState, allocation: Allocation, farmed: np.ndarray | N
         clicked,
         np.zeros(rows, dtype=FLOAT),
         np.zeros(0, dtype=np.int64),
+        np.zeros(exposures.shape, dtype=FLOAT),
     )
 
 
@@ -150,6 +150,7 @@ def _merge(allocation: Allocation, humans: np.ndarray, human: Consumption, bots:
         both("clicked"),
         both("utility"),
         human.churned,
+        both("intrinsic"),
         bots=is_bot,
     )
 
