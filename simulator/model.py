@@ -35,7 +35,7 @@ from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
 from simulator.stages.allocation import allocate
 from simulator.stages.circulation import circulate
-from simulator.stages.consumption import consume
+from simulator.stages.fraud import consume_with_bots, work_farms
 
 
 def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.random.Generator) -> TickOutcome:
@@ -43,9 +43,13 @@ def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.ran
     market.tick += 1
     arrivals = acquire(market, rules.bidding, scenario, rng)
     allocation = allocate(market, arrivals, rules.allocation, scenario, rng)
-    consumption = consume(market, allocation, scenario, rng)
+    # Engagement farms put their orders into bots' feeds (simulator/stages/fraud.py); bots act as bots.
+    farms = work_farms(market, arrivals, allocation, scenario, rng)
+    if farms is not None:
+        allocation = farms.allocation
+    consumption = consume_with_bots(market, allocation, None if farms is None else farms.farmed, scenario, rng)
     record_outcomes(market, rules.allocation, allocation, consumption, scenario)
-    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng)
+    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng, farms)
     adapt(market, allocation, consumption, settlement, rules, scenario, rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.market.adversaries import draw_bots, draw_creator_identities, draw_sybils_and_clients
 from simulator.market.ledger import Ledger
 from simulator.market.state import (
     FLOAT,
@@ -53,6 +54,7 @@ def add_users(state: MarketState, count: int, scenario: Scenario, rng: np.random
     users.budget[rows] = np.minimum(lognormal_int(cfg.budget.median, cfg.budget.sigma, count, rng), cfg.budget_max)
     users.activity[rows] = np.clip(cfg.activity + 0.1 * rng.standard_normal(count), 0.05, 1.0)
     users.alive[rows] = True
+    draw_bots(state, rows, scenario)
     state.users_born += count
     return rows
 
@@ -78,6 +80,7 @@ def add_creators(
     creators.profit_ema[rows] = 0.0
     creators.loss_streak[rows] = 0
     creators.born_tick[rows] = state.tick
+    draw_creator_identities(state, rows, scenario)
     state.creators_born += count
     return rows
 
@@ -118,6 +121,7 @@ def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, rng: np.
     goods.purchases[rows] = 0
     goods.value_delivered[rows] = 0.0
     goods.penalty[rows] = 1.0
+    goods.clone[rows] = False
     goods.uid[rows] = state.uids.issue(rows)
     return rows
 
@@ -133,7 +137,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     pop = scenario.population
     dim = scenario.embedding_dim
     memory = scenario.allocation.consumed_memory
-    ledger = Ledger({"platform": 1})
+    ledger = Ledger({"platform": 1, "fraudsters": 1})
     state = MarketState(
         tick=0,
         users=Users.empty(pop.users.count, dim, history_width=memory),
@@ -150,6 +154,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     user_rows = add_users(state, pop.users.count, scenario, rng)
     ledger.endow("users", user_rows, pop.users.initial_wallet)
     creator_rows = add_creators(state, pop.creators.count, scenario, rng)
+    draw_sybils_and_clients(state, creator_rows, scenario)
     ledger.endow("creators", creator_rows, pop.creators.initial_wallet)
     ledger.endow("platform", np.zeros(1, dtype=np.int64), scenario.circulation.platform_initial_wallet)
 
