@@ -169,6 +169,7 @@ def _one_user_case(state, exposures, consumed, value):
         np.zeros(1, dtype=np.float32),
         np.zeros(0, dtype=np.int64),
         np.array([value], dtype=np.float32),  # one exposure each: value at full attention
+        np.zeros(exposures.shape, dtype=bool),
     )
     return allocation, consumption
 

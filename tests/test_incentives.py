@@ -105,6 +105,7 @@ def test_user_game_pay_does_not_depend_on_feed_position():
         reversed_consumption = consumption.__class__(
             consumption.users, consumption.consumed[:, ::-1], consumption.value[:, ::-1] * 0.5, consumption.bought[:, ::-1],
             consumption.clicked, consumption.utility, consumption.churned, consumption.intrinsic[:, ::-1],
+            consumption.blocked[:, ::-1],
         )
         np.testing.assert_allclose(
             payout_weights(rule, state, allocation, consumption), payout_weights(rule, state, reversed_feed, reversed_consumption), rtol=1e-9

@@ -131,6 +131,7 @@ def _bots_act(state: MarketState, allocation: Allocation, farmed: np.ndarray | N
         np.zeros(rows, dtype=FLOAT),
         np.zeros(0, dtype=np.int64),
         np.zeros(exposures.shape, dtype=FLOAT),
+        np.zeros(exposures.shape, dtype=bool),  # bots buy nothing, so no wallet blocks them
     )
 
 
@@ -151,6 +152,7 @@ def _merge(allocation: Allocation, humans: np.ndarray, human: Consumption, bots:
         both("utility"),
         human.churned,
         both("intrinsic"),
+        both("blocked"),
         bots=is_bot,
     )
 
