@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.market.outcomes import TickOutcome
-from simulator.market.populations import initial_state
+from simulator.market.populations import initial_state, spawn_streams
 from simulator.market.state import MarketState
 from simulator.metrics.collect import collect
 
@@ -37,13 +37,17 @@ from simulator.stages.consumption import consume
 
 
 def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.Generator) -> TickOutcome:
-    """Run one tick's four stages on `market` in place; the only place that orders them."""
+    """Run one tick's four stages on `market` in place; the only place that orders them.
+
+    Each stage draws from its own stream of this tick (`spawn_streams`), so arms of a sweep that
+    share a seed share every draw their rules do not change (common random numbers)."""
     market.tick += 1
-    arrivals = acquire(market, scenario, rng)
-    allocation = allocate(market, arrivals, rule, scenario, rng)
-    consumption = consume(market, allocation, scenario, rng)
-    settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
-    adapt(market, allocation, consumption, settlement, scenario, rng)
+    acquisition_rng, allocation_rng, consumption_rng, circulation_rng, adaptation_rng = spawn_streams(rng, 5)
+    arrivals = acquire(market, scenario, acquisition_rng)
+    allocation = allocate(market, arrivals, rule, scenario, allocation_rng)
+    consumption = consume(market, allocation, scenario, consumption_rng)
+    settlement = circulate(market, arrivals, allocation, consumption, scenario, circulation_rng)
+    adapt(market, allocation, consumption, settlement, scenario, adaptation_rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
 

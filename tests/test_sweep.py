@@ -83,7 +83,9 @@ def reference(tmp_path_factory) -> Path:
 
 
 def test_plan_expands_the_grid_with_seeds_from_point_and_replication():
-    scenario = load_scenario(copy.deepcopy(TINY_SWEEP))
+    independent = copy.deepcopy(TINY_SWEEP)
+    independent["sweep"]["seeding"] = "independent"
+    scenario = load_scenario(independent)
     specs = plan(scenario)
     assert [spec.run_id for spec in specs] == RUN_IDS
     assert [spec.point for spec in specs[::2]] == [
@@ -100,7 +102,7 @@ def test_plan_expands_the_grid_with_seeds_from_point_and_replication():
         assert spec.scenario["allocation"]["temperature"] == spec.point["allocation.temperature"]
         assert spec.scenario["circulation"]["creator_payout"]["rule"] == spec.point["circulation.creator_payout.rule"]
     # the seed follows the point's values, not its position: reorder the axes and their values
-    reordered = copy.deepcopy(TINY_SWEEP)
+    reordered = copy.deepcopy(independent)
     reordered["sweep"]["grid"] = {"circulation.creator_payout.rule": ["equal", "exposure"], "allocation.temperature": [2.0, 0.5]}
     again = {(s.point["allocation.temperature"], s.point["circulation.creator_payout.rule"], s.replication): s.seed for s in plan(load_scenario(reordered))}
     assert again == {(s.point["allocation.temperature"], s.point["circulation.creator_payout.rule"], s.replication): s.seed for s in specs}
@@ -143,7 +145,7 @@ def test_the_reference_sweep_directory(reference):
         directory = reference / "runs" / run["run_id"]
         run_manifest = read_manifest(directory)
         assert run_manifest["status"] == "complete"
-        assert run_manifest["seed"] == run["seed"] == derive_seed(7, run["point"], run["replication"])
+        assert run_manifest["seed"] == run["seed"] == derive_seed(7, {}, run["replication"])  # common random numbers
         assert run_manifest["sweep"]["point"] == run["point"] and run_manifest["sweep"]["replication"] == run["replication"]
         assert (directory / "summary.json").is_file() and not (directory / "plots").exists()  # plots off by default
         # each run's metrics are exactly a plain `simulator.run` of its resolved scenario

@@ -18,12 +18,18 @@ A sweep directory holds
 Grid points are the Cartesian product of the grid's axes, in the order written (the last axis
 varies fastest); run ids are `g<point>-r<replication>`, both counted from 0 (`g003-r01`).
 
-Seeds. Run `(point, replication)` gets the seed
+Seeds. With `sweep.seeding: common` (the default: common random numbers), replication r of every
+grid point runs from the same seed, `derive_seed(scenario.seed, {}, r)`: arms differ only where
+their rules make them differ, and `attnsim compare` analyses them in pairs. Inside a run each
+population and each stage of each tick draws from its own stream (numpy SeedSequence spawning, see
+`simulator.market.populations.spawn_streams`), so a rule that draws more or fewer numbers in one
+stage leaves the other stages' draws alone. With `sweep.seeding: independent`, run
+`(point, replication)` gets the seed `derive_seed(scenario.seed, point, replication)`:
 `SeedSequence(entropy=scenario.seed, spawn_key=(H(point), replication)).generate_state(1, uint64) >> 1`,
 where `H(point)` is the first 8 bytes (little-endian) of the SHA-256 of the point's canonical JSON
-(`{"dotted.key": value, ...}` with sorted keys). A run's seed depends on the scenario's seed, the
-values of its grid point and its replication number only: not on the worker that ran it, the order
-runs finished, the backend, nor the point's position in the grid.
+(`{"dotted.key": value, ...}` with sorted keys). Either way a run's seed depends on the scenario's
+seed, the seeding, the values of its grid point and its replication number only: not on the
+worker that ran it, the order runs finished, the backend, nor the point's position in the grid.
 
 Resume. Running the same sweep into the same directory again keeps every run whose manifest says
 `complete` for exactly the run's resolved scenario and seed, with readable metrics of every tick,
@@ -127,6 +133,12 @@ def derive_seed(base_seed: int, point: Mapping[str, Any], replication: int) -> i
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def run_seed(base_seed: int, point: Mapping[str, Any], replication: int, seeding: str) -> int:
+    """The seed of a sweep run: shared by every point of a replication under `common` seeding,
+    the point's own under `independent` (see the module doc)."""
+    return derive_seed(base_seed, {} if seeding == "common" else point, replication)
+
+
 def run_id(grid_index: int, replication: int, points: int, replications: int) -> str:
     """`g<point>-r<replication>`, zero-padded (at least 3 and 2 digits) so ids sort in grid order."""
     g = max(3, len(str(max(points - 1, 0))))
@@ -189,7 +201,7 @@ def plan(scenario: Scenario, *, source: str = "<scenario>") -> list[RunSpec]:
             continue
         point_scenario = resolved.model_dump(mode="json")
         for replication in range(replications):
-            seed = derive_seed(scenario.seed, point, replication)
+            seed = run_seed(scenario.seed, point, replication, sweep.seeding)
             run_scenario_dict = json.loads(json.dumps(point_scenario))
             run_scenario_dict["seed"] = seed
             specs.append(
@@ -901,7 +913,12 @@ def _sweep_manifest(
         "scenario_file": scenario_file,
         "overrides": dict(overrides),
         "fingerprint": fingerprint(config),
-        "seeding": "SeedSequence(entropy=seed, spawn_key=(sha256(canonical JSON of the grid point)[:8] as little-endian int, replication)).generate_state(1, uint64) >> 1",
+        "seeding": sweep.seeding,
+        "seed_rule": (
+            "SeedSequence(entropy=seed, spawn_key=(sha256(canonical JSON of "
+            + ("{}" if sweep.seeding == "common" else "the grid point")
+            + ")[:8] as little-endian int, replication)).generate_state(1, uint64) >> 1"
+        ),
         "versions": rundir.package_versions(),
         "platform": platform.platform(),
         "scenario": config.model_dump(mode="json"),

@@ -398,6 +398,8 @@ class SweepConfig(Strict):
     """Dotted scenario keys mapped to the values to try; runs cover the Cartesian product."""
     replications: int = Field(1, ge=1, le=10_000)
     """Runs per grid point, each with its own derived seed."""
+    seeding: Literal["common", "independent"] = "common"
+    """`common` (common random numbers): replication r of every grid point runs from the same seed, so arms share users, creators, goods and shocks and are compared in pairs; `independent`: every point and replication gets its own seed."""
 
     @field_validator("grid")
     @classmethod
