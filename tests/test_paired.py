@@ -4,15 +4,25 @@ analysis, honest intervals for bounded metrics, the duplicate guard, designs bey
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import t as student
+from typer.testing import CliRunner
 
+from simulator.analysis.comparison import CompareError, compare_runs, is_paired, mean_interval, metric_bounds, resolve_reference
+from simulator.cli.main import app
+from simulator.figures.plots import band_frame
 from simulator.market.populations import spawn_streams
 from simulator.model import AttentionMarket
 from simulator.runs.sweep import derive_seed, plan
 from simulator.scenario.schema import load_scenario
+from conftest import TINY_YAML
 
 PAYOUT_ARMS: dict[str, Any] = {
     "name": "arms",
@@ -118,3 +128,102 @@ def test_same_seed_same_metrics(seed):
             model.step()
         runs.append(model.metrics)
     assert runs[0].equals(runs[1])
+
+
+# --- paired analysis -----------------------------------------------------------------------------
+
+
+def _runs_table(seeds_b: list[int]) -> pd.DataFrame:
+    """Two arms whose runs share a large per-seed effect (the market each seed draws) and differ by 0.1."""
+    market = {1: 0.2, 2: 0.9, 3: 0.5, 4: 0.7}
+    rows = [{"group": "a", "seed": seed, "user_utility_mean": market[seed]} for seed in (1, 2, 3, 4)]
+    rows += [{"group": "b", "seed": seed, "user_utility_mean": market.get(seed, 0.6) + 0.1 + 0.01 * (seed % 2)} for seed in seeds_b]
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_are_narrower_than_welch_and_match_the_formula():
+    runs = _runs_table([1, 2, 3, 4])
+    assert is_paired(runs, ["a", "b"])
+    _, pairs, differences = compare_runs(runs, ["user_utility_mean"], groups=["a", "b"])
+    row = differences.iloc[0]
+    assert (row["group"], row["reference"], row["test"], row["n"]) == ("b", "a", "paired t", 4)
+    d = np.array([0.11, 0.10, 0.11, 0.10])
+    half = student.ppf(0.975, 3) * d.std(ddof=1) / math.sqrt(4)
+    assert row["difference"] == pytest.approx(d.mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert row["distinguishable"] and pairs.iloc[0]["test"] == "paired t"
+    welch = compare_runs(runs, ["user_utility_mean"], groups=["a", "b"], paired=False)[2].iloc[0]
+    assert welch["test"] == "Welch" and welch["half_width"] > 20 * row["half_width"] and not welch["distinguishable"]
+
+
+def test_runs_without_shared_seeds_are_compared_with_welch():
+    runs = _runs_table([5, 6, 7, 8])
+    assert not is_paired(runs, ["a", "b"])
+    differences = compare_runs(runs, ["user_utility_mean"], groups=["a", "b"])[2]
+    assert differences.iloc[0]["test"] == "Welch" and differences.iloc[0]["n"] == 4
+
+
+def test_reference_by_label_key_value_or_value():
+    groups = ["rule=exposure", "rule=equal"]
+    points = {"rule=exposure": {"circulation.creator_payout.rule": "exposure"}, "rule=equal": {"circulation.creator_payout.rule": "equal"}}
+    assert resolve_reference(None, groups, points) is None
+    assert resolve_reference("equal", groups, points) == "rule=equal"
+    assert resolve_reference("rule=equal", groups, points) == "rule=equal"
+    assert resolve_reference("circulation.creator_payout.rule=equal", groups, points) == "rule=equal"
+    with pytest.raises(CompareError, match="did you mean 'rule=equal'"):
+        resolve_reference("rule=eqal", groups, points)
+
+
+# --- honest intervals ----------------------------------------------------------------------------
+
+
+def test_bounded_metrics_get_intervals_inside_their_range():
+    gini = [0.001, 0.002, 0.06]
+    student_t = mean_interval(gini)
+    assert student_t["ci_low"] < 0  # the Student t interval leaves [0, 1]
+    bounded = mean_interval(gini, bounds=metric_bounds("creator_income_gini"))
+    assert bounded["method"] == "logit"
+    assert 0 < bounded["ci_low"] < bounded["mean"] < bounded["ci_high"] < 1
+    counts = mean_interval([0, 0, 5], bounds=metric_bounds("final_active_creators"))
+    assert counts["method"] == "log" and 0 < counts["ci_low"] < counts["mean"] < counts["ci_high"]
+    assert mean_interval([1.0, 1.0, 1.0], bounds=(0.0, 1.0))["ci_low"] == 1.0  # every run at the bound
+    utility = mean_interval([1.0, 2.0, 3.0], bounds=metric_bounds("user_utility_mean"))
+    assert utility["method"] == "student t" and utility["half_width"] == pytest.approx(student.ppf(0.975, 2) / math.sqrt(3))
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=2, max_size=12), st.floats(0.5, 0.999))
+def test_share_intervals_never_leave_zero_to_one(values, level):
+    stats = mean_interval(values, level, (0.0, 1.0))
+    assert 0.0 <= stats["ci_low"] <= stats["mean"] + 1e-12 and stats["mean"] - 1e-12 <= stats["ci_high"] <= 1.0
+
+
+def test_comparison_bands_stay_in_range():
+    frame = pd.DataFrame({"run": [0, 1, 2] * 2, "tick": [1, 1, 1, 2, 2, 2], "exposure_gini_creators": [0.0, 0.0, 0.09, 0.99, 1.0, 0.9]})
+    band = band_frame(frame, "exposure_gini_creators")
+    assert (band["low"] >= 0).all() and (band["high"] <= 1).all()
+    assert (band["low"] <= band["mean"]).all() and (band["mean"] <= band["high"]).all()
+
+
+# --- the duplicate guard -------------------------------------------------------------------------
+
+
+def test_compare_refuses_copies_of_one_run(tmp_path):
+    """The case of the issue: baseline and long are the same scenario with seed 42 (identical
+    bytes); with peaked beside them they used to be "replications" of one group."""
+    scenario = tmp_path / "baseline.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    runner = CliRunner()
+    for name, extra in (("baseline", []), ("long", []), ("peaked", ["--set", "allocation.temperature=0.3"])):
+        done = runner.invoke(app, ["run", str(scenario), "--seed", "42", "--out", str(tmp_path / "runs" / name), *extra])
+        assert done.exit_code == 0, done.output
+    dirs = [str(tmp_path / "runs" / name) for name in ("baseline", "peaked", "long")]
+    refused = runner.invoke(app, ["compare", *dirs, "--no-plots"])
+    assert refused.exit_code == 2
+    assert "the same run as" in refused.stderr and "not independent replications" in refused.stderr and "--allow-duplicates" in refused.stderr
+    kept = runner.invoke(app, ["compare", *dirs, "--no-plots", "--allow-duplicates", "--out", str(tmp_path / "cmp")])
+    assert kept.exit_code == 0, kept.output
+    assert "left out (--allow-duplicates)" in kept.stderr
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    assert set(table["n"]) == {1}
+    # the recording-only name does not split groups, the temperature does
+    assert sorted(table["group"].unique()) == ["temperature=0.3", "temperature=1"]

@@ -411,13 +411,13 @@ def test_cli_sweep_then_compare(tmp_path):
     compared = runner.invoke(app, ["compare", str(out)], env={"COLUMNS": "200"})
     assert compared.exit_code == 0, explain(compared)
     assert "mean user utility" in compared.stdout and "temperature=0.5, rule=exposure" in compared.stdout
-    for name in ("compare.csv", "compare.md", "pairs.csv", "plots/summary.png", "plots/timeseries.png"):
+    for name in ("compare.csv", "differences.csv", "compare.md", "pairs.csv", "plots/summary.png", "plots/timeseries.png"):
         assert (out / "compare" / name).is_file(), name
     csv = pd.read_csv(out / "compare" / "compare.csv")
     assert {"group", "metric", "n", "mean", "ci_low", "ci_high", "letters"} <= set(csv.columns)
     assert (csv["n"] == 2).all() and csv["metric"].nunique() == 11
     markdown = (out / "compare" / "compare.md").read_text()
-    assert "Welch" in markdown and "Holm" in markdown and "| temperature=2, rule=equal | 2 |" in markdown
+    assert "paired t" in markdown and "Holm" in markdown and "| temperature=2, rule=equal | 2 |" in markdown
 
     chosen = runner.invoke(app, ["compare", str(out), "--metric", "creator_income_gini", "--level", "0.9", "--out", str(tmp_path / "cmp"), "--no-plots"])
     assert chosen.exit_code == 0, explain(chosen)

@@ -77,14 +77,15 @@ def bars_figure(
         metric = metrics[index]
         part = table[table["metric"] == metric].set_index("group").reindex(groups)
         means = part["mean"].to_numpy(dtype=np.float64)
-        half = part["half_width"].to_numpy(dtype=np.float64)
+        # the interval's own ends: asymmetric for bounded metrics, so whiskers stay in range
+        lows, highs = part["ci_low"].to_numpy(dtype=np.float64), part["ci_high"].to_numpy(dtype=np.float64)
         shown = np.where(np.isfinite(means), means, 0.0)
         colors = [f"C{i % 10}" for i in range(len(groups))]
         ax.bar(x, shown, color=colors, alpha=0.55, width=0.7)
-        whiskers = np.where(np.isfinite(half), half, 0.0)
-        has = np.isfinite(half) & np.isfinite(means)
+        has = np.isfinite(lows) & np.isfinite(highs) & np.isfinite(means)
         if has.any():
-            ax.errorbar(x[has], means[has], yerr=whiskers[has], fmt="none", ecolor="0.15", elinewidth=1.2, capsize=4)
+            whiskers = np.vstack([means[has] - lows[has], highs[has] - means[has]])
+            ax.errorbar(x[has], means[has], yerr=whiskers, fmt="none", ecolor="0.15", elinewidth=1.2, capsize=4)
         if runs is not None and metric in runs.columns:
             for position, group in enumerate(groups):
                 values = pd.to_numeric(runs.loc[runs["group"] == group, metric], errors="coerce").to_numpy(dtype=np.float64)

@@ -32,6 +32,7 @@ from scipy.stats import t as student
 
 from simulator.files import atomic_write_bytes
 from simulator.metrics.collect import gini
+from simulator.metrics.intervals import bounded_interval
 from simulator.metrics.panels import creator_totals, last_tick, vectors
 from simulator.metrics.table import BY_NAME
 
@@ -233,7 +234,8 @@ def band_frame(
 
     `frame` is long: one row per run and tick (e.g. a sweep's combined table), any number of runs
     per group. Returns columns `[by,] x, mean, low, high, runs`. `band` is `ci` (the `level`
-    Student t interval of the mean, mean ± t·s/√n with n − 1 degrees of freedom), `minmax`, `sd` (mean ± one standard deviation),
+    interval of the mean, mean ± t·s/√n with n − 1 degrees of freedom, built on the logit or log
+    scale for a column the metric table bounds so it stays in range: `simulator.metrics.intervals`), `minmax`, `sd` (mean ± one standard deviation),
     `iqr` (for skewed values: `mean` holds the median and the band is the 25–75% range) or `none`;
     with one run the band is the line itself.
     """
@@ -252,8 +254,8 @@ def band_frame(
     if band == "ci":
 
         quantile = np.where(n > 1, student.ppf((1 + level) / 2, np.maximum(n - 1, 1)), 0.0)
-        half = quantile * sd / np.sqrt(np.maximum(n, 1))
-        low, high = mean - half, mean + half
+        bounds = BY_NAME[column].bounds if column in BY_NAME else (None, None)
+        low, high = bounded_interval(mean, sd / np.sqrt(np.maximum(n, 1)), quantile, bounds)
     elif band == "sd":
         low, high = mean - sd, mean + sd
     elif band in ("minmax", "iqr"):
