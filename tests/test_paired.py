@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,3 +230,11 @@ def test_compare_refuses_copies_of_one_run(tmp_path):
     assert set(table["n"]) == {1}
     # the recording-only name does not split groups, the temperature does
     assert sorted(table["group"].unique()) == ["temperature=0.3", "temperature=1"]
+
+
+def test_the_dev_extra_brings_what_the_notebook_docs_run():
+    root = Path(__file__).resolve().parents[1]
+    dev = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    names = {re.split(r"[<>=\[ ]", requirement, maxsplit=1)[0] for requirement in dev}
+    assert "jupyter nbconvert" in (root / "docs" / "notebooks.md").read_text()
+    assert "nbconvert" in names
