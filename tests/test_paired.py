@@ -4,7 +4,9 @@ analysis, honest intervals for bounded metrics, the duplicate guard, designs bey
 from __future__ import annotations
 
 import copy
+import json
 import math
+import subprocess
 import re
 import tomllib
 from pathlib import Path
@@ -23,7 +25,9 @@ from simulator.cli.main import app
 from simulator.figures.plots import band_frame
 from simulator.market.populations import spawn_streams
 from simulator.model import AttentionMarket
-from simulator.runs.sweep import derive_seed, plan
+from simulator.metrics.table import METRIC_COLUMNS
+from simulator.runs.rundir import source_revision
+from simulator.runs.sweep import derive_seed, load_sweep, plan, run_sweep
 from simulator.scenario.schema import load_scenario
 from conftest import TINY_YAML
 
@@ -238,3 +242,46 @@ def test_the_dev_extra_brings_what_the_notebook_docs_run():
     names = {re.split(r"[<>=\[ ]", requirement, maxsplit=1)[0] for requirement in dev}
     assert "jupyter nbconvert" in (root / "docs" / "notebooks.md").read_text()
     assert "nbconvert" in names
+
+
+# --- outputs people analyse ----------------------------------------------------------------------
+
+
+def test_sweep_outputs_carry_seeds_a_runs_table_and_a_long_form(tmp_path):
+    data = copy.deepcopy(PAYOUT_ARMS)
+    data["ticks"] = 3
+    result = run_sweep(load_scenario(data), out=tmp_path / "sweep", workers=1)
+    assert result.ok, result.manifest
+    frame = load_sweep(tmp_path / "sweep")
+    by_run = {run["run_id"]: run["seed"] for run in result.manifest["runs"]}
+    assert (frame["seed"] == frame["run_id"].map(by_run)).all() and frame["replication"].notna().all()
+    runs = pd.read_parquet(tmp_path / "sweep" / "runs.parquet")
+    assert list(runs["run_id"]) == sorted(by_run) and list(runs.columns[:4]) == ["run_id", "circulation.creator_payout.rule", "replication", "seed"]
+    for row in runs.to_dict("records"):
+        summary = json.loads((tmp_path / "sweep" / "runs" / row["run_id"] / "summary.json").read_text())
+        assert row["seed"] == by_run[row["run_id"]]
+        assert row["creator_income_gini"] == pytest.approx(summary["creator_income_gini"], nan_ok=True)
+        assert row["consumptions_total"] == summary["consumptions_total"]
+    long = load_sweep(tmp_path / "sweep", long=True)
+    assert list(long.columns) == ["run_id", "circulation.creator_payout.rule", "replication", "seed", "tick", "metric", "value"]
+    assert len(long) == len(frame) * (len(METRIC_COLUMNS) - 1)
+    one = long[(long["run_id"] == "g000-r00") & (long["tick"] == 2) & (long["metric"] == "consumptions")]["value"].item()
+    assert one == frame[(frame["run_id"] == "g000-r00") & (frame["tick"] == 2)]["consumptions"].item()
+    # the manifests record what changes numbers, and the checkout the run came from
+    for manifest in (result.manifest, json.loads((tmp_path / "sweep" / "runs" / "g000-r00" / "manifest.json").read_text())):
+        assert {"numba", "scipy", "numpy", "pandas", "pyarrow", "mesa"} <= set(manifest["versions"])
+        assert manifest["source"] == source_revision()
+    assert result.manifest["seeding"] == "common"
+    assert source_revision(tmp_path) is None  # not a checkout
+
+
+def test_source_revision_names_the_commit_and_whether_it_is_dirty(tmp_path):
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f.txt").write_text("a")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "f.txt"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-qm", "one"], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert source_revision(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "f.txt").write_text("b")
+    assert source_revision(tmp_path) == {"commit": head, "dirty": True}

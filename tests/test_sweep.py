@@ -135,8 +135,8 @@ def test_the_reference_sweep_directory(reference):
     frame = load_sweep(reference)
     manifest = frame.attrs["manifest"]
     assert manifest["status"] == "complete" and manifest["counts"] == {"complete": 8}
-    assert list(frame.columns[:4]) == ["run_id", "allocation.temperature", "circulation.creator_payout.rule", "replication"]
-    assert list(frame.columns[4:]) == list(METRIC_COLUMNS)
+    assert list(frame.columns[:5]) == ["run_id", "allocation.temperature", "circulation.creator_payout.rule", "replication", "seed"]
+    assert list(frame.columns[5:]) == list(METRIC_COLUMNS)
     assert len(frame) == 8 * 5
     order = frame[["run_id", "tick"]].apply(tuple, axis=1).tolist()
     assert order == sorted(order)

@@ -9,9 +9,11 @@ A sweep directory holds
 
 - `sweep.json`: the sweep manifest: the resolved scenario (with its `sweep:` block), its
   fingerprint, the grid, and every run with its grid point, replication, derived seed and status;
-- `sweep.parquet`: the metrics of every complete run, with `run_id`, one column per grid key and
-  `replication` in front, sorted by run id then tick (the same sweep gives the same bytes, whatever
-  the backend, the number of workers or the order in which runs finished);
+- `sweep.parquet`: the metrics of every complete run, with `run_id`, one column per grid key,
+  `replication` and `seed` in front, sorted by run id then tick (the same sweep gives the same
+  bytes, whatever the backend, the number of workers or the order in which runs finished);
+- `runs.parquet`: one row per complete run: `run_id`, the grid keys, `replication`, `seed`, then
+  every summary figure of the run (its `summary.json`), in run id order;
 - `runs/<run-id>/`: one run directory per run, written by the same `RunWriter` as `attnsim run`
   (`manifest.json` with a `sweep` entry, `metrics.parquet`, `summary.json`, and `plots/` if asked).
 
@@ -70,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.runs import checkpoint, rundir
+from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
 from simulator.runs.driver import run as run_scenario
 from simulator.scenario.schema import Scenario, ScenarioError, SweepConfig, load_scenario
@@ -80,6 +83,7 @@ import pyarrow.parquet as pq
 SWEEP_FORMAT = "attnsim-sweep/1"
 SWEEP_MANIFEST = "sweep.json"
 SWEEP_TABLE = "sweep.parquet"
+RUNS_TABLE = "runs.parquet"
 RUNS_DIR = "runs"
 BACKENDS = ("local", "dask")
 
@@ -430,11 +434,12 @@ def _column_type(values: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
 
 
 def sweep_schema(grid: Mapping[str, Sequence[Any]]) -> Any:
-    """The Arrow schema of sweep.parquet: run_id, the grid keys, replication, the metric columns."""
+    """The Arrow schema of sweep.parquet: run_id, the grid keys, replication, seed, the metric columns."""
 
     fields = [pa.field("run_id", pa.string())]
     fields += [pa.field(key, _column_type(values)[0]) for key, values in grid.items()]
     fields.append(pa.field("replication", pa.int64()))
+    fields.append(pa.field("seed", pa.int64()))
     fields += [pa.field(column, pa.float64() if column in FLOAT_COLUMNS else pa.int64()) for column in METRIC_COLUMNS]
     return pa.schema(fields)
 
@@ -472,6 +477,7 @@ def write_sweep_table(
                 for key in grid:
                     arrays.append(pa.array([converters[key](spec.point.get(key))] * n, schema.field(key).type))
                 arrays.append(pa.array(np.full(n, spec.replication, dtype=np.int64)))
+                arrays.append(pa.array(np.full(n, spec.seed, dtype=np.int64)))
                 for column in METRIC_COLUMNS:
                     arrays.append(pa.array(frame[column].to_numpy(), schema.field(column).type))
                 pending.append(pa.Table.from_arrays(arrays, schema=schema))
@@ -494,17 +500,37 @@ def write_sweep_table(
     return rows
 
 
-def load_sweep(directory: str | Path) -> pd.DataFrame:
+def write_runs_table(path: Path, grid: Mapping[str, Sequence[Any]], runs: Iterable[tuple[RunSpec, pd.DataFrame]]) -> int:
+    """Write runs.parquet atomically: one row per run (in run id order) with its run id, grid
+    point, replication, seed and every summary figure (`summarize`, as in its summary.json)."""
+    rows = []
+    for spec, metrics in sorted(runs, key=lambda item: item[0].run_id):
+        fraction = float(spec.scenario.get("metrics", {}).get("summary_fraction", 0.2))
+        summary = summarize(rundir.normalize_metrics(metrics), fraction)
+        rows.append({"run_id": spec.run_id, **{key: spec.point.get(key) for key in grid}, "replication": spec.replication, "seed": spec.seed, **summary})
+    frame = pd.DataFrame(rows, columns=["run_id", *grid, "replication", "seed"] if not rows else None)
+    rundir.atomic_write_bytes(path, frame.to_parquet(index=False))
+    return len(rows)
+
+
+def load_sweep(directory: str | Path, *, long: bool = False) -> pd.DataFrame:
     """sweep.parquet of a sweep directory, with sweep.json attached as `attrs["manifest"]`.
 
     One row per tick of every complete run: `run_id`, one column per grid key (named by its dotted
-    key), `replication`, then the metric columns; sorted by run id then tick.
+    key), `replication`, `seed`, then the metric columns; sorted by run id then tick. With
+    `long=True`, one row per run, tick and metric (`run_id`, the grid keys, `replication`, `seed`,
+    `tick`, `metric`, `value`), the shape seaborn and plotnine take
+    (`sns.relplot(data=frame, x="tick", y="value", col="metric", hue=key, kind="line")`).
     """
     directory = Path(directory)
     table_path = directory / SWEEP_TABLE
     if not table_path.is_file():
         raise FileNotFoundError(f"{directory} is not a sweep directory (it has no {SWEEP_TABLE})")
     frame = pd.read_parquet(table_path)
+    if long:
+        identity = [column for column in frame.columns if column not in METRIC_COLUMNS or column == "tick"]
+        frame = frame.melt(id_vars=identity, value_vars=[c for c in METRIC_COLUMNS if c != "tick" and c in frame.columns], var_name="metric", value_name="value")
+        frame = frame.sort_values(["run_id", "tick"], kind="stable").reset_index(drop=True)
     manifest_path = directory / SWEEP_MANIFEST
     frame.attrs["manifest"] = rundir.read_json(manifest_path) if manifest_path.is_file() else None
     return frame
@@ -839,6 +865,7 @@ def _run_sweep(
         complete.append((by_id[spec.run_id], metrics))
     grid = dict(config.sweep.grid) if config.sweep is not None else {}
     write_sweep_table(directory / SWEEP_TABLE, grid, complete)
+    write_runs_table(directory / RUNS_TABLE, grid, complete)
 
     failed = [spec.run_id for spec in specs if records[spec.run_id]["status"] != rundir.COMPLETE]
     if interrupted is not None:
@@ -920,6 +947,7 @@ def _sweep_manifest(
             + ")[:8] as little-endian int, replication)).generate_state(1, uint64) >> 1"
         ),
         "versions": rundir.package_versions(),
+        "source": rundir.source_revision(),
         "platform": platform.platform(),
         "scenario": config.model_dump(mode="json"),
         "runs": [
