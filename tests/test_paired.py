@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import simulator
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import t as student
@@ -28,7 +29,7 @@ from simulator.model import AttentionMarket
 from simulator.metrics.table import METRIC_COLUMNS
 from simulator.runs.rundir import source_revision
 from simulator.runs.sweep import derive_seed, load_sweep, plan, run_sweep
-from simulator.scenario.schema import load_scenario
+from simulator.scenario.schema import ScenarioError, load_scenario
 from conftest import TINY_YAML
 
 PAYOUT_ARMS: dict[str, Any] = {
@@ -234,6 +235,13 @@ def test_compare_refuses_copies_of_one_run(tmp_path):
     assert set(table["n"]) == {1}
     # the recording-only name does not split groups, the temperature does
     assert sorted(table["group"].unique()) == ["temperature=0.3", "temperature=1"]
+    # a directory of run directories says what it skipped
+    (tmp_path / "runs" / "nested-sweep").mkdir()
+    (tmp_path / "runs" / "nested-sweep" / "sweep.parquet").write_bytes(b"")
+    (tmp_path / "runs" / "notes").mkdir()
+    whole = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--no-plots", "--allow-duplicates", "--out", str(tmp_path / "cmp2")])
+    assert whole.exit_code == 0, whole.output
+    assert "nested-sweep: skipped (a sweep directory" in whole.stderr and "notes: skipped (not a run directory)" in whole.stderr
 
 
 def test_the_dev_extra_brings_what_the_notebook_docs_run():
@@ -285,3 +293,62 @@ def test_source_revision_names_the_commit_and_whether_it_is_dirty(tmp_path):
     assert source_revision(tmp_path) == {"commit": head, "dirty": False}
     (tmp_path / "f.txt").write_text("b")
     assert source_revision(tmp_path) == {"commit": head, "dirty": True}
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_version_show_and_metrics(tmp_path):
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.strip() == f"attnsim (attention-market) {simulator.__version__}"
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    shown = runner.invoke(app, ["show", str(scenario), "--set", "allocation.temperature=0.5", "--seed", "9"])
+    assert shown.exit_code == 0, shown.output
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(shown.stdout)
+    expected = load_scenario(scenario, {"allocation.temperature": 0.5, "seed": 9})
+    assert load_scenario(resolved) == expected
+    bad = runner.invoke(app, ["show", str(scenario), "--set", "tiks=3"])
+    assert bad.exit_code == 2 and "--set:1:1: tiks: unknown key; did you mean 'ticks'?" in bad.stderr
+    listed = runner.invoke(app, ["metrics"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0
+    for metric in METRIC_COLUMNS:
+        assert metric in listed.stdout
+    assert "logit" in listed.stdout and "student t" in listed.stdout
+
+
+def test_set_problems_are_located_at_their_option_with_the_full_key(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    result = CliRunner().invoke(
+        app,
+        ["validate", str(scenario), "--set", "creators.count=5", "--set", "allocaton.rule=top_k",
+         "--set", "allocation.temprature=2", "--set", "allocation.rule=top_kk"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert "--set:1:1: creators.count: unknown key (allowed keys are listed in docs/scenario.md)" in lines
+    assert "--set:2:1: allocaton.rule: unknown key; did you mean 'allocation'?" in lines
+    assert "--set:3:1: allocation.temprature: unknown key; did you mean 'temperature'?" in lines
+    assert any(line.startswith("--set:4:1: allocation.rule: unknown name 'top_kk'; did you mean 'top_k'?") for line in lines)
+    assert not any(str(scenario) in line for line in lines)
+
+
+def test_python_overrides_are_labelled_as_overrides(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(scenario, overrides={"allocation.temprature": 1.0, "population.users.count": 0})
+    text = str(caught.value)
+    assert "overrides['allocation.temprature']:1:1: allocation.temprature: unknown key; did you mean 'temperature'?" in text
+    assert "overrides['population.users.count']:1:1: population.users.count:" in text and "--set" not in text
+
+
+def test_run_says_it_ignores_a_sweep_block(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=2) + "sweep: {grid: {allocation.temperature: [0.5, 2.0]}}\n")
+    result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "has a sweep: block" in result.stderr and "attnsim sweep" in result.stderr
