@@ -23,6 +23,9 @@ from typer.testing import CliRunner
 
 from simulator.analysis.comparison import CompareError, compare_runs, is_paired, mean_interval, metric_bounds, resolve_reference
 from simulator.cli.main import app
+from matplotlib.colors import to_hex
+
+from simulator.figures.compare import bars_figure, group_colors, timeseries_figure
 from simulator.figures.plots import band_frame
 from simulator.market.populations import spawn_streams
 from simulator.model import AttentionMarket
@@ -352,3 +355,23 @@ def test_run_says_it_ignores_a_sweep_block(tmp_path):
     result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "has a sweep: block" in result.stderr and "attnsim sweep" in result.stderr
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def test_every_figure_of_a_comparison_colours_a_group_alike_with_one_legend_outside():
+    groups = ["rule=zeta", "rule=alpha", "rule=mid"]  # grid order is not alphabetical order
+    table = pd.DataFrame(
+        [{"group": g, "metric": "creator_income_gini", "n": 2, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "half_width": 0.1} for g in groups]
+    )
+    ticks = pd.DataFrame([{"group": g, "run_id": f"{g}-{r}", "tick": t, "creator_income_gini": 0.5} for g in groups for r in range(2) for t in (1, 2)])
+    colors = group_colors(groups)
+    bars = bars_figure(table, ["creator_income_gini"], colors=colors)
+    series = timeseries_figure(ticks, ["creator_income_gini"], colors=colors)
+    bar_colors = {str(label.get_text()): to_hex(patch.get_facecolor()) for label, patch in zip(bars.axes[0].get_xticklabels(), bars.axes[0].patches)}
+    line_colors = {line.get_label(): to_hex(line.get_color()) for line in series.axes[0].get_lines()}
+    assert bar_colors == line_colors == {g: to_hex(c) for g, c in colors.items()}
+    for figure in (bars, series):
+        assert len(figure.legends) == 1 and all(ax.get_legend() is None for ax in figure.axes)
+        assert [text.get_text() for text in figure.legends[0].get_texts()] == groups

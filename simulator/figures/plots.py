@@ -280,10 +280,13 @@ def replication_bands(
     level: float = 0.95,
     ax: Axes | None = None,
     title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+    legend: bool = True,
 ) -> Axes:
     """Time series of `column` with replication bands: the mean line across runs and a shaded band
     (`ci` at `level`, `minmax`, `sd`, `iqr` (median line) or `none`; see `band_frame`), one line per value
-    of `by` (e.g. a sweep's rule column).
+    of `by` (e.g. a sweep's rule column). `colors` maps each value of `by` to its colour (so several
+    figures agree); `legend=False` leaves the legend to the caller (one per figure).
 
     `frame` is long, one row per run and tick, such as a sweep's combined table or
     `pd.concat` of several runs' metrics with a label column.
@@ -294,7 +297,8 @@ def replication_bands(
     runs_seen = set()
     for key, rows in groups:
         label = "mean" if key is None else str(key)
-        (line,) = ax.plot(rows[x], rows["mean"], label=label, linewidth=1.5)
+        color = colors.get(label) if colors is not None else None
+        (line,) = ax.plot(rows[x], rows["mean"], label=label, linewidth=1.5, color=color)
         if band != "none":
             ax.fill_between(rows[x], rows["low"], rows["high"], color=line.get_color(), alpha=0.2, linewidth=0)
         runs_seen.update(int(k) for k in rows["runs"].unique())
@@ -306,7 +310,7 @@ def replication_bands(
     _finish_axes(ax, heading, metric_label(x), unit)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
-    if len(groups) > 1 or by is not None:
+    if legend and (len(groups) > 1 or by is not None):
         ax.legend(fontsize=7, loc="best", frameon=False, title=by, title_fontsize=7)
     return ax
 
