@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from scipy.stats import t as student
 from typer.testing import CliRunner
 
-from simulator.analysis.comparison import CompareError, compare_runs, is_paired, mean_interval, metric_bounds, resolve_reference
+from simulator.analysis.comparison import CompareError, compare_runs, is_paired, mean_interval, metric_bounds, resolve_reference, sensitivity
 from simulator.cli.main import app
 from matplotlib.colors import to_hex
 
@@ -375,3 +375,63 @@ def test_every_figure_of_a_comparison_colours_a_group_alike_with_one_legend_outs
     for figure in (bars, series):
         assert len(figure.legends) == 1 and all(ax.get_legend() is None for ax in figure.axes)
         assert [text.get_text() for text in figure.legends[0].get_texts()] == groups
+
+
+# --- designs beyond grids ------------------------------------------------------------------------
+
+
+def _design(design: str, samples: int = 8) -> dict[str, Any]:
+    data = copy.deepcopy(PAYOUT_ARMS)
+    data["ticks"] = 3
+    data["sweep"] = {
+        "design": design,
+        "ranges": {"allocation.temperature": [0.5, 2.5], "circulation.platform_take_rate": [0.1, 0.4]},
+        "samples": samples,
+        "grid": {"circulation.creator_payout.rule": ["exposure", "equal"]},
+    }
+    return data
+
+
+@pytest.mark.parametrize("design", ["lhs", "sobol"])
+def test_space_filling_designs_cross_the_grid(design):
+    specs = plan(load_scenario(_design(design)))
+    assert len(specs) == 2 * 8
+    samples = [(spec.point["allocation.temperature"], spec.point["circulation.platform_take_rate"]) for spec in specs]
+    assert samples[:8] == samples[8:]  # every rule meets the same design points
+    temperatures = np.array([t for t, _ in samples[:8]])
+    assert ((0.5 <= temperatures) & (temperatures <= 2.5)).all()
+    assert all(spec.scenario["allocation"]["temperature"] == spec.point["allocation.temperature"] for spec in specs)
+    if design == "lhs":  # one sample in each of the 8 strata of each range
+        assert sorted(np.floor((temperatures - 0.5) / 2.0 * 8).astype(int)) == list(range(8))
+    assert plan(load_scenario(_design(design))) == specs  # drawn from the scenario's seed
+
+
+def test_design_needs_ranges_and_grid_refuses_them():
+    with pytest.raises(ScenarioError, match="needs ranges"):
+        load_scenario({"sweep": {"design": "lhs"}})
+    with pytest.raises(ScenarioError, match="ranges are for design lhs or sobol"):
+        load_scenario({"sweep": {"ranges": {"allocation.temperature": [0.5, 1.0]}}})
+    with pytest.raises(ScenarioError, match="low < high"):
+        load_scenario({"sweep": {"design": "lhs", "ranges": {"allocation.temperature": [1.0, 0.5]}}})
+
+
+def test_standardised_regression_coefficients_recover_a_linear_response():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(200, 2))
+    runs = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": 3.0 * x[:, 0] + 0.01 * rng.standard_normal(200)})
+    table = sensitivity(runs, ["a", "b"], ["y"]).set_index("factor")
+    assert table.loc["a", "src"] == pytest.approx(1.0, abs=0.01) and abs(table.loc["b", "src"]) < 0.02
+    assert table.loc["a", "r2"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_compare_writes_a_sensitivity_table_for_an_lhs_sweep(tmp_path):
+    data = _design("lhs", samples=4)
+    data["sweep"]["grid"] = {}
+    result = run_sweep(load_scenario(data), out=tmp_path / "lhs", workers=1)
+    assert result.ok and result.manifest["design"] == "lhs"
+    frame = load_sweep(tmp_path / "lhs")
+    assert {"allocation.temperature", "circulation.platform_take_rate", "seed"} <= set(frame.columns)
+    compared = CliRunner().invoke(app, ["compare", str(tmp_path / "lhs"), "--no-plots", "--metric", "user_utility_mean"])
+    assert compared.exit_code == 0, compared.output
+    table = pd.read_csv(tmp_path / "lhs" / "compare" / "sensitivity.csv")
+    assert set(table["factor"]) == {"allocation.temperature", "circulation.platform_take_rate"} and (table["n"] == 4).all()

@@ -228,6 +228,7 @@ class Comparison:
     sources: list[str]
     notes: list[str] = field(default_factory=list)
     differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # each group − the reference
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)  # lhs / sobol designs: `sensitivity`
     paired: bool = False  # the groups' runs pair up by seed (common random numbers)
     reference: str | None = None
 
@@ -675,6 +676,43 @@ def compare_runs(
     return table, pairs_frame, differences
 
 
+def sensitivity(runs: pd.DataFrame, factors: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Standardised regression coefficients of each metric on the design's continuous factors
+    (one row per metric and factor: `metric`, `factor`, `src`, `r2`, `n`): the change in the
+    metric, in its standard deviations, per standard deviation of the factor, from one least-squares
+    fit of every run; `r2` says how much of the metric the linear fit explains (SRC² sums to about
+    r2 for a space-filling design). Written by hand: a single least-squares fit (numpy)."""
+    rows = []
+    for metric in metrics:
+        frame = runs[[*factors, metric]].apply(pd.to_numeric, errors="coerce").dropna()
+        n = len(frame)
+        if n <= len(factors) + 1:
+            continue
+        x, y = frame[list(factors)].to_numpy(dtype=np.float64), frame[metric].to_numpy(dtype=np.float64)
+        x_sd, y_sd = x.std(axis=0, ddof=1), y.std(ddof=1)
+        if y_sd == 0 or (x_sd == 0).any():
+            continue
+        design = np.column_stack([np.ones(n), (x - x.mean(axis=0)) / x_sd])
+        coefficients, *_ = np.linalg.lstsq(design, (y - y.mean()) / y_sd, rcond=None)
+        fitted = design @ coefficients
+        r2 = 1 - float(np.sum(((y - y.mean()) / y_sd - fitted) ** 2)) / (n - 1)
+        for factor, src in zip(factors, coefficients[1:]):
+            rows.append({"metric": metric, "factor": factor, "src": float(src), "r2": r2, "n": n})
+    return pd.DataFrame(rows, columns=["metric", "factor", "src", "r2", "n"])
+
+
+def _design_factors(dirs: Sequence[str | Path]) -> list[str]:
+    """The continuous factors (`sweep.ranges` keys) of the lhs / sobol sweeps among `dirs`."""
+    factors: list[str] = []
+    for entry in dirs:
+        manifest_path = Path(entry) / "sweep.json"
+        if _is_sweep(Path(entry)) and manifest_path.is_file():
+            for key in rundir.read_json(manifest_path).get("ranges") or {}:
+                if key not in factors:
+                    factors.append(key)
+    return factors
+
+
 def resolve_reference(text: str | None, groups: Sequence[str], points: Mapping[str, Mapping[str, Any]]) -> str | None:
     """The group `--reference TEXT` names: a group label, `key=value`, or a grid value alone
     (`equal` for `rule=equal`); None for the default (the first group)."""
@@ -728,9 +766,11 @@ def comparison(
     replications = runs.groupby("group", sort=False).size()
     if (replications < 2).any():
         notes.append("groups with a single run have no interval and are not tested")
+    factors = [factor for factor in _design_factors(dirs) if factor in runs.columns]
     return Comparison(
         table, pairs, runs, ticks, groups, keys, chosen, level, sources, notes,
         differences=differences, paired=bool(table.attrs["paired"]), reference=table.attrs["reference"],
+        sensitivity=sensitivity(runs, factors, chosen) if factors else pd.DataFrame(),
     )  # fmt: skip
 
 
@@ -855,6 +895,10 @@ def write_comparison(result: Comparison, out: str | Path, *, plots: bool = True)
     path = out / "pairs.csv"
     rundir.atomic_write_bytes(path, result.pairs.to_csv(index=False).encode("utf-8"))
     written.append(path)
+    if not result.sensitivity.empty:
+        path = out / "sensitivity.csv"
+        rundir.atomic_write_bytes(path, result.sensitivity.to_csv(index=False).encode("utf-8"))
+        written.append(path)
     path = out / "compare.md"
     rundir.atomic_write_bytes(path, markdown(result).encode("utf-8"))
     written.append(path)

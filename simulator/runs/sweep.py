@@ -79,6 +79,7 @@ from simulator.scenario.schema import Scenario, ScenarioError, SweepConfig, load
 from simulator.scenario.schema import parse_override_value
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.stats import qmc
 
 SWEEP_FORMAT = "attnsim-sweep/1"
 SWEEP_MANIFEST = "sweep.json"
@@ -120,13 +121,40 @@ def fingerprint(scenario: Scenario) -> str:
     return hashlib.sha256(canonical_json(scenario.model_dump(mode="json")).encode()).hexdigest()
 
 
-def grid_points(sweep: SweepConfig | None) -> list[dict[str, Any]]:
-    """The grid's points in order: the Cartesian product of the axes as written, last axis fastest.
+def grid_points(sweep: SweepConfig | None, seed: int = 0) -> list[dict[str, Any]]:
+    """The sweep's points in order: the Cartesian product of the grid's axes as written, last axis
+    fastest; for `design: lhs | sobol` each grid point crossed with `samples` design points over
+    `ranges` (scipy.stats.qmc, drawn from `seed`, in the order drawn).
 
     No sweep, or an empty grid, is a single point with no keys."""
     grid = sweep.grid if sweep is not None else {}
     keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    if sweep is None or sweep.design == "grid":
+        return points
+    return [{**point, **sample} for point in points for sample in design_samples(sweep, seed)]
+
+
+def table_axes(config: Scenario, specs: Sequence[RunSpec]) -> dict[str, list[Any]]:
+    """The key columns of sweep.parquet and runs.parquet: the grid's axes, then the ranges' keys
+    with the values the design drew."""
+    axes: dict[str, list[Any]] = dict(config.sweep.grid) if config.sweep is not None else {}
+    for key in config.sweep.ranges if config.sweep is not None else ():
+        axes[key] = [spec.point[key] for spec in specs]
+    return axes
+
+
+def design_samples(sweep: SweepConfig, seed: int) -> list[dict[str, float]]:
+    """The `lhs` or `sobol` design: `samples` points of the `ranges`, each value rounded to 12
+    significant digits so it reads back the same from JSON and a command line."""
+    keys = list(sweep.ranges)
+    if sweep.design == "lhs":
+        engine: qmc.QMCEngine = qmc.LatinHypercube(d=len(keys), seed=np.random.default_rng(seed))
+    else:
+        engine = qmc.Sobol(d=len(keys), scramble=True, seed=np.random.default_rng(seed))
+    unit = engine.random(sweep.samples)
+    scaled = qmc.scale(unit, [sweep.ranges[key][0] for key in keys], [sweep.ranges[key][1] for key in keys])
+    return [{key: float(f"{value:.12g}") for key, value in zip(keys, row)} for row in scaled]
 
 
 def derive_seed(base_seed: int, point: Mapping[str, Any], replication: int) -> int:
@@ -188,7 +216,7 @@ class RunSpec:
 def plan(scenario: Scenario, *, source: str = "<scenario>") -> list[RunSpec]:
     """Every run of the sweep, in run id order; SweepError lists every grid point that is invalid."""
     sweep = scenario.sweep or SweepConfig()
-    points = grid_points(sweep)
+    points = grid_points(sweep, scenario.seed)
     replications = sweep.replications
     base = scenario.model_dump(mode="json")
     base["sweep"] = None
@@ -863,7 +891,7 @@ def _run_sweep(
                 records[spec.run_id].update(status=rundir.FAILED, error=f"metrics.parquet unreadable: {type(exc).__name__}: {exc}")
                 continue
         complete.append((by_id[spec.run_id], metrics))
-    grid = dict(config.sweep.grid) if config.sweep is not None else {}
+    grid = table_axes(config, specs)
     write_sweep_table(directory / SWEEP_TABLE, grid, complete)
     write_runs_table(directory / RUNS_TABLE, grid, complete)
 
@@ -926,9 +954,11 @@ def _sweep_manifest(
         "status": status,
         "seed": config.seed,
         "grid": dict(sweep.grid),
-        "grid_keys": list(sweep.grid),
+        "grid_keys": [*sweep.grid, *sweep.ranges],
         "replications": sweep.replications,
-        "points": len(grid_points(sweep)),
+        "points": len(grid_points(sweep, config.seed)),
+        "design": sweep.design,
+        "ranges": dict(sweep.ranges),
         "runs_total": len(specs),
         "counts": dict(sorted(counts.items())),
         "started_at": rundir.timestamp(started),

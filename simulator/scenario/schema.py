@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 ALLOCATION_RULES = ("attention_softmax", "top_k", "popularity", "random", "oracle", "learned", "shapley")
@@ -401,6 +402,25 @@ class SweepConfig(Strict):
     """Runs per grid point, each with its own derived seed."""
     seeding: Literal["common", "independent"] = "common"
     """`common` (common random numbers): replication r of every grid point runs from the same seed, so arms share users, creators, goods and shocks and are compared in pairs; `independent`: every point and replication gets its own seed."""
+    design: Literal["grid", "lhs", "sobol"] = "grid"
+    """`grid`: the Cartesian product of `grid`; `lhs` (Latin hypercube) or `sobol` (scrambled Sobol sequence, scipy.stats.qmc): `samples` points spread over `ranges`, each crossed with the grid's points; `attnsim compare` then writes a sensitivity table."""
+    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(default_factory=dict)
+    """For `lhs` and `sobol`: continuous dotted scenario keys mapped to `[low, high]`."""
+    samples: int = Field(16, ge=2, le=100_000)
+    """For `lhs` and `sobol`: design points drawn over `ranges` (a power of 2 suits `sobol`)."""
+
+    @model_validator(mode="after")
+    def _design_has_ranges(self) -> SweepConfig:
+        if self.design == "grid" and self.ranges:
+            raise ValueError("ranges are for design lhs or sobol; design grid takes values in grid")
+        if self.design != "grid" and not self.ranges:
+            raise ValueError(f"design {self.design} needs ranges: dotted keys mapped to [low, high]")
+        for key, (low, high) in self.ranges.items():
+            if not low < high:
+                raise ValueError(f"range of {key!r} must have low < high (got [{low}, {high}])")
+            if key in self.grid:
+                raise ValueError(f"{key!r} is both a grid axis and a range")
+        return self
 
     @field_validator("grid")
     @classmethod
