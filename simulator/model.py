@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.market.outcomes import TickOutcome
-from simulator.market.populations import initial_state
+from simulator.market.populations import initial_state, spawn_streams
 from simulator.market.state import MarketState
 from simulator.metrics.collect import collect
 
@@ -39,18 +39,22 @@ from simulator.stages.fraud import consume_with_bots, work_farms
 
 
 def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.random.Generator) -> TickOutcome:
-    """Run one tick's four stages on `market` in place; the only place that orders them."""
+    """Run one tick's four stages on `market` in place; the only place that orders them.
+
+    Each stage draws from its own stream of this tick (`spawn_streams`), so arms of a sweep that
+    share a seed share every draw their rules do not change (common random numbers)."""
     market.tick += 1
-    arrivals = acquire(market, rules.bidding, scenario, rng)
-    allocation = allocate(market, arrivals, rules.allocation, scenario, rng)
+    acquisition_rng, allocation_rng, consumption_rng, circulation_rng, adaptation_rng, fraud_rng = spawn_streams(rng, 6)
+    arrivals = acquire(market, rules.bidding, scenario, acquisition_rng)
+    allocation = allocate(market, arrivals, rules.allocation, scenario, allocation_rng)
     # Engagement farms put their orders into bots' feeds (simulator/stages/fraud.py); bots act as bots.
-    farms = work_farms(market, arrivals, allocation, scenario, rng)
+    farms = work_farms(market, arrivals, allocation, scenario, fraud_rng)
     if farms is not None:
         allocation = farms.allocation
-    consumption = consume_with_bots(market, allocation, None if farms is None else farms.farmed, scenario, rng)
+    consumption = consume_with_bots(market, allocation, None if farms is None else farms.farmed, scenario, consumption_rng)
     record_outcomes(market, rules.allocation, allocation, consumption, scenario)
-    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng, farms)
-    adapt(market, allocation, consumption, settlement, rules, scenario, rng)
+    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, circulation_rng, farms)
+    adapt(market, allocation, consumption, settlement, rules, scenario, adaptation_rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
 

@@ -186,16 +186,20 @@ def test_overrides_are_validated_and_located_at_their_option(tmp_path):
     path = write(tmp_path, "name: f\n")
     issues = issues_of(path, {"ticks": 5, "allocation.temperature": -1, "allocation.foo": 2})
     assert [(i.source, i.line, i.key) for i in issues] == [
-        ("--set", 2, "allocation.temperature"),
-        ("--set", 3, "allocation.foo"),
+        ("overrides['allocation.temperature']", 1, "allocation.temperature"),
+        ("overrides['allocation.foo']", 1, "allocation.foo"),
     ]
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path, {"ticks": 5, "allocation.temperature": -1, "allocation.foo": 2}, overrides_from="--set")
+    cli = caught.value.issues
+    assert [(i.source, i.line, i.key) for i in cli] == [("--set", 2, "allocation.temperature"), ("--set", 3, "allocation.foo")]
 
 
 def test_an_override_through_a_value_is_refused():
     (issue,) = issues_of(dict(TINY), {"ticks.x": 1})
-    assert issue.key == "ticks.x" and issue.source == "--set" and "value" in issue.message
+    assert issue.key == "ticks.x" and issue.source == "overrides['ticks.x']" and "value" in issue.message
     (issue,) = issues_of({}, {"allocation..temperature": 1})
-    assert issue.source == "--set"
+    assert issue.source == "overrides['allocation..temperature']"
 
 
 def test_with_overrides_returns_a_validated_copy():

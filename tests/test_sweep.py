@@ -83,7 +83,9 @@ def reference(tmp_path_factory) -> Path:
 
 
 def test_plan_expands_the_grid_with_seeds_from_point_and_replication():
-    scenario = load_scenario(copy.deepcopy(TINY_SWEEP))
+    independent = copy.deepcopy(TINY_SWEEP)
+    independent["sweep"]["seeding"] = "independent"
+    scenario = load_scenario(independent)
     specs = plan(scenario)
     assert [spec.run_id for spec in specs] == RUN_IDS
     assert [spec.point for spec in specs[::2]] == [
@@ -100,7 +102,7 @@ def test_plan_expands_the_grid_with_seeds_from_point_and_replication():
         assert spec.scenario["allocation"]["temperature"] == spec.point["allocation.temperature"]
         assert spec.scenario["circulation"]["creator_payout"]["rule"] == spec.point["circulation.creator_payout.rule"]
     # the seed follows the point's values, not its position: reorder the axes and their values
-    reordered = copy.deepcopy(TINY_SWEEP)
+    reordered = copy.deepcopy(independent)
     reordered["sweep"]["grid"] = {"circulation.creator_payout.rule": ["equal", "exposure"], "allocation.temperature": [2.0, 0.5]}
     again = {(s.point["allocation.temperature"], s.point["circulation.creator_payout.rule"], s.replication): s.seed for s in plan(load_scenario(reordered))}
     assert again == {(s.point["allocation.temperature"], s.point["circulation.creator_payout.rule"], s.replication): s.seed for s in specs}
@@ -133,8 +135,8 @@ def test_the_reference_sweep_directory(reference):
     frame = load_sweep(reference)
     manifest = frame.attrs["manifest"]
     assert manifest["status"] == "complete" and manifest["counts"] == {"complete": 8}
-    assert list(frame.columns[:4]) == ["run_id", "allocation.temperature", "circulation.creator_payout.rule", "replication"]
-    assert list(frame.columns[4:]) == list(METRIC_COLUMNS)
+    assert list(frame.columns[:5]) == ["run_id", "allocation.temperature", "circulation.creator_payout.rule", "replication", "seed"]
+    assert list(frame.columns[5:]) == list(METRIC_COLUMNS)
     assert len(frame) == 8 * 5
     order = frame[["run_id", "tick"]].apply(tuple, axis=1).tolist()
     assert order == sorted(order)
@@ -143,7 +145,7 @@ def test_the_reference_sweep_directory(reference):
         directory = reference / "runs" / run["run_id"]
         run_manifest = read_manifest(directory)
         assert run_manifest["status"] == "complete"
-        assert run_manifest["seed"] == run["seed"] == derive_seed(7, run["point"], run["replication"])
+        assert run_manifest["seed"] == run["seed"] == derive_seed(7, {}, run["replication"])  # common random numbers
         assert run_manifest["sweep"]["point"] == run["point"] and run_manifest["sweep"]["replication"] == run["replication"]
         assert (directory / "summary.json").is_file() and not (directory / "plots").exists()  # plots off by default
         # each run's metrics are exactly a plain `simulator.run` of its resolved scenario
@@ -409,13 +411,13 @@ def test_cli_sweep_then_compare(tmp_path):
     compared = runner.invoke(app, ["compare", str(out)], env={"COLUMNS": "200"})
     assert compared.exit_code == 0, explain(compared)
     assert "mean user utility" in compared.stdout and "temperature=0.5, rule=exposure" in compared.stdout
-    for name in ("compare.csv", "compare.md", "pairs.csv", "plots/summary.png", "plots/timeseries.png"):
+    for name in ("compare.csv", "differences.csv", "compare.md", "pairs.csv", "plots/summary.png", "plots/timeseries.png"):
         assert (out / "compare" / name).is_file(), name
     csv = pd.read_csv(out / "compare" / "compare.csv")
     assert {"group", "metric", "n", "mean", "ci_low", "ci_high", "letters"} <= set(csv.columns)
     assert (csv["n"] == 2).all() and csv["metric"].nunique() == 11
     markdown = (out / "compare" / "compare.md").read_text()
-    assert "Welch" in markdown and "Holm" in markdown and "| temperature=2, rule=equal | 2 |" in markdown
+    assert "paired t" in markdown and "Holm" in markdown and "| temperature=2, rule=equal | 2 |" in markdown
 
     chosen = runner.invoke(app, ["compare", str(out), "--metric", "creator_income_gini", "--level", "0.9", "--out", str(tmp_path / "cmp"), "--no-plots"])
     assert chosen.exit_code == 0, explain(chosen)

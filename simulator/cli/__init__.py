@@ -1,5 +1,7 @@
-"""The `attnsim` command line: `main` holds run, validate and resume; `sweep` adds sweep and compare; `rules` lists the rules."""
+"""The `attnsim` command line: `main` holds run, validate and resume; `sweep` adds sweep and compare;
+`inspect` adds --version, show and metrics; `rules` lists the rules."""
 
+from simulator.cli import inspect as _inspect_commands  # noqa: F401  (registers --version, `show` and `metrics`)
 from simulator.cli import rules as _rules_command  # noqa: F401  (registers `rules` on the app)
 from simulator.cli import sweep as _sweep_commands  # noqa: F401  (registers `sweep` and `compare` on the app)
 from simulator.cli.main import app, main

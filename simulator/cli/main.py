@@ -153,7 +153,7 @@ def resolve_scenario(path: str, sets: list[str] | None, seed: int | str | None =
 
     scenario = None
     try:
-        scenario = load_scenario(path, overrides=overrides)
+        scenario = load_scenario(path, overrides=overrides, overrides_from="--set")
     except ScenarioError as exc:
         order = list(overrides)
         for issue in exc.issues:
@@ -378,6 +378,13 @@ def run(
         raise _exit_bad_input(problems)
     config = resolved.scenario
     assert config is not None and out is not None
+    if config.sweep is not None:
+        err.print(
+            f"note: {scenario} has a sweep: block; `attnsim run` runs its base scenario once and ignores the block "
+            f"(`attnsim sweep {scenario}` runs the grid)",
+            markup=False,
+            soft_wrap=True,
+        )
     if not force:
         memory = _memory_problems(config, scenario, sets, ticks)
         if memory:

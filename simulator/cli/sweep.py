@@ -219,7 +219,7 @@ def sweep(
 def compare(
     dirs: Annotated[list[Path], typer.Argument(metavar="DIR...", help="Sweep directories, run directories, or directories of run directories.", show_default=False)],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", metavar="DIR", help="Where to write compare.csv, compare.md, pairs.csv and plots/; default FIRST_DIR/compare.", show_default=False)
+        Path | None, typer.Option("--out", "-o", metavar="DIR", help="Where to write compare.csv, differences.csv, compare.md, pairs.csv and plots/; default FIRST_DIR/compare.", show_default=False)
     ] = None,
     metrics: Annotated[
         list[str] | None, typer.Option("--metric", "-m", metavar="NAME", help="A summary metric to show (repeatable); default: the headline metrics.", show_default=False)
@@ -227,17 +227,23 @@ def compare(
     all_metrics: Annotated[bool, typer.Option("--all", help="Show every summary metric.")] = False,
     level: Annotated[float, typer.Option("--level", metavar="LEVEL", help="Confidence level of the intervals; tests use α = 1 − LEVEL.")] = 0.95,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw plots/summary.png and plots/timeseries.png.")] = True,
+    reference: Annotated[
+        str | None, typer.Option("--reference", metavar="GROUP", help="The group the others are compared with: a group label, KEY=VALUE or a grid value; default the first group.", show_default=False)
+    ] = None,
+    allow_duplicates: Annotated[
+        bool, typer.Option("--allow-duplicates", help="Keep one of each set of identical runs (same seed and scenario) in a group instead of refusing them.")
+    ] = False,
 ) -> None:
     """Compare groups of runs: each summary metric's mean and confidence interval across replications, per grid point (sweeps) or per differing scenario keys (run directories).
 
-    Prints the table, writes compare.csv, compare.md, pairs.csv and plots. Letters mark which groups differ beyond noise (Welch t-tests, Holm-corrected per metric). Exit 0 done, 2 bad input.
+    Prints the table and each group's difference from the reference group (paired t when the runs share seeds, as a sweep's common random numbers do; Welch otherwise), writes compare.csv, differences.csv, compare.md, pairs.csv and plots. Letters mark which groups differ beyond noise (Holm-corrected per metric). Exit 0 done, 2 bad input.
     """
 
     err = _stderr()
     if not 0 < level < 1:
         raise _exit_bad_input([f"--level:1:1: level: must be between 0 and 1, e.g. 0.95 (got {level})"])
     try:
-        result = comparison(dirs, metrics=metrics, all_metrics=all_metrics, level=level)
+        result = comparison(dirs, metrics=metrics, all_metrics=all_metrics, level=level, reference=reference, allow_duplicates=allow_duplicates)
     except CompareError as exc:
         raise _exit_bad_input(exc.lines) from None
     _stdout().print(rich_table(result))

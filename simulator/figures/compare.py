@@ -13,7 +13,7 @@ Like `simulator.plots`, everything uses matplotlib's object API on the Agg canva
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from simulator.figures.plots import (
@@ -35,6 +37,18 @@ from simulator.metrics.table import TIMESERIES, summary_label
 
 METRICS_PER_FIGURE = 12
 COLUMNS = 3
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, str]:
+    """One colour per group, by the group's place in the comparison: every figure of a comparison
+    takes its colours from here, so a group is the same colour in all of them."""
+    return {str(group): f"C{index % 10}" for index, group in enumerate(groups)}
+
+
+def _figure_legend(fig: Figure, colors: Mapping[str, str], *, kind: str) -> None:
+    """The figure's one legend, outside the panels (right of them)."""
+    handles = [Patch(color=color, alpha=0.55) if kind == "bar" else Line2D([], [], color=color, linewidth=1.5) for color in colors.values()]
+    fig.legend(handles, list(colors), loc="outside right upper", fontsize=8, frameon=False, title="group", title_fontsize=8)
 
 
 def _unit(metric: str) -> str:
@@ -55,14 +69,17 @@ def bars_figure(
     level: float | None = None,
     columns: int = COLUMNS,
     dpi: int = 100,
+    colors: Mapping[str, str] | None = None,
 ) -> Figure:
     """One subplot per metric: a bar per group at its mean, whiskers for the confidence interval
-    (none for n = 1) and, when `runs` (the per-run table) is given, a dot per run."""
+    (none for n = 1) and, when `runs` (the per-run table) is given, a dot per run; `colors` (group
+    -> colour, default `group_colors` of the table's groups) and one legend beside the panels."""
 
     level = table.attrs.get("level", 0.95) if level is None else level
     rows = max(1, math.ceil(len(metrics) / columns))
     cols = min(columns, max(1, len(metrics)))
     groups = list(dict.fromkeys(table["group"]))
+    colors = dict(colors) if colors is not None else group_colors(groups)
     longest = max((len(str(g)) for g in groups), default=1)
     rotate = len(groups) > 3 or longest > 12
     height = 3.0 + (min(longest, 40) * 0.07 if rotate else 0.0)
@@ -77,14 +94,14 @@ def bars_figure(
         metric = metrics[index]
         part = table[table["metric"] == metric].set_index("group").reindex(groups)
         means = part["mean"].to_numpy(dtype=np.float64)
-        half = part["half_width"].to_numpy(dtype=np.float64)
+        # the interval's own ends: asymmetric for bounded metrics, so whiskers stay in range
+        lows, highs = part["ci_low"].to_numpy(dtype=np.float64), part["ci_high"].to_numpy(dtype=np.float64)
         shown = np.where(np.isfinite(means), means, 0.0)
-        colors = [f"C{i % 10}" for i in range(len(groups))]
-        ax.bar(x, shown, color=colors, alpha=0.55, width=0.7)
-        whiskers = np.where(np.isfinite(half), half, 0.0)
-        has = np.isfinite(half) & np.isfinite(means)
+        ax.bar(x, shown, color=[colors[str(group)] for group in groups], alpha=0.55, width=0.7)
+        has = np.isfinite(lows) & np.isfinite(highs) & np.isfinite(means)
         if has.any():
-            ax.errorbar(x[has], means[has], yerr=whiskers[has], fmt="none", ecolor="0.15", elinewidth=1.2, capsize=4)
+            whiskers = np.vstack([means[has] - lows[has], highs[has] - means[has]])
+            ax.errorbar(x[has], means[has], yerr=whiskers, fmt="none", ecolor="0.15", elinewidth=1.2, capsize=4)
         if runs is not None and metric in runs.columns:
             for position, group in enumerate(groups):
                 values = pd.to_numeric(runs.loc[runs["group"] == group, metric], errors="coerce").to_numpy(dtype=np.float64)
@@ -99,6 +116,7 @@ def bars_figure(
         ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
         ax.grid(True, axis="y", alpha=0.3, linewidth=0.6)
     fig.suptitle(f"Summary metrics by group: mean, {level * 100:g}% confidence interval, runs as dots", fontsize=12)
+    _figure_legend(fig, {str(group): colors[str(group)] for group in groups}, kind="bar")
     return fig
 
 
@@ -110,16 +128,21 @@ def timeseries_figure(
     width: float = 9.0,
     row_height: float = 2.6,
     dpi: int = 100,
+    colors: Mapping[str, str] | None = None,
 ) -> Figure:
     """Metrics against the tick, one subplot each: per group the mean across its runs and the
-    Student t interval of that mean (`plots.replication_bands`, the notebooks' function)."""
+    interval of that mean, inside the metric's range (`plots.replication_bands`, the notebooks'
+    function); `colors` (group -> colour, default `group_colors` in the frame's order) and one
+    legend beside the panels."""
+    colors = dict(colors) if colors is not None else group_colors(list(dict.fromkeys(ticks["group"].astype(str))))
     metrics = [m for m in metrics if m in ticks.columns]
     fig = Figure(figsize=(width, row_height * max(1, len(metrics)) + 0.8), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(max(1, len(metrics)), 1, sharex=True, squeeze=False)[:, 0]
     for ax, metric in zip(axes, metrics):
-        replication_bands(ticks, metric, by="group", band="ci", level=level, ax=ax, title=metric_label(metric))
+        replication_bands(ticks, metric, by="group", band="ci", level=level, ax=ax, title=metric_label(metric), colors=colors, legend=False)
     fig.suptitle(f"Headline metrics per tick: mean across replications, {level * 100:g}% interval band", fontsize=12)
+    _figure_legend(fig, colors, kind="line")
     return fig
 
 
@@ -133,14 +156,15 @@ def save_compare_plots(result: Any, directory: str | Path) -> list[Path]:
         old.unlink()
     written = []
     metrics = list(result.metrics)
+    colors = group_colors(result.groups)
     for page, start in enumerate(range(0, len(metrics), METRICS_PER_FIGURE), start=1):
         chunk = metrics[start : start + METRICS_PER_FIGURE]
         path = directory / ("summary.png" if page == 1 else f"summary-{page}.png")
-        atomic_write_bytes(path, figure_png(bars_figure(result.table, chunk, result.runs, level=result.level)))
+        atomic_write_bytes(path, figure_png(bars_figure(result.table, chunk, result.runs, level=result.level, colors=colors)))
         written.append(path)
     series = [m for m in TIMESERIES if m in result.ticks.columns]
     if series and "tick" in result.ticks.columns:
         path = directory / "timeseries.png"
-        atomic_write_bytes(path, figure_png(timeseries_figure(result.ticks, series, level=result.level)))
+        atomic_write_bytes(path, figure_png(timeseries_figure(result.ticks, series, level=result.level, colors=colors)))
         written.append(path)
     return written

@@ -32,6 +32,7 @@ from scipy.stats import t as student
 
 from simulator.files import atomic_write_bytes
 from simulator.metrics.collect import gini
+from simulator.metrics.intervals import bounded_interval
 from simulator.metrics.panels import creator_totals, last_tick, vectors
 from simulator.metrics.table import BY_NAME
 
@@ -233,7 +234,8 @@ def band_frame(
 
     `frame` is long: one row per run and tick (e.g. a sweep's combined table), any number of runs
     per group. Returns columns `[by,] x, mean, low, high, runs`. `band` is `ci` (the `level`
-    Student t interval of the mean, mean ± t·s/√n with n − 1 degrees of freedom), `minmax`, `sd` (mean ± one standard deviation),
+    interval of the mean, mean ± t·s/√n with n − 1 degrees of freedom, built on the logit or log
+    scale for a column the metric table bounds so it stays in range: `simulator.metrics.intervals`), `minmax`, `sd` (mean ± one standard deviation),
     `iqr` (for skewed values: `mean` holds the median and the band is the 25–75% range) or `none`;
     with one run the band is the line itself.
     """
@@ -252,8 +254,8 @@ def band_frame(
     if band == "ci":
 
         quantile = np.where(n > 1, student.ppf((1 + level) / 2, np.maximum(n - 1, 1)), 0.0)
-        half = quantile * sd / np.sqrt(np.maximum(n, 1))
-        low, high = mean - half, mean + half
+        bounds = BY_NAME[column].bounds if column in BY_NAME else (None, None)
+        low, high = bounded_interval(mean, sd / np.sqrt(np.maximum(n, 1)), quantile, bounds)
     elif band == "sd":
         low, high = mean - sd, mean + sd
     elif band in ("minmax", "iqr"):
@@ -278,10 +280,13 @@ def replication_bands(
     level: float = 0.95,
     ax: Axes | None = None,
     title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+    legend: bool = True,
 ) -> Axes:
     """Time series of `column` with replication bands: the mean line across runs and a shaded band
     (`ci` at `level`, `minmax`, `sd`, `iqr` (median line) or `none`; see `band_frame`), one line per value
-    of `by` (e.g. a sweep's rule column).
+    of `by` (e.g. a sweep's rule column). `colors` maps each value of `by` to its colour (so several
+    figures agree); `legend=False` leaves the legend to the caller (one per figure).
 
     `frame` is long, one row per run and tick, such as a sweep's combined table or
     `pd.concat` of several runs' metrics with a label column.
@@ -292,7 +297,8 @@ def replication_bands(
     runs_seen = set()
     for key, rows in groups:
         label = "mean" if key is None else str(key)
-        (line,) = ax.plot(rows[x], rows["mean"], label=label, linewidth=1.5)
+        color = colors.get(label) if colors is not None else None
+        (line,) = ax.plot(rows[x], rows["mean"], label=label, linewidth=1.5, color=color)
         if band != "none":
             ax.fill_between(rows[x], rows["low"], rows["high"], color=line.get_color(), alpha=0.2, linewidth=0)
         runs_seen.update(int(k) for k in rows["runs"].unique())
@@ -304,7 +310,7 @@ def replication_bands(
     _finish_axes(ax, heading, metric_label(x), unit)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
-    if len(groups) > 1 or by is not None:
+    if legend and (len(groups) > 1 or by is not None):
         ax.legend(fontsize=7, loc="best", frameon=False, title=by, title_fontsize=7)
     return ax
 

@@ -23,6 +23,19 @@ from simulator.market.state import (
 from simulator.scenario.schema import Scenario
 
 
+STREAM_ENTROPY_WORDS = 4  # 64-bit words drawn from the parent generator to seed a family of streams
+
+
+def spawn_streams(rng: np.random.Generator, count: int) -> list[np.random.Generator]:
+    """`count` independent generators spawned (numpy SeedSequence) from a fixed-size draw of `rng`.
+
+    The parent advances by the same amount whatever the children draw, so when one rule makes a
+    stage (or a population) draw more or fewer numbers, every other stream, and every later tick,
+    draws exactly what it would have: the common random numbers that pair the arms of a sweep."""
+    entropy = [int(word) for word in rng.integers(0, 2**63, size=STREAM_ENTROPY_WORDS, dtype=np.int64)]
+    return [np.random.Generator(np.random.PCG64(child)) for child in np.random.SeedSequence(entropy).spawn(count)]
+
+
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (a zero row stays zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -133,7 +146,11 @@ def retire_goods(state: MarketState, rows: np.ndarray) -> None:
 
 
 def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
-    """The market at tick 0: populations drawn, wallets endowed, the catalogue stocked."""
+    """The market at tick 0: populations drawn, wallets endowed, the catalogue stocked.
+
+    Topics, users, creators, advertisers, goods and the homogenization sample each draw from their
+    own stream (`spawn_streams`), so changing one population's size leaves the others as they were."""
+    topics_rng, users_rng, creators_rng, ads_rng, goods_rng, pairs_rng = spawn_streams(rng, 6)
     pop = scenario.population
     dim = scenario.embedding_dim
     memory = scenario.allocation.consumed_memory
@@ -146,14 +163,14 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         advertisers=Advertisers.empty(pop.advertisers.count, dim, arm_weights_width=pop.advertisers.learning_arms),
         ledger=ledger,
         uids=UidIndex(),
-        topic_centres=unit_rows(rng.standard_normal((scenario.topics.clusters, dim))),
+        topic_centres=unit_rows(topics_rng.standard_normal((scenario.topics.clusters, dim))),
         homogenization=HomogenizationSample(np.zeros((0, 2), dtype=np.int64), {}, np.random.default_rng(0), 0, None),
         users_born=0,
         creators_born=0,
     )
-    user_rows = add_users(state, pop.users.count, scenario, rng)
+    user_rows = add_users(state, pop.users.count, scenario, users_rng)
     ledger.endow("users", user_rows, pop.users.initial_wallet)
-    creator_rows = add_creators(state, pop.creators.count, scenario, rng)
+    creator_rows = add_creators(state, pop.creators.count, scenario, creators_rng)
     draw_sybils_and_clients(state, creator_rows, scenario)
     ledger.endow("creators", creator_rows, pop.creators.initial_wallet)
     ledger.endow("platform", np.zeros(1, dtype=np.int64), scenario.circulation.platform_initial_wallet)
@@ -161,24 +178,25 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     ads = pop.advertisers
     ledger.ensure_capacity("advertisers", ads.count)
     if ads.count:
-        centres = state.topic_centres[rng.integers(len(state.topic_centres), size=ads.count)]
-        state.advertisers.targeting[:] = around(centres, ads.targeting_spread, rng)
-        values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, rng)
+        centres = state.topic_centres[ads_rng.integers(len(state.topic_centres), size=ads.count)]
+        state.advertisers.targeting[:] = around(centres, ads.targeting_spread, ads_rng)
+        values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, ads_rng)
         state.advertisers.value_per_click[:] = values
         state.advertisers.budget_per_tick[:] = ads.budget_per_tick
         ledger.endow("advertisers", np.arange(ads.count), ads.total_budget)
 
     if pop.goods.initial:
-        owners = rng.integers(pop.creators.count, size=pop.goods.initial)
+        owners = goods_rng.integers(pop.creators.count, size=pop.goods.initial)
         # Staggered ages so the catalogue does not expire all at once; each initial good is
         # visible for 1..lifetime ticks (a good leaves at the start of its expiry tick).
-        publish(state, owners, scenario, rng, rng.integers(2, pop.goods.lifetime + 2, size=pop.goods.initial))
+        lifetimes = goods_rng.integers(2, pop.goods.lifetime + 2, size=pop.goods.initial)
+        publish(state, owners, scenario, goods_rng, lifetimes)
 
     metrics = scenario.metrics
     state.homogenization = HomogenizationSample(
         pairs=np.zeros((0, 2), dtype=np.int64),
         consumed={},
-        rng=np.random.default_rng(int(rng.integers(2**63))),
+        rng=np.random.default_rng(int(pairs_rng.integers(2**63))),
         target=metrics.homogenization_pairs,
         window=metrics.homogenization_window,
     )

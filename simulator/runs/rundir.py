@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import secrets
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
@@ -177,6 +178,8 @@ def package_versions() -> dict[str, str]:
     for label, dist in (
         ("attention-market", "attention-market"),
         ("numpy", "numpy"),
+        ("numba", "numba"),
+        ("scipy", "scipy"),
         ("mesa", "mesa"),
         ("pandas", "pandas"),
         ("pyarrow", "pyarrow"),
@@ -187,6 +190,19 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[label] = "unknown"
     return versions
+
+
+def source_revision(directory: Path = Path(__file__).resolve().parent) -> dict[str, Any] | None:
+    """The git commit of the checkout this package runs from and whether it has uncommitted
+    changes (`dirty`); None when it is not run from a git checkout (an installed wheel)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
 
 
 class RunWriter:
@@ -225,6 +241,7 @@ class RunWriter:
             "overrides": dict(overrides or {}),
             "command": list(command) if command is not None else None,
             "versions": package_versions(),
+            "source": source_revision(),
             "platform": platform.platform(),
             "scenario": scenario.model_dump(mode="json"),
         }

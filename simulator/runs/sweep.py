@@ -9,21 +9,29 @@ A sweep directory holds
 
 - `sweep.json`: the sweep manifest: the resolved scenario (with its `sweep:` block), its
   fingerprint, the grid, and every run with its grid point, replication, derived seed and status;
-- `sweep.parquet`: the metrics of every complete run, with `run_id`, one column per grid key and
-  `replication` in front, sorted by run id then tick (the same sweep gives the same bytes, whatever
-  the backend, the number of workers or the order in which runs finished);
+- `sweep.parquet`: the metrics of every complete run, with `run_id`, one column per grid key,
+  `replication` and `seed` in front, sorted by run id then tick (the same sweep gives the same
+  bytes, whatever the backend, the number of workers or the order in which runs finished);
+- `runs.parquet`: one row per complete run: `run_id`, the grid keys, `replication`, `seed`, then
+  every summary figure of the run (its `summary.json`), in run id order;
 - `runs/<run-id>/`: one run directory per run, written by the same `RunWriter` as `attnsim run`
   (`manifest.json` with a `sweep` entry, `metrics.parquet`, `summary.json`, and `plots/` if asked).
 
 Grid points are the Cartesian product of the grid's axes, in the order written (the last axis
 varies fastest); run ids are `g<point>-r<replication>`, both counted from 0 (`g003-r01`).
 
-Seeds. Run `(point, replication)` gets the seed
+Seeds. With `sweep.seeding: common` (the default: common random numbers), replication r of every
+grid point runs from the same seed, `derive_seed(scenario.seed, {}, r)`: arms differ only where
+their rules make them differ, and `attnsim compare` analyses them in pairs. Inside a run each
+population and each stage of each tick draws from its own stream (numpy SeedSequence spawning, see
+`simulator.market.populations.spawn_streams`), so a rule that draws more or fewer numbers in one
+stage leaves the other stages' draws alone. With `sweep.seeding: independent`, run
+`(point, replication)` gets the seed `derive_seed(scenario.seed, point, replication)`:
 `SeedSequence(entropy=scenario.seed, spawn_key=(H(point), replication)).generate_state(1, uint64) >> 1`,
 where `H(point)` is the first 8 bytes (little-endian) of the SHA-256 of the point's canonical JSON
-(`{"dotted.key": value, ...}` with sorted keys). A run's seed depends on the scenario's seed, the
-values of its grid point and its replication number only: not on the worker that ran it, the order
-runs finished, the backend, nor the point's position in the grid.
+(`{"dotted.key": value, ...}` with sorted keys). Either way a run's seed depends on the scenario's
+seed, the seeding, the values of its grid point and its replication number only: not on the
+worker that ran it, the order runs finished, the backend, nor the point's position in the grid.
 
 Resume. Running the same sweep into the same directory again keeps every run whose manifest says
 `complete` for exactly the run's resolved scenario and seed, with readable metrics of every tick,
@@ -64,16 +72,19 @@ import numpy as np
 import pandas as pd
 
 from simulator.runs import checkpoint, rundir
+from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
 from simulator.runs.driver import run as run_scenario
 from simulator.scenario.schema import Scenario, ScenarioError, SweepConfig, load_scenario
 from simulator.scenario.schema import parse_override_value
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.stats import qmc
 
 SWEEP_FORMAT = "attnsim-sweep/1"
 SWEEP_MANIFEST = "sweep.json"
 SWEEP_TABLE = "sweep.parquet"
+RUNS_TABLE = "runs.parquet"
 RUNS_DIR = "runs"
 BACKENDS = ("local", "dask")
 
@@ -110,13 +121,40 @@ def fingerprint(scenario: Scenario) -> str:
     return hashlib.sha256(canonical_json(scenario.model_dump(mode="json")).encode()).hexdigest()
 
 
-def grid_points(sweep: SweepConfig | None) -> list[dict[str, Any]]:
-    """The grid's points in order: the Cartesian product of the axes as written, last axis fastest.
+def grid_points(sweep: SweepConfig | None, seed: int = 0) -> list[dict[str, Any]]:
+    """The sweep's points in order: the Cartesian product of the grid's axes as written, last axis
+    fastest; for `design: lhs | sobol` each grid point crossed with `samples` design points over
+    `ranges` (scipy.stats.qmc, drawn from `seed`, in the order drawn).
 
     No sweep, or an empty grid, is a single point with no keys."""
     grid = sweep.grid if sweep is not None else {}
     keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    if sweep is None or sweep.design == "grid":
+        return points
+    return [{**point, **sample} for point in points for sample in design_samples(sweep, seed)]
+
+
+def table_axes(config: Scenario, specs: Sequence[RunSpec]) -> dict[str, list[Any]]:
+    """The key columns of sweep.parquet and runs.parquet: the grid's axes, then the ranges' keys
+    with the values the design drew."""
+    axes: dict[str, list[Any]] = dict(config.sweep.grid) if config.sweep is not None else {}
+    for key in config.sweep.ranges if config.sweep is not None else ():
+        axes[key] = [spec.point[key] for spec in specs]
+    return axes
+
+
+def design_samples(sweep: SweepConfig, seed: int) -> list[dict[str, float]]:
+    """The `lhs` or `sobol` design: `samples` points of the `ranges`, each value rounded to 12
+    significant digits so it reads back the same from JSON and a command line."""
+    keys = list(sweep.ranges)
+    if sweep.design == "lhs":
+        engine: qmc.QMCEngine = qmc.LatinHypercube(d=len(keys), seed=np.random.default_rng(seed))
+    else:
+        engine = qmc.Sobol(d=len(keys), scramble=True, seed=np.random.default_rng(seed))
+    unit = engine.random(sweep.samples)
+    scaled = qmc.scale(unit, [sweep.ranges[key][0] for key in keys], [sweep.ranges[key][1] for key in keys])
+    return [{key: float(f"{value:.12g}") for key, value in zip(keys, row)} for row in scaled]
 
 
 def derive_seed(base_seed: int, point: Mapping[str, Any], replication: int) -> int:
@@ -125,6 +163,12 @@ def derive_seed(base_seed: int, point: Mapping[str, Any], replication: int) -> i
     point_key = int.from_bytes(digest[:8], "little")
     sequence = np.random.SeedSequence(entropy=int(base_seed), spawn_key=(point_key, int(replication)))
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def run_seed(base_seed: int, point: Mapping[str, Any], replication: int, seeding: str) -> int:
+    """The seed of a sweep run: shared by every point of a replication under `common` seeding,
+    the point's own under `independent` (see the module doc)."""
+    return derive_seed(base_seed, {} if seeding == "common" else point, replication)
 
 
 def run_id(grid_index: int, replication: int, points: int, replications: int) -> str:
@@ -172,7 +216,7 @@ class RunSpec:
 def plan(scenario: Scenario, *, source: str = "<scenario>") -> list[RunSpec]:
     """Every run of the sweep, in run id order; SweepError lists every grid point that is invalid."""
     sweep = scenario.sweep or SweepConfig()
-    points = grid_points(sweep)
+    points = grid_points(sweep, scenario.seed)
     replications = sweep.replications
     base = scenario.model_dump(mode="json")
     base["sweep"] = None
@@ -189,7 +233,7 @@ def plan(scenario: Scenario, *, source: str = "<scenario>") -> list[RunSpec]:
             continue
         point_scenario = resolved.model_dump(mode="json")
         for replication in range(replications):
-            seed = derive_seed(scenario.seed, point, replication)
+            seed = run_seed(scenario.seed, point, replication, sweep.seeding)
             run_scenario_dict = json.loads(json.dumps(point_scenario))
             run_scenario_dict["seed"] = seed
             specs.append(
@@ -418,11 +462,12 @@ def _column_type(values: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
 
 
 def sweep_schema(grid: Mapping[str, Sequence[Any]]) -> Any:
-    """The Arrow schema of sweep.parquet: run_id, the grid keys, replication, the metric columns."""
+    """The Arrow schema of sweep.parquet: run_id, the grid keys, replication, seed, the metric columns."""
 
     fields = [pa.field("run_id", pa.string())]
     fields += [pa.field(key, _column_type(values)[0]) for key, values in grid.items()]
     fields.append(pa.field("replication", pa.int64()))
+    fields.append(pa.field("seed", pa.int64()))
     fields += [pa.field(column, pa.float64() if column in FLOAT_COLUMNS else pa.int64()) for column in METRIC_COLUMNS]
     return pa.schema(fields)
 
@@ -460,6 +505,7 @@ def write_sweep_table(
                 for key in grid:
                     arrays.append(pa.array([converters[key](spec.point.get(key))] * n, schema.field(key).type))
                 arrays.append(pa.array(np.full(n, spec.replication, dtype=np.int64)))
+                arrays.append(pa.array(np.full(n, spec.seed, dtype=np.int64)))
                 for column in METRIC_COLUMNS:
                     arrays.append(pa.array(frame[column].to_numpy(), schema.field(column).type))
                 pending.append(pa.Table.from_arrays(arrays, schema=schema))
@@ -482,17 +528,37 @@ def write_sweep_table(
     return rows
 
 
-def load_sweep(directory: str | Path) -> pd.DataFrame:
+def write_runs_table(path: Path, grid: Mapping[str, Sequence[Any]], runs: Iterable[tuple[RunSpec, pd.DataFrame]]) -> int:
+    """Write runs.parquet atomically: one row per run (in run id order) with its run id, grid
+    point, replication, seed and every summary figure (`summarize`, as in its summary.json)."""
+    rows = []
+    for spec, metrics in sorted(runs, key=lambda item: item[0].run_id):
+        fraction = float(spec.scenario.get("metrics", {}).get("summary_fraction", 0.2))
+        summary = summarize(rundir.normalize_metrics(metrics), fraction)
+        rows.append({"run_id": spec.run_id, **{key: spec.point.get(key) for key in grid}, "replication": spec.replication, "seed": spec.seed, **summary})
+    frame = pd.DataFrame(rows, columns=["run_id", *grid, "replication", "seed"] if not rows else None)
+    rundir.atomic_write_bytes(path, frame.to_parquet(index=False))
+    return len(rows)
+
+
+def load_sweep(directory: str | Path, *, long: bool = False) -> pd.DataFrame:
     """sweep.parquet of a sweep directory, with sweep.json attached as `attrs["manifest"]`.
 
     One row per tick of every complete run: `run_id`, one column per grid key (named by its dotted
-    key), `replication`, then the metric columns; sorted by run id then tick.
+    key), `replication`, `seed`, then the metric columns; sorted by run id then tick. With
+    `long=True`, one row per run, tick and metric (`run_id`, the grid keys, `replication`, `seed`,
+    `tick`, `metric`, `value`), the shape seaborn and plotnine take
+    (`sns.relplot(data=frame, x="tick", y="value", col="metric", hue=key, kind="line")`).
     """
     directory = Path(directory)
     table_path = directory / SWEEP_TABLE
     if not table_path.is_file():
         raise FileNotFoundError(f"{directory} is not a sweep directory (it has no {SWEEP_TABLE})")
     frame = pd.read_parquet(table_path)
+    if long:
+        identity = [column for column in frame.columns if column not in METRIC_COLUMNS or column == "tick"]
+        frame = frame.melt(id_vars=identity, value_vars=[c for c in METRIC_COLUMNS if c != "tick" and c in frame.columns], var_name="metric", value_name="value")
+        frame = frame.sort_values(["run_id", "tick"], kind="stable").reset_index(drop=True)
     manifest_path = directory / SWEEP_MANIFEST
     frame.attrs["manifest"] = rundir.read_json(manifest_path) if manifest_path.is_file() else None
     return frame
@@ -825,8 +891,9 @@ def _run_sweep(
                 records[spec.run_id].update(status=rundir.FAILED, error=f"metrics.parquet unreadable: {type(exc).__name__}: {exc}")
                 continue
         complete.append((by_id[spec.run_id], metrics))
-    grid = dict(config.sweep.grid) if config.sweep is not None else {}
+    grid = table_axes(config, specs)
     write_sweep_table(directory / SWEEP_TABLE, grid, complete)
+    write_runs_table(directory / RUNS_TABLE, grid, complete)
 
     failed = [spec.run_id for spec in specs if records[spec.run_id]["status"] != rundir.COMPLETE]
     if interrupted is not None:
@@ -887,9 +954,11 @@ def _sweep_manifest(
         "status": status,
         "seed": config.seed,
         "grid": dict(sweep.grid),
-        "grid_keys": list(sweep.grid),
+        "grid_keys": [*sweep.grid, *sweep.ranges],
         "replications": sweep.replications,
-        "points": len(grid_points(sweep)),
+        "points": len(grid_points(sweep, config.seed)),
+        "design": sweep.design,
+        "ranges": dict(sweep.ranges),
         "runs_total": len(specs),
         "counts": dict(sorted(counts.items())),
         "started_at": rundir.timestamp(started),
@@ -901,8 +970,14 @@ def _sweep_manifest(
         "scenario_file": scenario_file,
         "overrides": dict(overrides),
         "fingerprint": fingerprint(config),
-        "seeding": "SeedSequence(entropy=seed, spawn_key=(sha256(canonical JSON of the grid point)[:8] as little-endian int, replication)).generate_state(1, uint64) >> 1",
+        "seeding": sweep.seeding,
+        "seed_rule": (
+            "SeedSequence(entropy=seed, spawn_key=(sha256(canonical JSON of "
+            + ("{}" if sweep.seeding == "common" else "the grid point")
+            + ")[:8] as little-endian int, replication)).generate_state(1, uint64) >> 1"
+        ),
         "versions": rundir.package_versions(),
+        "source": rundir.source_revision(),
         "platform": platform.platform(),
         "scenario": config.model_dump(mode="json"),
         "runs": [

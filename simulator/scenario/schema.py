@@ -11,6 +11,7 @@ one unit per exposure of a good or an ad.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import (
     ValidationInfo,
     field_serializer,
     field_validator,
+    model_validator,
 )
 from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
@@ -443,6 +445,27 @@ class SweepConfig(Strict):
     """Dotted scenario keys mapped to the values to try; runs cover the Cartesian product."""
     replications: int = Field(1, ge=1, le=10_000)
     """Runs per grid point, each with its own derived seed."""
+    seeding: Literal["common", "independent"] = "common"
+    """`common` (common random numbers): replication r of every grid point runs from the same seed, so arms share users, creators, goods and shocks and are compared in pairs; `independent`: every point and replication gets its own seed."""
+    design: Literal["grid", "lhs", "sobol"] = "grid"
+    """`grid`: the Cartesian product of `grid`; `lhs` (Latin hypercube) or `sobol` (scrambled Sobol sequence, scipy.stats.qmc): `samples` points spread over `ranges`, each crossed with the grid's points; `attnsim compare` then writes a sensitivity table."""
+    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(default_factory=dict)
+    """For `lhs` and `sobol`: continuous dotted scenario keys mapped to `[low, high]`."""
+    samples: int = Field(16, ge=2, le=100_000)
+    """For `lhs` and `sobol`: design points drawn over `ranges` (a power of 2 suits `sobol`)."""
+
+    @model_validator(mode="after")
+    def _design_has_ranges(self) -> SweepConfig:
+        if self.design == "grid" and self.ranges:
+            raise ValueError("ranges are for design lhs or sobol; design grid takes values in grid")
+        if self.design != "grid" and not self.ranges:
+            raise ValueError(f"design {self.design} needs ranges: dotted keys mapped to [low, high]")
+        for key, (low, high) in self.ranges.items():
+            if not low < high:
+                raise ValueError(f"range of {key!r} must have low < high (got [{low}, {high}])")
+            if key in self.grid:
+                raise ValueError(f"{key!r} is both a grid axis and a range")
+        return self
 
     @field_validator("grid")
     @classmethod
@@ -665,14 +688,25 @@ class _Located:
         self.default = default
 
     def locate(self, key: str) -> Position:
-        """The position of `key`, or of its nearest written ancestor."""
+        """The position of `key`, or of its nearest written ancestor, or of the one override
+        written below it (`--set creators.count=5` is where the unknown `creators` came from)."""
         parts = key.split(".") if key else []
         while parts:
             found = self.positions.get(".".join(parts))
             if found is not None:
                 return found
             parts.pop()
-        return self.default
+        below = self.written_below(key)
+        return self.positions[below] if below is not None else self.default
+
+    def written_below(self, key: str) -> str | None:
+        """The full dotted key of the first override written under `key` (None if there is none)."""
+        if not key:
+            return None
+        for written, (source, _line, _column) in self.positions.items():
+            if written.startswith(key + ".") and (source == "--set" or source.startswith("overrides[")):
+                return written
+        return None
 
 
 MAX_YAML_DEPTH = 32  # a scenario nests a handful of levels; the YAML parser recurses per level
@@ -786,21 +820,44 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _section_keys(loc: list[str]) -> list[str]:
+    """The keys allowed in the section at `loc` (a list of field names from the root)."""
+    model: Any = Scenario
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if info is None:
+            return []
+        options = [a for a in getattr(info.annotation, "__args__", (info.annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not options:
+            return []
+        model = options[0]
+    return list(model.model_fields)
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`; did you mean 'X'?` for the closest of `choices` (difflib), or nothing."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _issues_from_validation(exc: ValidationError, located: _Located) -> list[ScenarioIssue]:
     issues = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]] + ([error["ctx"]["subkey"]] if "subkey" in error.get("ctx", {}) else [])
         key = ".".join(loc) or "<root>"
         message = error["msg"]
+        source, line, col = located.locate(key)
         if error["type"] == "extra_forbidden":
-            message = "unknown key (allowed keys are listed in docs/scenario.md)"
+            hint = did_you_mean(loc[-1], _section_keys(loc[:-1]))
+            message = f"unknown key{hint or ' (allowed keys are listed in docs/scenario.md)'}"
+            key = located.written_below(key) or key  # the full dotted key as it was typed
         elif error["type"] == "literal_error":
-            message = f"unknown name {error.get('input')!r}; {message.lower()}"
+            expected = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+            message = f"unknown name {error.get('input')!r}{did_you_mean(str(error.get('input')), expected)}; {message.lower()}"
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         elif "input" in error and not isinstance(error["input"], dict):
             message = f"{message} (got {error['input']!r})"
-        source, line, col = located.locate(key)
         issues.append(ScenarioIssue(source, line, col, key, message))
     return issues
 
@@ -831,12 +888,14 @@ def _validate_sweep(scenario: Scenario, located: _Located) -> list[ScenarioIssue
 
 
 def load_scenario(
-    source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None
+    source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None, *, overrides_from: str = "overrides"
 ) -> Scenario:
     """Read, override and validate a scenario; raise ScenarioError listing every problem.
 
     `source` is a path to a YAML file or an already-parsed dict. `overrides` maps dotted keys
-    (as `attnsim run --set` takes them) to values applied on top before validation.
+    (as `attnsim run --set` takes them) to values applied on top before validation; their
+    problems are located at `overrides['dotted.key']:1:1`, or with `overrides_from="--set"` at
+    `--set:N:1` for the N-th override (the command line's own options).
     """
     if isinstance(source, dict):
         located = _Located(copy.deepcopy(source), {}, ("<dict>", 1, 1))
@@ -861,12 +920,13 @@ def load_scenario(
 
     issues: list[ScenarioIssue] = []
     for index, (key, value) in enumerate((overrides or {}).items(), start=1):
+        where = ("--set", index, 1) if overrides_from == "--set" else (f"overrides[{key!r}]", 1, 1)
         try:
             _apply_override(located.data, key, value)
         except KeyError as exc:
-            issues.append(ScenarioIssue("--set", index, 1, key, str(exc.args[0])))
+            issues.append(ScenarioIssue(*where, key, str(exc.args[0])))
             continue
-        located.positions[key] = ("--set", index, 1)
+        located.positions[key] = where
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:
