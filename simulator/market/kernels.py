@@ -196,6 +196,52 @@ def draw_without_replacement(scores: np.ndarray, counts: np.ndarray, seeds: np.n
     _draw_rows(scores, counts, seeds, out)
 
 
+@njit(cache=True)
+def _top_k_row(scores, row, wanted, best_scores, best_columns, out):
+    """out[row, :wanted] = the row's `wanted` best columns by (score descending, column
+    ascending), −1 where that score is not finite; −inf and NaN are never candidates.
+
+    One pass keeps the best so far sorted in a `wanted`-long buffer: a column enters only when it
+    beats the worst kept (an equal score loses, its column being higher), by insertion from the end."""
+    kept = 0
+    for column in range(scores.shape[1]):
+        score = scores[row, column]
+        if not score > -np.inf:
+            continue
+        if kept == wanted:
+            if not score > best_scores[wanted - 1]:
+                continue
+            slot = wanted - 1
+        else:
+            slot = kept
+            kept += 1
+        while slot > 0 and best_scores[slot - 1] < score:
+            best_scores[slot] = best_scores[slot - 1]
+            best_columns[slot] = best_columns[slot - 1]
+            slot -= 1
+        best_scores[slot] = score
+        best_columns[slot] = column
+    for slot in range(kept):
+        out[row, slot] = best_columns[slot] if np.isfinite(best_scores[slot]) else -1
+
+
+@njit(cache=True)
+def _top_k_rows(scores, counts, out):
+    width = out.shape[1]
+    best_scores = np.empty(width, dtype=scores.dtype)
+    best_columns = np.empty(width, dtype=np.int64)
+    for row in range(scores.shape[0]):
+        wanted = min(counts[row], width)
+        if wanted > 0:
+            _top_k_row(scores, row, wanted, best_scores, best_columns, out)
+
+
+def top_k_rows(scores: np.ndarray, counts: np.ndarray, out: np.ndarray) -> None:
+    """Fill out[i, :min(counts[i], out.shape[1])] with row i's best columns, best first, ties to
+    the lower column, −1 for a non-finite score (out starts at −1); one pass per row, no sort."""
+    _top_k_rows(scores, counts, out)
+
+
 @njit(cache=True, fastmath=True)
 def gathered_dots(vectors, keys, index):
     """out[i, k] = vectors[i] · keys[index[i, k]], 0 where index[i, k] < 0."""
