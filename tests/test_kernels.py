@@ -1,12 +1,20 @@
-"""The compiled kernels agree with the numpy they replaced, ties and masks included."""
+"""The compiled kernels agree with the numpy they replaced (ties and masks included), give the
+same bytes for any thread count, and sweep workers get the threads they are given."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+import pytest
+from conftest import tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
 
+from simulator.market.kernels import _draw_rows, _draw_rows_parallel, _spans
+from simulator.model import AttentionMarket
 from simulator.rules.allocation.engine import top_k_positions
+from simulator.runs.threads import WORKER_THREADS_ENV, set_threads, worker_thread_limits, worker_threads
 
 
 def numpy_top_k(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -61,3 +69,70 @@ def test_compiled_top_k_equals_the_numpy_top_k_on_allocator_sized_blocks():
     scores[rng.random(scores.shape) < 0.1] = -np.inf
     counts = rng.integers(0, 33, size=500)
     np.testing.assert_array_equal(top_k_positions(scores, counts), numpy_top_k(scores, counts))
+
+
+# --- thread counts never change results -------------------------------------------------------
+
+
+def run_bytes(scenario, blas: int, kernels: int) -> bytes:
+    """A run's metrics and final user state as bytes, with BLAS and numba at the given threads."""
+    before = numba.get_num_threads()
+    try:
+        set_threads(blas, kernels)
+        model = AttentionMarket(scenario)
+        for _ in range(scenario.ticks):
+            model.step()
+    finally:
+        numba.set_num_threads(before)
+    users = model.market.users
+    return model.metrics.to_csv().encode() + users.interest.tobytes() + users.query.tobytes()
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba's pool has one thread on this machine (NUMBA_NUM_THREADS)")
+@pytest.mark.parametrize("rule", ["attention_softmax", "top_k"])
+def test_one_and_two_threads_give_the_same_bytes(rule):
+    # 1 000 users: blocks and consumption rows are wide enough that the kernels run in parallel.
+    scenario = tiny({"ticks": 4, "population.users.count": 1_000, "population.goods.initial": 150, "allocation.rule": rule})
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    assert _spans(600) > 0  # with two threads the parallel kernels are the ones that run
+    numba.set_num_threads(before)
+    assert run_bytes(scenario, 2, 2) == run_bytes(scenario, 1, 1) == run_bytes(scenario, 1, 2)
+
+
+def test_sampler_rows_do_not_depend_on_how_rows_are_split():
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((700, 300)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    counts = rng.integers(0, 40, size=700)
+    seeds = rng.integers(0, 2**63, size=700).astype(np.uint64)
+    serial = np.full((700, 40), -1, dtype=np.int64)
+    _draw_rows(scores, counts, seeds, serial)
+    for spans in (1, 3, 8):
+        split = np.full((700, 40), -1, dtype=np.int64)
+        _draw_rows_parallel(scores, counts, seeds, split, spans)
+        np.testing.assert_array_equal(split, serial)
+
+
+# --- sweep workers' threads --------------------------------------------------------------------
+
+
+def test_worker_threads_default_to_one_and_read_the_environment(monkeypatch):
+    monkeypatch.delenv(WORKER_THREADS_ENV, raising=False)
+    assert worker_threads() == 1
+    monkeypatch.setenv(WORKER_THREADS_ENV, "0")
+    assert worker_threads() == 0
+    monkeypatch.setenv(WORKER_THREADS_ENV, "two")
+    with pytest.raises(ValueError, match="ATTNSIM_WORKER_THREADS='two'"):
+        worker_threads()
+
+
+def test_worker_thread_limits_pin_then_restore(monkeypatch):
+    monkeypatch.setenv(WORKER_THREADS_ENV, "1")
+    before_numba = numba.get_num_threads()
+    before_blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    with worker_thread_limits():
+        assert numba.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+    assert numba.get_num_threads() == before_numba
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before_blas
