@@ -269,6 +269,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="ticks run before measuring")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="scenario override")
     parser.add_argument("--no-baselines", action="store_true", help="measure the simulator only")
+    parser.add_argument(
+        "--threads", metavar="BLAS,NUMBA", default=None,
+        help="thread counts for the simulator and the floor alike (default: as `attnsim run`, one BLAS thread and every core for numba)",
+    )  # fmt: skip
     parser.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)  # one size, this process
     args = parser.parse_args()
 
@@ -279,7 +283,16 @@ def main() -> None:
     if not sizes:
         parser.error("give --size or --preset")
     if args.inline:
-        print(json.dumps(one_size(sizes[0], args.ticks, args.warmup, extra, not args.no_baselines)))
+        from simulator.runs.threads import set_threads, use_threads
+
+        if args.threads:
+            blas, kernels = (int(part) for part in args.threads.split(","))
+            set_threads(blas, kernels)
+        else:
+            blas, kernels = use_threads(None)
+        result = one_size(sizes[0], args.ticks, args.warmup, extra, not args.no_baselines)
+        result["threads"] = {"blas": blas, "numba": kernels}
+        print(json.dumps(result))
         return
     results = []
     for size in sizes:
@@ -287,6 +300,8 @@ def main() -> None:
         command += [flag for item in args.set for flag in ("--set", item)]
         if args.no_baselines:
             command.append("--no-baselines")
+        if args.threads:
+            command += ["--threads", args.threads]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             results.append({"size": size, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"})
