@@ -45,9 +45,9 @@ from simulator.scenario.schema import ScenarioError, _compose_with_positions
 
 BASELINE_BYTES = 280 * 1024**2  # Python, numpy, scipy, pandas, pyarrow, mesa and the package, imported
 # Per element of the allocator's score block: the scores plus the selection's temporaries, as
-# measured with tracemalloc per rule (sampling without replacement needs only the scores; the deterministic
-# top-k and the Shapley mediator keep more per element).
-BLOCK_BYTES_PER_ELEMENT = {"top_k": 24, "shapley": 18, "oracle": 10}
+# measured with tracemalloc per rule (sampling without replacement and the compiled top-k need only the
+# scores; the Shapley mediator keeps more per element).
+BLOCK_BYTES_PER_ELEMENT = {"shapley": 18, "oracle": 10}
 BLOCK_BYTES_DEFAULT = 6
 EXPOSURE_BYTES_PER_UNIT = 56  # per active user and attention unit: exposures, values, masks, ...
 VECTOR_COPIES = 3  # per active user: copies of its interest and profile vectors in a tick
