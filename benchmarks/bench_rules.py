@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from simulator.model import AttentionMarket
-from simulator.scenario.schema import ALLOCATION_RULES, load_scenario
+from simulator.rules.allocation.base import ALLOCATION_RULES
+from simulator.scenario.schema import load_scenario
 
 REFERENCE = "attention_softmax"
 
@@ -38,7 +39,7 @@ def one_size(size: str, ticks: int, warmup: int) -> dict:
         "metrics.homogenization_pairs": 256,
         "allocation.candidates.mode": "exact",
     }
-    models = {rule: AttentionMarket(load_scenario("scenarios/baseline.yaml", {**overrides, "allocation.rule": rule})) for rule in ALLOCATION_RULES}
+    models = {rule: AttentionMarket(load_scenario("scenarios/baseline.yaml", {**overrides, "allocation.rule": rule})) for rule in ALLOCATION_RULES.names()}
     seconds: dict[str, list[float]] = {rule: [] for rule in models}
     started = load_average()
     order = list(models)

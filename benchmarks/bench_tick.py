@@ -154,14 +154,14 @@ def measure_simulator(
     content_seconds: list[float] = []
     content_calls: list[tuple] = []
     timed(allocation_stage, "allocate_exposures", content_seconds, content_calls)  # content only, as the baselines
-    part_seconds: dict[str, list[float]] = {"mask_consumed": [], "select_positions": []}
-    for name, seconds in part_seconds.items():
-        timed(engine, name, seconds)
+    part_seconds: dict[str, list[float]] = {"mask_consumed": [], "select": []}
+    timed(engine, "mask_consumed", part_seconds["mask_consumed"])
     started = time.perf_counter()
     model = model_module.AttentionMarket(scenario)
     setup = time.perf_counter() - started
     score_seconds: list[float] = []
     timed(type(model.rule), "scores", score_seconds)  # the rule's score blocks (the product)
+    timed(type(model.rule), "select", part_seconds["select"])  # its selection: sampler, top-k or its own
     honest = HonestFloor(dim, scenario.allocation.block_elements)
     tick_seconds, floor_seconds, cells, per_tick = [], [], [], []
     extrapolated = None

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenario.schema import ALLOCATION_RULES
+import simulator.model  # noqa: F401 - registers the built-in rules
+from simulator.rules.allocation.base import ALLOCATION_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def test_tick_benchmark_measures_the_baselines_and_reports_ratios():
     assert result["peak_rss_gb"] > 0
     # The stage table, the cells the floor was sized to, the thread settings and the machine's load.
     stages = simulator["stages_seconds"]
-    assert {"acquire", "allocate", "consume", "circulate", "collect", "check_tick", "scores", "select_positions"} <= set(stages)
+    assert {"acquire", "allocate", "consume", "circulate", "collect", "check_tick", "scores", "select"} <= set(stages)
     assert stages["content_allocation"] + stages["ad_auctions"] == pytest.approx(stages["allocate"], rel=0.05, abs=1e-4)
     users, goods = simulator["scored_users_x_goods"][-1]
     assert users == simulator["active_users_last_tick"] and goods > 0
@@ -58,7 +59,7 @@ def test_rule_benchmark_reports_every_rule_against_attention_softmax():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(done.stdout)
-    assert set(result["tick_seconds"]) == set(ALLOCATION_RULES)
+    assert set(result["tick_seconds"]) == set(ALLOCATION_RULES.names())
     assert result["over_attention_softmax"]["attention_softmax"] == 1.0
     assert result["slowest"]["ratio"] == max(result["over_attention_softmax"].values())
 

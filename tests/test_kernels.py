@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_info
 
 from simulator.market.kernels import _draw_rows, _draw_rows_parallel, _spans
 from simulator.model import AttentionMarket
-from simulator.rules.allocation.engine import top_k_positions
+from simulator.rules.allocation.selection import top_k_positions
 from simulator.runs.threads import WORKER_THREADS_ENV, set_threads, worker_thread_limits, worker_threads
 
 
