@@ -35,7 +35,7 @@ from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
 from simulator.stages.allocation import allocate
 from simulator.stages.circulation import circulate
-from simulator.stages.consumption import consume
+from simulator.stages.fraud import consume_with_bots, work_farms
 
 
 def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.random.Generator) -> TickOutcome:
@@ -43,9 +43,13 @@ def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.ran
     market.tick += 1
     arrivals = acquire(market, rules.bidding, scenario, rng)
     allocation = allocate(market, arrivals, rules.allocation, scenario, rng)
-    consumption = consume(market, allocation, scenario, rng)
+    # Engagement farms put their orders into bots' feeds (simulator/stages/fraud.py); bots act as bots.
+    farms = work_farms(market, arrivals, allocation, scenario, rng)
+    if farms is not None:
+        allocation = farms.allocation
+    consumption = consume_with_bots(market, allocation, None if farms is None else farms.farmed, scenario, rng)
     record_outcomes(market, rules.allocation, allocation, consumption, scenario)
-    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng)
+    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng, farms)
     adapt(market, allocation, consumption, settlement, rules, scenario, rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
@@ -71,13 +75,13 @@ class AttentionMarket(mesa.Model):
         self.market = initial_state(scenario, self.rng)
         self.rules = RuleSet.of(scenario)
         self.latest_metrics: dict[str, float | int] = {}
-        # Agent panels (simulator/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
+        # Agent panels (simulator/metrics/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
         self.panels: PanelRecorder | None = (
             PanelRecorder(scenario, self.market) if scenario.metrics.agent_panels is not None else None
         )
         self.datacollector = self.new_datacollector()
 
-    # Checked at the end of every tick (simulator/invariants.py); False skips the pass.
+    # Checked at the end of every tick (simulator/metrics/invariants.py); False skips the pass.
     check_invariants: bool = True
     # How content was allocated (`allocation.candidates`): the latest tick's mode (`exact` or
     # `ivf`, None before the first tick), why, and ticks per mode; manifest.json records them.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENTRY_POINT_GROUP = "attention_market.rules"
-KINDS = ("allocation", "payout", "auction", "bidding")
+KINDS = ("allocation", "payout", "auction", "bidding", "defence")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

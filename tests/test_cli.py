@@ -291,14 +291,14 @@ def test_there_are_bundled_scenarios():
 
 
 def test_failure_while_running_exits_1_and_keeps_the_ticks_done(runner, tmp_path, monkeypatch):
-    original = simulator.model.consume
+    original = simulator.model.consume_with_bots
 
     def consume_then_break(state, *args, **kwargs):
         if state.tick == 3:
             raise RuntimeError("consumption stage exploded")
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(simulator.model, "consume", consume_then_break)
+    monkeypatch.setattr(simulator.model, "consume_with_bots", consume_then_break)
     scenario = write_tiny(tmp_path, ticks=6)
     out = tmp_path / "run"
     result = invoke(runner, "run", scenario, "--out", out)

@@ -91,6 +91,7 @@ def records(users, exposures, consumed, value, bought=None):
         np.zeros(n, dtype=np.float32),
         np.zeros(0, dtype=np.int64),
         np.asarray(value, dtype=np.float32),  # the hand-made values are at full attention
+        np.zeros(exposures.shape, dtype=bool),
     )
     return allocation, consumption
 

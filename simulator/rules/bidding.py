@@ -5,8 +5,10 @@ using only what the advertiser itself saw last tick (what it paid, what its clic
 
 - `truthful`: multiplier 1, the dominant strategy in a second-price auction;
 - `shaded`: a fixed `shading` fraction, the textbook response to first-price auctions;
-- `paced`: the multiplier is corrected each tick toward spending the total budget evenly over
-  the run, `m ← clip(m · exp(−pacing_rate · (spent − target) / target), 0.01, 1)`;
+- `paced`: the multiplier is corrected each tick toward spending what can be spent evenly over
+  the run, `m ← clip(m · exp(−pacing_rate · (spent − target) / target), 0.01, 1)` with
+  `target = min(total_budget / ticks, budget_per_tick)` (a target above the tick cap could never
+  be met, and the multiplier would drift to 1);
 - `learning`: EXP3 over `learning_arms` shading factors, rewarded by last tick's surplus
   (value − paid) scaled by the tick budget, so it discovers how much to shade under the
   auction format it faces.
@@ -82,7 +84,8 @@ class Paced(BiddingStrategy):
         if state.tick <= 1:
             ads.multiplier[:] = cfg.shading  # where pacing starts
             return
-        target = max(cfg.total_budget / scenario.ticks, 1.0)
+        # Pace against what can be spent: an even share of the total, but never above the tick cap.
+        target = max(min(cfg.total_budget / scenario.ticks, cfg.budget_per_tick), 1.0)
         correction = np.exp(-cfg.pacing_rate * (ads.spent_last - target) / target)
         ads.multiplier[:] = np.clip(ads.multiplier * correction, 0.01, 1.0)
 

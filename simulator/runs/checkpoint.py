@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, load_scenario
+from simulator.registry import REGISTRIES
 from simulator.files import TMP_PREFIX, atomic_file
 from simulator.model import AttentionMarket
 from simulator.runs.rundir import RunWriter
@@ -138,6 +139,8 @@ def allowed_global(module: str, name: str, obj: Any) -> bool:
     root = module.split(".")[0]
     if (module, name) in _FUNCTIONS:
         return True
+    if isinstance(obj, type) and any(obj is rule for kind in REGISTRIES.values() for rule in kind.rules.values()):
+        return True  # a registered rule (a plug-in's too): the scenario that names it registered it
     if root == "simulator":
         return isinstance(obj, type)  # the simulator's own classes, never its functions
     if root == "numpy":

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.market.catalogue import Catalogue
 from simulator.market.outcomes import Allocation, Consumption, Settlement
 from simulator.market.populations import production_cost, unit_rows
-from simulator.market.catalogue import Catalogue
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules import RuleSet
 from simulator.rules.payout import Probe, contributions

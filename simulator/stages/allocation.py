@@ -13,12 +13,12 @@ from simulator.market.catalogue import Catalogue
 from simulator.market.outcomes import Allocation, Arrivals
 from simulator.market.state import MarketState
 from simulator.market.values import match, position_click_factors
+from simulator.rules.allocation.base import AllocationRule
 from simulator.rules.allocation.engine import (
     allocate_exposures,
     block_rows,
     resolve_mode,
 )
-from simulator.rules.allocation.base import AllocationRule
 from simulator.rules.auction import sell_with_throttling
 from simulator.rules.formats import AUCTION_FORMATS
 from simulator.scenario.schema import Scenario

@@ -119,8 +119,9 @@ class AllocationRule(ABC):
             raise ValueError(f"the {self.name} rule keeps no state, but the checkpoint has {sorted(state)}")
 
     @classmethod
-    def state_bytes(cls, scenario: Scenario, users: int, goods: int) -> int:
-        """Memory the rule's state across ticks takes for `users` and `goods` rows (the memory estimate)."""
+    def state_bytes(cls, scenario: Scenario, active_users: int, users: int, goods: int) -> int:
+        """Memory the rule's state across ticks takes, for a tick's active users and the rows of
+        users and goods the populations may hold (the memory estimate)."""
         return 0
 
 

@@ -171,7 +171,7 @@ def candidate_scores(
     rng: np.random.Generator,
     adjustment: np.ndarray | None,
 ) -> Iterator[tuple[CandidateBlock, np.ndarray]]:
-    """(block, scores) per block of users of the candidate mode (see simulator/candidates.py).
+    """(block, scores) per block of users of the candidate mode (see simulator/rules/allocation/candidates.py).
 
     A block is one group of the index (or part of one): the rule's `candidate_scores` for the
     group's shared candidates (one product) and for each user's sampled goods (plus the log of
@@ -181,7 +181,11 @@ def candidate_scores(
     cfg = scenario.allocation
     view = index_for(state, catalogue, scenario, rng).view(state, catalogue, scenario)
     vectors = rule.routing_vectors(state, users)
-    for block in view.blocks(vectors, rng, cfg.block_elements):
+    consumed = None
+    if cfg.mask_consumed:  # remembered goods are not candidates: strata draw among the others
+        remembered = state.uids.rows(state.users.history[users])
+        consumed = np.where(remembered >= 0, catalogue.position_of_row[np.maximum(remembered, 0)], -1)
+    for block in view.blocks(vectors, rng, cfg.block_elements, consumed):
         members = users[block.rows]
         scores = np.full((len(members), block.width), -np.inf, dtype=FLOAT)
         for low, high, shared in block.runs():
@@ -200,10 +204,8 @@ def candidate_scores(
                 tail += adjustment[safe]
             tail[~drawn] = -np.inf
             scores[:, block.shared_width :] = tail
-        if cfg.mask_consumed:
-            remembered = state.uids.rows(state.users.history[members])
-            positions = np.where(remembered >= 0, catalogue.position_of_row[np.maximum(remembered, 0)], -1)
-            columns = view.columns_of(block, positions)
+        if consumed is not None:
+            columns = view.columns_of(block, consumed[block.rows])
             row, slot = np.nonzero(columns >= 0)
             scores[row, columns[row, slot]] = -np.inf
         yield block, scores

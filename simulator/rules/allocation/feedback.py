@@ -11,14 +11,23 @@ from __future__ import annotations
 from simulator.market.outcomes import Allocation, Consumption
 from simulator.market.state import MarketState
 from simulator.rules.allocation.base import AllocationRule, Feedback
-from simulator.rules.allocation.popularity import record_consumptions
+from simulator.rules.allocation.popularity import record_consumptions, record_counts
+from simulator.rules.allocation.privacy import private_report
 from simulator.scenario.schema import Scenario
 
 
 def record_outcomes(
     state: MarketState, rule: AllocationRule, allocation: Allocation, consumption: Consumption, scenario: Scenario
 ) -> None:
-    """Record a tick's consumptions in the popularity window and show the rule what users did."""
-    consumed = consumption.consumed & (allocation.exposures >= 0)
-    record_consumptions(state, allocation.exposures[consumed], scenario.allocation.popularity_window)
-    rule.observe(state, Feedback(allocation.users, allocation.exposures, consumed))
+    """Record a tick's consumptions in the popularity window and show the rule what users did,
+    through the privacy mechanism when there is one (`privacy`, see privacy.py): then the window,
+    the goods' engagement counters and the rule's logs take what the mechanism reports."""
+    shown = allocation.exposures >= 0
+    consumed = consumption.consumed & shown
+    report = private_report(state, allocation.exposures, shown, consumed, scenario.privacy, scenario.seed)
+    if report is None:
+        record_consumptions(state, allocation.exposures[consumed], scenario.allocation.popularity_window)
+        rule.observe(state, Feedback(allocation.users, allocation.exposures, consumed))
+        return
+    record_counts(state, report.counts, scenario.allocation.popularity_window)
+    rule.observe(state, Feedback(allocation.users, allocation.exposures, report.consumed))

@@ -178,10 +178,10 @@ class Learned(AllocationRule):
         )
 
     @classmethod
-    def state_bytes(cls, scenario: Scenario, users: int, goods: int) -> int:
+    def state_bytes(cls, scenario: Scenario, active_users: int, users: int, goods: int) -> int:
         """The logs (`log_ticks` ticks of exposures, 24 bytes each) and the factors of users and goods."""
         config = scenario.allocation.learned
-        exposures_per_tick = users * scenario.population.users.budget.median
+        exposures_per_tick = active_users * scenario.population.users.budget.median
         return int(config.log_ticks * exposures_per_tick * 24 + (users + goods) * (config.rank + 1) * 8 * 3)
 
     def prepare(self, state: MarketState, scenario: Scenario, rng: np.random.Generator) -> None:
@@ -280,7 +280,7 @@ class Learned(AllocationRule):
         return ((self._user_vectors(state, users) * scale) @ goods.T).astype(FLOAT)
 
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """The same scores for given catalogue positions only (the candidate mode, see simulator/candidates.py)."""
+        """The same scores for given catalogue positions only (the candidate mode, see simulator/rules/allocation/candidates.py)."""
 
         dim = catalogue.keys.shape[1]
         scale = 2.0 * np.sqrt(dim) / self.temperature

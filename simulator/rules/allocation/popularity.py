@@ -10,12 +10,10 @@ consumption stage fills every tick (see `record_consumptions`).
 
 from __future__ import annotations
 
-
 import numpy as np
-
-from simulator.market.catalogue import Catalogue, window_counts
 from pydantic import BaseModel
 
+from simulator.market.catalogue import Catalogue, window_counts
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.scenario.schema import Scenario
@@ -23,8 +21,12 @@ from simulator.scenario.schema import Scenario
 
 def record_consumptions(state: MarketState, consumed_rows: np.ndarray, window: int) -> None:
     """Add this tick's consumptions (catalogue rows, one entry per consumption) to the window."""
+    record_counts(state, np.bincount(consumed_rows, minlength=0) if len(consumed_rows) else np.zeros(0, dtype=np.int64), window)
+
+
+def record_counts(state: MarketState, counts: np.ndarray, window: int) -> None:
+    """Add this tick's consumption counts (per catalogue row) to the window."""
     ticks = state.consumption_window.ticks
-    counts = np.bincount(consumed_rows, minlength=0) if len(consumed_rows) else np.zeros(0, dtype=np.int64)
     rows = np.flatnonzero(counts)
     ticks.append((state.tick, state.goods.uid[rows].copy(), counts[rows].astype(np.int64)))
     # Forget ticks that left the window, and old ticks whose goods have all left the catalogue.

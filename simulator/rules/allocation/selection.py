@@ -30,7 +30,7 @@ def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample counts[i] distinct columns per row without replacement, P ∝ softmax(scores).
 
-    A compiled kernel (`simulator/kernels.py`) draws each row's exposures in feed order by
+    A compiled kernel (`simulator/market/kernels.py`) draws each row's exposures in feed order by
     successive sampling. Each row's random stream comes from its own seed drawn here, so results
     do not depend on how many draws the rows before it took. `scores` is left untouched.
     """
