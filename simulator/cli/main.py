@@ -47,6 +47,7 @@ from simulator.runs.checkpoint import (
     open_resume,
     read_run_scenario,
 )
+from simulator.runs.threads import use_threads
 from simulator.runs.memory import (
     available_memory,
     check_memory,
@@ -361,6 +362,10 @@ def run(
         typer.Option("--checkpoint", metavar="SECONDS", min=0.0, help="Rewrite metrics.parquet this often while running."),
     ] = DEFAULT_CHECKPOINT_SECONDS,
     checkpoint_every: CheckpointEveryOpt = 0,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", metavar="N", min=1, help="Cores for this run: numba kernels get N threads, BLAS products one; default: every core this process may use.", show_default=False),
+    ] = None,
 ) -> None:
     """Run one scenario and write its run directory (manifest.json, metrics.parquet, summary.json, plots/).
 
@@ -368,6 +373,7 @@ def run(
     """
 
     err = _stderr()
+    use_threads(threads)  # BLAS and numba chosen together (simulator/runs/threads.py)
     resolved = resolve_scenario(scenario, sets, seed, ticks)
     problems = list(resolved.problems)
     if out is None and resolved.scenario is not None:

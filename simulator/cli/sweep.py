@@ -47,6 +47,7 @@ from simulator.cli.main import (
     resolve_scenario,
 )
 from simulator.runs.sweep import SWEEP_TABLE, SweepError, default_sweep_dir, run_sweep
+from simulator.runs.threads import WORKER_THREADS_ENV
 from simulator.scenario.schema import ScenarioError
 
 
@@ -88,6 +89,10 @@ def sweep(
         int,
         typer.Option("--checkpoint-every", metavar="N", min=0, help="Save each run's model every N ticks, so running the sweep again resumes half-done runs from there (0: never)."),
     ] = 0,
+    worker_threads: Annotated[
+        int | None,
+        typer.Option("--worker-threads", metavar="N", min=0, help="BLAS and numba threads per worker; default 1 (or ATTNSIM_WORKER_THREADS), 0: the libraries' defaults.", show_default=False),
+    ] = None,
 ) -> None:
     """Run the scenario's sweep: grid × replications, one run directory each, plus sweep.parquet and sweep.json.
 
@@ -95,6 +100,8 @@ def sweep(
     """
 
     err = _stderr()
+    if worker_threads is not None:  # read by each worker (spawned processes inherit the environment)
+        os.environ[WORKER_THREADS_ENV] = str(worker_threads)
     resolved = resolve_scenario(scenario, sets, seed, ticks)
     if resolved.problems:
         raise _exit_bad_input(resolved.problems)

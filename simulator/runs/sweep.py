@@ -75,6 +75,7 @@ from simulator.runs import checkpoint, rundir
 from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
 from simulator.runs.driver import run as run_scenario
+from simulator.runs.threads import pin_worker_threads, worker_thread_limits
 from simulator.scenario.schema import Scenario, ScenarioError, SweepConfig, load_scenario
 from simulator.scenario.schema import parse_override_value
 import pyarrow as pa
@@ -394,6 +395,11 @@ def execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, cont
     with the client). Without it, each run is written into a temporary directory and its files come
     back in the record (`files`: relative path -> bytes) for the client to write.
     """
+    with worker_thread_limits():  # one BLAS and one numba thread per worker (simulator/runs/threads.py)
+        return _execute_batch(specs, runs_dir, context)
+
+
+def _execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, context: Mapping[str, Any]) -> list[dict[str, Any]]:
     records = []
     for spec in specs:
         if runs_dir is not None:
@@ -410,6 +416,7 @@ def execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, cont
 def _worker_init() -> None:
     # Ctrl-C in a terminal reaches the whole process group: the client decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pin_worker_threads()  # one BLAS and one numba thread each, so N workers fit N cores
 
 
 # --- the sweep directory -------------------------------------------------------------------------

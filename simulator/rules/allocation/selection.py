@@ -9,32 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.market.kernels import draw_without_replacement
+from simulator.market.kernels import draw_without_replacement, top_k_rows
 from simulator.market.state import FLOAT
 
 
 def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The counts[i] highest finite scores of each row, best first; ties to the lower index."""
+    """The counts[i] highest finite scores of each row, best first; ties to the lower index.
+
+    A compiled per-row selection (`top_k_rows` in simulator/market/kernels.py): one pass over the
+    row keeping the best so far, instead of a partition of the whole block and a sort."""
     rows, columns = scores.shape
     width = min(int(counts.max(initial=0)), columns)
+    picked = np.full((rows, width), -1, dtype=np.int64)
     if width == 0:
-        return np.full((rows, 0), -1, dtype=np.int64)
-    if width < columns:
-        # Everything above the width-th score, then the lowest-index columns tied with it.
-        kth = -np.partition(-scores, width - 1, axis=1)[:, width - 1 : width]
-        above = scores > kth
-        tied = scores == kth
-        room = width - np.count_nonzero(above, axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
-        candidates = np.nonzero(chosen)[1].reshape(rows, width)
-    else:
-        candidates = np.broadcast_to(np.arange(columns), (rows, columns))
-    chosen_scores = np.take_along_axis(scores, candidates, axis=1)
-    order = np.lexsort((candidates, -chosen_scores), axis=1)
-    picked = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
-    picked_scores = np.take_along_axis(chosen_scores, order, axis=1)
-    keep = (np.arange(width) < counts[:, None]) & np.isfinite(picked_scores)
-    return np.where(keep, picked, -1)
+        return picked
+    top_k_rows(np.ascontiguousarray(scores), counts.astype(np.int64), picked)
+    return picked
 
 
 def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
