@@ -16,8 +16,8 @@ from simulator.rules.auction import run_auctions, sell_with_throttling
 from simulator.rules.bidding import set_bids
 from simulator.scenario.schema import with_overrides
 from simulator.stages.acquisition import _publish_goods, acquire
-from simulator.stages.circulation import _admit_creators
 from simulator.stages.allocation import allocate
+from simulator.stages.circulation import _admit_creators
 from simulator.stages.consumption import consume
 
 

@@ -25,6 +25,7 @@ DYNAMIC = {
     "population.creators.cost_per_good": 100,
     "population.creators.effort_cost": 0,
     "population.creators.exit.patience": 3,
+    "population.users.churn.threshold": 0.2,  # some users leave, so every panel status shows up
 }
 
 

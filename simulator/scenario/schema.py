@@ -92,8 +92,8 @@ class LogNormal(Strict):
 class ChurnConfig(Strict):
     """Users leave after `patience` consecutive active ticks with smoothed utility below `threshold`."""
 
-    threshold: float = Field(0.0, allow_inf_nan=False)
-    """Smoothed utility per active tick under which a tick counts as disappointing (0: the platform is worth less than the outside option)."""
+    threshold: float = Field(-0.05, allow_inf_nan=False)
+    """Smoothed utility per active tick under which a tick counts as disappointing (0: the platform is worth less than the outside option; the default tolerates a little less, see docs/calibration.md)."""
     patience: int = Field(5, ge=1)
     """Consecutive disappointing active ticks before the user leaves for good."""
     smoothing: Probability = 0.3
@@ -141,11 +141,11 @@ class UsersConfig(Strict):
     """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by."""
     choice_noise: PositiveFloat = 0.1
     """Scale of the logistic taste shock in each consumption choice."""
-    willingness_to_pay: Money = 3_000
+    willingness_to_pay: Money = 6_000
     """Money a product of value 1 is worth to a user: a product's price enters the consumption choice as price / this (value units), and a product is had only if bought."""
     drift: Probability = 0.02
     """Rate at which true interests move toward what the user consumed this tick."""
-    ad_annoyance: NonNegativeFloat = 0.05
+    ad_annoyance: NonNegativeFloat = 0.02
     """Utility lost per ad shown."""
     churn: ChurnConfig = ChurnConfig()
     """The churn rule."""
@@ -161,10 +161,10 @@ class ExitConfig(Strict):
 
 
 class EntryConfig(Strict):
-    """New creators arrive while the average smoothed creator profit is positive."""
+    """New creators arrive while creating pays: the mean profit of the tick over every creator that took part is positive."""
 
-    rate: NonNegativeFloat = 0.02
-    """Poisson mean of entrants per tick, per active creator, while average profit is positive."""
+    rate: NonNegativeFloat = 0.01
+    """Poisson mean of entrants per tick, per active creator, while the mean profit of the tick is positive."""
     imitation: Probability = 0.5
     """Share of entrants that copy the niche of a profitable creator (chosen by profit)."""
 
