@@ -604,8 +604,8 @@ class PrivacyConfig(Strict):
     """none; randomized_response: each logged consumption outcome is reported truthfully with probability e^ε/(1+e^ε) and flipped otherwise (local, ε-DP per logged interaction); laplace / gaussian: noise of scale 1/ε (Laplace) or √(2 ln(1.25/δ))/ε (Gaussian) on each good's consumption count of the tick before the platform records it (central, (ε[, δ])-DP per interaction)."""
     epsilon: float = Field(float("inf"), gt=0.0, allow_inf_nan=True)
     """ε of the mechanism, > 0; `inf` (the default) is no noise at all: the run equals the non-private one byte for byte."""
-    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-6
-    """δ of the `gaussian` mechanism."""
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0001
+    """δ of the `gaussian` mechanism (the default 0.0001 is written without an exponent because YAML 1.1 reads `1e-06` as a string; write `1.0e-6`)."""
 
 
 class Scenario(Strict):
