@@ -255,30 +255,21 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path, monkeyp
     path = save_checkpoint(model, tmp_path / "checkpoint.pkl")
     good = path.read_bytes()
     model.step()
+    write_array = np.lib.format.write_array
+    written: list[int] = []
 
-    def exploding(self, obj):
-        raise KeyboardInterrupt  # as a second Ctrl-C in the middle of writing
+    def exploding(stream, values, **options):
+        if written:
+            raise KeyboardInterrupt  # as a second Ctrl-C in the middle of writing
+        written.append(1)
+        write_array(stream, values, **options)
 
-    monkeypatch.setattr(ckpt._CheckingPickler, "dump", exploding)
+    monkeypatch.setattr(np.lib.format, "write_array", exploding)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(model, path)
+    assert written, "the save was cut after it began writing"
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pkl"]
-
-
-def test_the_loader_refuses_globals_outside_the_allowlist(tmp_path):
-    model = stepped(1)
-    path = save_checkpoint(model, tmp_path / "checkpoint.pkl")
-    data = path.read_bytes()
-    header = data[len(ckpt.MAGIC) :].split(b"\n", 1)[0]
-    import hashlib
-
-    for payload in (pickle.dumps(subprocess.Popen), pickle.dumps(pd.DataFrame), pickle.dumps(np.memmap)):
-        body = ckpt.MAGIC + header + b"\n" + payload
-        trailer = ckpt._TRAILER_TAG + f"{len(payload):016x} {hashlib.sha256(body).hexdigest()}\n".encode()
-        path.write_bytes(body + trailer)
-        with pytest.raises(ckpt.CheckpointError, match="may not refer to"):
-            ckpt.load_checkpoint(path)
 
 
 def test_cli_run_checkpoints_and_removes_the_checkpoint_when_complete(tmp_path, monkeypatch):
