@@ -257,7 +257,7 @@ def interrupted_run(tmp_path_factory) -> Path:
     """A run directory stopped at tick 4 of 6 with a checkpoint there (as after Ctrl-C)."""
     from simulator.model import AttentionMarket
     from simulator.runs import rundir
-    from simulator.runs.checkpoint import RunOutcome, finish_run
+    from simulator.runs.driver import RunOutcome, finish_run
     from simulator.scenario.schema import load_scenario
 
     base = tmp_path_factory.mktemp("interrupted")

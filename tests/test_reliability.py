@@ -32,6 +32,7 @@ from simulator.metrics.invariants import (
 )
 from simulator.model import AttentionMarket, advance
 from simulator.runs import checkpoint as ckpt
+from simulator.runs import driver
 from simulator.runs import rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.memory import (
@@ -280,7 +281,7 @@ def test_cli_run_checkpoints_and_removes_the_checkpoint_when_complete(tmp_path, 
         saved.append(model.market.tick)
         return original(model, path)
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    monkeypatch.setattr(driver, "save_checkpoint", spy)
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(json.dumps({**tiny().model_dump(mode="json"), "ticks": 7}))
     out = tmp_path / "run"
@@ -296,7 +297,7 @@ def test_a_checkpoint_that_cannot_be_written_warns_and_the_run_goes_on(tmp_path,
     def failing(model, path):
         raise ckpt.CheckpointError(path, "cannot checkpoint this model: disk says no")
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", failing)
+    monkeypatch.setattr(driver, "save_checkpoint", failing)
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(json.dumps({**tiny().model_dump(mode="json"), "ticks": 5}))
     out = tmp_path / "run"
@@ -321,9 +322,9 @@ def test_run_force_clears_an_old_checkpoint(tmp_path):
 
 def test_resume_or_start_runs_skips_and_resumes(tmp_path):
     scenario = tiny({"ticks": 6})
-    fresh = ckpt.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    fresh = driver.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
     assert fresh.status == "complete" and fresh.resumed_from is None and not fresh.skipped
-    again = ckpt.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    again = driver.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
     assert again.skipped and again.status == "complete"
     pd.testing.assert_frame_equal(again.metrics, fresh.metrics, check_dtype=False)
 
@@ -333,29 +334,29 @@ def test_resume_or_start_runs_skips_and_resumes(tmp_path):
         calls["n"] += 1
         return calls["n"] > 3
 
-    half = ckpt.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2, should_stop=stop_after_three)
+    half = driver.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2, should_stop=stop_after_three)
     assert half.status == "interrupted"
     assert ckpt.read_header(tmp_path / "half" / "checkpoint.pkl")["tick"] == 3
-    finished = ckpt.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2)
+    finished = driver.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2)
     assert finished.status == "complete" and finished.resumed_from == 3
     assert (tmp_path / "half" / "metrics.parquet").read_bytes() == (tmp_path / "fresh" / "metrics.parquet").read_bytes()
 
     with pytest.raises(ckpt.ResumeError, match="different scenario"):
-        ckpt.resume_or_start(tmp_path / "half", tiny({"ticks": 7}))
+        driver.resume_or_start(tmp_path / "half", tiny({"ticks": 7}))
 
 
 def test_resume_or_start_restarts_from_a_damaged_checkpoint(tmp_path):
     scenario = tiny({"ticks": 5})
-    reference = ckpt.resume_or_start(tmp_path / "reference", scenario)
+    reference = driver.resume_or_start(tmp_path / "reference", scenario)
     calls = {"n": 0}
 
     def stop_after_two() -> bool:
         calls["n"] += 1
         return calls["n"] > 2
 
-    ckpt.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1, should_stop=stop_after_two)
+    driver.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1, should_stop=stop_after_two)
     (tmp_path / "run" / "checkpoint.pkl").write_bytes(b"garbage")
-    outcome = ckpt.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1)
+    outcome = driver.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1)
     assert outcome.status == "complete" and outcome.resumed_from == 0
     assert (tmp_path / "run" / "checkpoint.pkl.corrupt").exists()
     assert "unusable" in rundir.read_manifest(tmp_path / "run")["resumes"][-1]["notes"][0]
@@ -461,12 +462,12 @@ def test_a_sweep_resumes_its_half_done_run_from_the_checkpoint(tmp_path, monkeyp
 
     real = sweep_module._run
 
-    def stopped_at_tick_5(scenario, on_tick):
+    def stopped_at_tick_5(model, on_tick, should_stop):
         def tick(model):
             on_tick(model)
-            if scenario.allocation.temperature == 2.0 and model.market.tick == 5:
+            if model.config.allocation.temperature == 2.0 and model.market.tick == 5:
                 raise KeyboardInterrupt
-        return real(scenario, tick)
+        return real(model, tick, should_stop)
 
     monkeypatch.setattr(sweep_module, "_run", stopped_at_tick_5)
     with pytest.raises(KeyboardInterrupt):

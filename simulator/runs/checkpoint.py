@@ -25,11 +25,8 @@ is rebuilt from the scenario by its registered name. A damaged or foreign file i
 clear `CheckpointError`, never half loaded. Resume also refuses a checkpoint that is a symlink
 leading outside its run directory (`checkpoint_in`).
 
-Run directories: `execute` drives a model inside a `RunWriter`'s directory, rewriting metrics
-every few seconds and the checkpoint every N ticks; `finish_run` writes the final files;
-`open_resume` prepares an interrupted run directory for resuming; `resume_or_start` does the
-whole thing for one run of a sweep (skip if complete, resume from the checkpoint if there is
-one, start afresh otherwise).
+Run directories: `open_resume` prepares an interrupted run directory for resuming and
+`resumable` finds a usable checkpoint of a given scenario; the driver (runs/driver.py) runs them.
 """
 
 from __future__ import annotations
@@ -40,11 +37,9 @@ import json
 import math
 import os
 import struct
-import time
-import traceback as traceback_module
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,11 +54,8 @@ from simulator.rules.allocation.engine import make_rule
 from simulator.runs.rundir import RunWriter
 from simulator.runs.snapshot import Decoder, Encoder, SnapshotError
 from simulator.runs.rundir import package_versions
-from simulator.metrics.invariants import InvariantViolation
-from simulator.runs.driver import run as run_scenario
 from simulator.runs import rundir
 from simulator.runs.rundir import MANIFEST
-import pandas as pd
 import mesa
 
 
@@ -472,27 +464,8 @@ class _Window(io.RawIOBase):
         return got
 
 
-# --- running inside a run directory ------------------------------------------------------------------
-
-
-@dataclass
-class RunOutcome:
-    """How `execute` ended: `status` is one of rundir's statuses; the rest is what to write."""
-
-    status: str
-    metrics: pd.DataFrame | None
-    panels: dict[str, Any] | None = None
-    error: str | None = None
-    traceback: str | None = None
-    violation: dict[str, Any] | None = None
-    hard_interrupt: bool = False
-    warnings: list[str] = field(default_factory=list)
-    summary: dict[str, Any] | None = None
-    skipped: bool = False  # resume_or_start: the run was already complete
-    resumed_from: int | None = None  # the tick resumed from, None for a fresh start
-
-
-def _panel_frames(model: Any) -> dict[str, Any] | None:
+def panel_frames(model: Any) -> dict[str, Any] | None:
+    """The model's agent panels as frames (None when off, or when a failed tick left them unreadable)."""
     recorder = getattr(model, "panels", None)
     if recorder is None:
         return None
@@ -501,109 +474,6 @@ def _panel_frames(model: Any) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - a half-updated model after a failure: keep the last checkpoint
         return None
 
-
-def execute(
-    writer: RunWriter,
-    model: AttentionMarket,
-    *,
-    checkpoint_every: int = 0,
-    checkpoint_seconds: float = 5.0,
-    on_tick: Callable[[AttentionMarket], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> RunOutcome:
-    """Step `model` to its last tick inside `writer`'s directory; never raises for engine failures.
-
-    After every `checkpoint_every` ticks (0: never) the model is saved to `checkpoint.pkl` and the
-    metrics rewritten; otherwise the metrics are rewritten after the first tick and every
-    `checkpoint_seconds`. A stop asked by `should_stop` ends at a tick boundary (status
-    `interrupted`, and a checkpoint of that tick when checkpointing is on); KeyboardInterrupt
-    ends at once (`interrupted`, no checkpoint: the tick was half done); any other exception,
-    an `InvariantViolation` included, gives `failed` with the error, traceback and violation.
-    The final files are written by `finish_run`.
-    """
-
-    checkpoint_path = writer.directory / CHECKPOINT
-    outcome = RunOutcome(status="failed", metrics=None)
-    clock = {"last": time.monotonic(), "first": True}
-    saving = {"on": checkpoint_every > 0}
-
-    def save(current: AttentionMarket) -> None:
-        if not saving["on"]:
-            return
-        try:
-            save_checkpoint(current, checkpoint_path)
-        except CheckpointError as exc:
-            saving["on"] = False  # keep running; say so in the manifest
-            outcome.warnings.append(f"checkpoints stopped at tick {current.market.tick}: {exc.message}")
-
-    def tick_done(current: AttentionMarket) -> None:
-        tick = current.market.tick
-        now = time.monotonic()
-        if checkpoint_every and tick % checkpoint_every == 0 and current.running:
-            save(current)
-            writer.checkpoint(current.metrics, _panel_frames(current))
-            clock["last"] = time.monotonic()
-        elif clock["first"] or now - clock["last"] >= checkpoint_seconds:
-            writer.checkpoint(current.metrics, _panel_frames(current))
-            clock["last"] = time.monotonic()
-        clock["first"] = False
-        if on_tick is not None:
-            on_tick(current)
-
-    try:
-        result = run_scenario(model.config, model=model, on_tick=tick_done, should_stop=should_stop)
-        outcome.metrics = result.metrics
-        if result.completed:
-            outcome.status = "complete"
-        else:
-            outcome.status = "interrupted"
-            save(model)
-    except KeyboardInterrupt:
-        outcome.status, outcome.hard_interrupt = "interrupted", True
-        outcome.metrics = _metrics_or_none(model)
-    except Exception as exc:  # noqa: BLE001 - any failure of the engine is reported, with what was done
-        outcome.status = "failed"
-        outcome.error = f"{type(exc).__name__}: {exc}"
-        outcome.traceback = traceback_module.format_exc()
-        if isinstance(exc, InvariantViolation):
-            outcome.violation = exc.to_dict()
-        outcome.metrics = _metrics_or_none(model)
-    outcome.panels = _panel_frames(model)
-    if getattr(model, "allocation_mode", None) is not None:  # which allocation ran (allocation.candidates)
-        writer.manifest.update(
-            allocation_mode=model.allocation_mode,
-            allocation_mode_reason=model.allocation_mode_reason,
-            allocation_mode_ticks=dict(model.allocation_modes),
-        )
-    return outcome
-
-
-def _metrics_or_none(model: AttentionMarket) -> pd.DataFrame | None:
-    try:
-        return model.metrics
-    except Exception:  # noqa: BLE001 - the model may be half-updated; keep the last checkpoint
-        return None
-
-
-def finish_run(writer: RunWriter, outcome: RunOutcome) -> dict[str, Any] | None:
-    """Write the run's final files for `outcome`; a complete run's checkpoint is removed after."""
-
-    metrics = outcome.metrics
-    if metrics is None and writer.metrics_path.is_file():
-        metrics = rundir.read_metrics(writer.metrics_path)  # the last metrics written
-    if outcome.violation is not None:
-        writer.manifest["violation"] = outcome.violation
-    if outcome.warnings:
-        writer.manifest["warnings"] = [*writer.manifest.get("warnings", []), *outcome.warnings]
-    summary = writer.finish(outcome.status, metrics, error=outcome.error, traceback=outcome.traceback, panels=outcome.panels)
-    kept = writer.manifest.get("warnings", [])
-    if outcome.warnings and not set(outcome.warnings) <= set(kept):  # finish() wrote its own list over ours
-        writer.manifest["warnings"] = [*outcome.warnings, *kept]
-        rundir.write_json(writer.manifest_path, writer.manifest)
-    if outcome.status == rundir.COMPLETE:
-        (writer.directory / CHECKPOINT).unlink(missing_ok=True)
-    outcome.summary = summary
-    return summary
 
 
 # --- resuming ----------------------------------------------------------------------------------------
@@ -732,7 +602,7 @@ def open_resume(
         writer.started = datetime.fromisoformat(manifest["started_at"])
     except (KeyError, TypeError, ValueError):
         pass
-    writer.checkpoint(model.metrics, _panel_frames(model))
+    writer.checkpoint(model.metrics, panel_frames(model))
     rundir.write_json(writer.manifest_path, writer.manifest)
     return ResumePlan(writer, model, from_tick, str(previous), every, draw)
 
@@ -752,92 +622,3 @@ def resumable(directory: str | Path, scenario: Scenario) -> AttentionMarket | No
     except CheckpointError:
         return None
     return model if model.running else None
-
-
-def checkpointer(directory: str | Path, every: int, warnings: list[str] | None = None) -> Callable[[AttentionMarket], None]:
-    """An `on_tick` callback that saves the model to `directory/checkpoint.pkl` after every
-    `every`-th tick (0: never) while the run goes on. A save that fails stops further saves and
-    appends a line to `warnings` (the run itself goes on)."""
-    path = Path(directory) / CHECKPOINT
-    state = {"on": every > 0}
-
-    def on_tick(model: AttentionMarket) -> None:
-        if not state["on"] or model.market.tick % every or not model.running:
-            return
-        try:
-            save_checkpoint(model, path)
-        except CheckpointError as exc:
-            state["on"] = False
-            if warnings is not None:
-                warnings.append(f"checkpoints stopped at tick {model.market.tick}: {exc.message}")
-
-    return on_tick
-
-
-def resume_or_start(
-    run_dir: str | Path,
-    scenario: Scenario,
-    *,
-    checkpoint_every: int = 0,
-    checkpoint_seconds: float = 5.0,
-    plots: bool = False,
-    scenario_file: str | Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    command: list[str] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_tick: Callable[[AttentionMarket], None] | None = None,
-) -> RunOutcome:
-    """Run `scenario` into `run_dir`, picking up whatever an earlier attempt left there.
-
-    For sweeps: a run directory whose manifest says `complete` is left alone (`skipped`); one
-    with a checkpoint of the same scenario resumes from it; one whose checkpoint is damaged, or
-    that has none, starts again from tick 0 (the same scenario and seed give the same result);
-    anything else is a fresh start. A directory holding a run of a *different* scenario raises
-    `ResumeError` rather than being overwritten. Returns the outcome with its summary; the run
-    directory is finished (manifest, metrics, summary, plots) whatever the status.
-    """
-
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / rundir.MANIFEST
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            manifest = None  # a torn directory from a crash before its first manifest: start afresh
-        if isinstance(manifest, dict) and isinstance(manifest.get("scenario"), dict):
-            if scenario_digest(manifest["scenario"]) != scenario_digest(scenario):
-                raise ResumeError(
-                    [ScenarioIssue(str(manifest_path), 1, 1, "scenario", "this run directory holds a run of a different scenario")]
-                )
-            if manifest.get("status") == rundir.COMPLETE:
-                metrics = rundir.read_metrics(run_dir / rundir.METRICS)
-                summary_path = run_dir / rundir.SUMMARY
-                summary = rundir.read_json(summary_path) if summary_path.is_file() else None
-                return RunOutcome(status=rundir.COMPLETE, metrics=metrics, summary=summary, skipped=True)
-            plan = open_resume(run_dir, checkpoint_every=checkpoint_every, plots=plots, on_corrupt="restart")
-            outcome = execute(
-                plan.writer,
-                plan.model,
-                checkpoint_every=checkpoint_every,
-                checkpoint_seconds=checkpoint_seconds,
-                on_tick=on_tick,
-                should_stop=should_stop,
-            )
-            outcome.resumed_from = plan.from_tick
-            finish_run(plan.writer, outcome)
-            return outcome
-    directory = rundir.prepare_output_dir(run_dir, force=True)
-    writer = rundir.RunWriter(directory, scenario, scenario_file=scenario_file, overrides=overrides, command=command, plots=plots)
-    writer.manifest["checkpoint_every"] = checkpoint_every
-    writer.manifest["plots"] = plots
-    writer.start()
-    outcome = execute(
-        writer,
-        AttentionMarket(scenario),
-        checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds,
-        on_tick=on_tick,
-        should_stop=should_stop,
-    )
-    finish_run(writer, outcome)
-    return outcome
