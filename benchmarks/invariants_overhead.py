@@ -1,4 +1,4 @@
-"""What the per-tick invariant pass (simulator/invariants.py) adds to a tick.
+"""What the per-tick invariant pass (simulator/metrics/invariants.py) adds to a tick.
 
     python benchmarks/invariants_overhead.py [SCENARIO.yaml] [--ticks N] [--set KEY=VALUE ...]
 
@@ -45,7 +45,7 @@ def main() -> None:
     # The checks alone, on fresh tick outputs of a third model (same scenario, so same sizes).
     probe = AttentionMarket(scenario)
     for _ in range(args.ticks):
-        outcome = advance(probe.market, probe.config, probe.rule, probe.rng)
+        outcome = advance(probe.market, probe.config, probe.rules, probe.rng)
         collect(probe.market, outcome.arrivals, outcome.allocation, outcome.consumption, outcome.settlement, probe.market.ledger.take_flows())
         start = time.perf_counter()
         check_tick(probe.market, arrivals=outcome.arrivals, allocation=outcome.allocation, rule=probe.rule)

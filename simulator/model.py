@@ -27,23 +27,30 @@ from simulator.metrics.invariants import (  # noqa: F401
 )
 from simulator.metrics.panels import PanelRecorder
 from simulator.metrics.table import INTEGER_COLUMNS, METRIC_COLUMNS
-from simulator.rules.allocation.engine import Rule, make_rule
+from simulator.rules import RuleSet
+from simulator.rules.allocation.base import AllocationRule
+from simulator.rules.allocation.feedback import record_outcomes
 from simulator.scenario.schema import Scenario, load_scenario, with_overrides
 from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
 from simulator.stages.allocation import allocate
 from simulator.stages.circulation import circulate
-from simulator.stages.consumption import consume
+from simulator.stages.fraud import consume_with_bots, work_farms
 
 
-def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.Generator) -> TickOutcome:
+def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.random.Generator) -> TickOutcome:
     """Run one tick's four stages on `market` in place; the only place that orders them."""
     market.tick += 1
-    arrivals = acquire(market, scenario, rng)
-    allocation = allocate(market, arrivals, rule, scenario, rng)
-    consumption = consume(market, allocation, scenario, rng)
-    settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
-    adapt(market, allocation, consumption, settlement, scenario, rng)
+    arrivals = acquire(market, rules.bidding, scenario, rng)
+    allocation = allocate(market, arrivals, rules.allocation, scenario, rng)
+    # Engagement farms put their orders into bots' feeds (simulator/stages/fraud.py); bots act as bots.
+    farms = work_farms(market, arrivals, allocation, scenario, rng)
+    if farms is not None:
+        allocation = farms.allocation
+    consumption = consume_with_bots(market, allocation, None if farms is None else farms.farmed, scenario, rng)
+    record_outcomes(market, rules.allocation, allocation, consumption, scenario)
+    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng, farms)
+    adapt(market, allocation, consumption, settlement, rules, scenario, rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
 
@@ -66,15 +73,15 @@ class AttentionMarket(mesa.Model):
         super().__init__(rng=scenario.seed)
         self.config = scenario
         self.market = initial_state(scenario, self.rng)
-        self.rule = make_rule(scenario)
+        self.rules = RuleSet.of(scenario)
         self.latest_metrics: dict[str, float | int] = {}
-        # Agent panels (simulator/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
+        # Agent panels (simulator/metrics/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
         self.panels: PanelRecorder | None = (
             PanelRecorder(scenario, self.market) if scenario.metrics.agent_panels is not None else None
         )
         self.datacollector = self.new_datacollector()
 
-    # Checked at the end of every tick (simulator/invariants.py); False skips the pass.
+    # Checked at the end of every tick (simulator/metrics/invariants.py); False skips the pass.
     check_invariants: bool = True
     # How content was allocated (`allocation.candidates`): the latest tick's mode (`exact` or
     # `ivf`, None before the first tick), why, and ticks per mode; manifest.json records them.
@@ -93,7 +100,7 @@ class AttentionMarket(mesa.Model):
         if self.replaying_clock:
             return
         market, scenario = self.market, self.config
-        tick = advance(market, scenario, self.rule, self.rng)
+        tick = advance(market, scenario, self.rules, self.rng)
         mode = tick.allocation.mode
         self.allocation_mode, self.allocation_mode_reason = mode.mode, mode.reason
         self.allocation_modes = {**self.allocation_modes, mode.mode: self.allocation_modes.get(mode.mode, 0) + 1}
@@ -107,6 +114,11 @@ class AttentionMarket(mesa.Model):
             self.panels.record(market, tick)
         if market.tick >= scenario.ticks:
             self.running = False
+
+    @property
+    def rule(self) -> AllocationRule:
+        """The allocation rule in force (`rules.allocation`)."""
+        return self.rules.allocation
 
     @property
     def metrics(self) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Ad auctions (simulator/auction.py alone): textbook revenue, surplus, reserves and price bounds."""
+"""Ad auctions (simulator/rules/auction.py alone): textbook revenue, surplus, reserves and price bounds."""
 
 from __future__ import annotations
 

@@ -163,10 +163,35 @@ def test_consumed_goods_are_masked_among_the_candidates():
         candidate_rows = np.where(matrix >= 0, catalogue.rows[np.maximum(matrix, 0)], -2)
         is_remembered = (candidate_rows[:, :, None] == held[:, None, :]).any(axis=2)
         assert np.isneginf(scores[is_remembered]).all()
-        masked += int(is_remembered[:, block.shared_width :].sum())
-    assert masked > 0  # some drawn goods were remembered ones
+        masked += int(is_remembered.sum())
+    assert masked > 0  # some candidates were remembered ones
     exposures = allocate_exposures(state, catalogue, users, state.users.budget[users].astype(np.int64), make_rule(scenario), scenario, np.random.default_rng(1))
     assert not (exposures[:, :, None] == np.where(remembered >= 0, remembered, -2)[:, None, :]).any()
+
+
+def test_defect_8_stratum_representatives_are_drawn_among_eligible_goods():
+    """A drawn representative is never a good the user may not be shown, and each draw weighs the
+    eligible goods of its stratum: per user, the weights sum to the tail's eligible goods."""
+    scenario, model = market(goods=400, creators=40, ticks=4, **{"allocation.candidates.per_user": 60, "allocation.candidates.random": 200})
+    state = model.market
+    catalogue, view = view_of(scenario, state)
+    users = np.flatnonzero(state.users.alive)
+    remembered = state.uids.rows(state.users.history[users])
+    positions = np.where(remembered >= 0, catalogue.position_of_row[np.maximum(remembered, 0)], -1)
+    checked = 0
+    for block in view.blocks(state.users.query[users], np.random.default_rng(2), scenario.allocation.block_elements, positions):
+        own = block.own
+        held = positions[block.rows]
+        assert not ((own[:, :, None] == held[:, None, :]) & (own[:, :, None] >= 0)).any()
+        for k, (low, high, _) in enumerate(block.runs()):
+            tail = block.tails[k]
+            for row in range(low, high):
+                barred = np.unique(held[row][held[row] >= 0])
+                in_tail = int((view.tail_indices(tail, barred) >= 0).sum())
+                weights = np.exp(block.own_log_weight[row][own[row] >= 0].astype(np.float64)).sum()
+                assert weights == pytest.approx(tail.size - in_tail, rel=1e-5)
+                checked += in_tail > 0
+    assert checked > 0  # some users had remembered goods in their tail
 
 
 def test_auto_mode_picks_exact_below_the_threshold_and_ivf_above():

@@ -29,7 +29,7 @@ from simulator.model import AttentionMarket
 from simulator.runs import checkpoint as ckpt
 from simulator.runs import rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
-from simulator.rules.allocation.engine import UniformRule
+from simulator.rules.allocation.query_key import Uniform
 from simulator.scenario.schema import load_scenario
 from conftest import TINY_YAML, tiny
 
@@ -174,7 +174,7 @@ def test_the_payload_holds_no_pickle_and_arrays_load_with_allow_pickle_off(tmp_p
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:  # raises on any object array
         arrays = {name: npz[name] for name in npz.files}
     state = json.loads(arrays.pop(ckpt.STATE_MEMBER).tobytes())
-    assert state["rule"]["name"] == "attention_softmax"
+    assert state["rule"]["classes"]["allocation"] == "AttentionSoftmax"
     assert state["steps"] == 3 and state["time"] == 3.0
     assert len(arrays) > 50
 
@@ -216,7 +216,7 @@ def test_a_restored_model_continues_byte_for_byte(tmp_path, overrides):
 def test_a_rule_set_by_hand_is_refused_when_saving(tmp_path):
 
     model = AttentionMarket(tiny())
-    model.rule = UniformRule()
+    model.rules.allocation = Uniform()
     with pytest.raises(ckpt.CheckpointError, match="rebuilds the rule from the scenario"):
         save_checkpoint(model, tmp_path / "checkpoint.pkl")
 

@@ -187,7 +187,7 @@ BROKEN = {
         "out_of_range.yaml:8:3: circulation.platform_take_rate: Input should be less than or equal to 1",
     ],
     "unknown_key.yaml": ["unknown_key.yaml:5:22: population.users.cuont: unknown key"],
-    "unknown_rule.yaml": ["unknown_rule.yaml:5:3: allocation.rule: unknown name 'magic'"],
+    "unknown_rule.yaml": ["unknown_rule.yaml:5:3: allocation.rule: unknown allocation rule 'magic'"],
     "many_errors.yaml": [
         "many_errors.yaml:2:1: name: ",
         "many_errors.yaml:3:1: ticks: ",
@@ -291,14 +291,14 @@ def test_there_are_bundled_scenarios():
 
 
 def test_failure_while_running_exits_1_and_keeps_the_ticks_done(runner, tmp_path, monkeypatch):
-    original = simulator.model.consume
+    original = simulator.model.consume_with_bots
 
     def consume_then_break(state, *args, **kwargs):
         if state.tick == 3:
             raise RuntimeError("consumption stage exploded")
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(simulator.model, "consume", consume_then_break)
+    monkeypatch.setattr(simulator.model, "consume_with_bots", consume_then_break)
     scenario = write_tiny(tmp_path, ticks=6)
     out = tmp_path / "run"
     result = invoke(runner, "run", scenario, "--out", out)

@@ -63,10 +63,10 @@ def test_non_finite_scores_in_a_run_are_a_failed_invariant_with_the_tick():
         from conftest import TINY
         from simulator.metrics.invariants import InvariantViolation
         from simulator.model import AttentionMarket
-        from simulator.rules.allocation.engine import QueryKeyRule
+        from simulator.rules.allocation.query_key import AttentionSoftmax
         model = AttentionMarket(copy.deepcopy(TINY))
         model.step()
-        model.rule = QueryKeyRule(1e-39)
+        model.rules.allocation = AttentionSoftmax(1e-39)
         try:
             model.step()
         except InvariantViolation as exc:

@@ -1,5 +1,6 @@
-"""The `attnsim` command line: `main` holds run, validate and resume; `sweep` adds sweep and compare."""
+"""The `attnsim` command line: `main` holds run, validate and resume; `sweep` adds sweep and compare; `rules` lists the rules."""
 
+from simulator.cli import rules as _rules_command  # noqa: F401  (registers `rules` on the app)
 from simulator.cli import sweep as _sweep_commands  # noqa: F401  (registers `sweep` and `compare` on the app)
 from simulator.cli.main import app, main
 

@@ -1,7 +1,7 @@
 """A double-entry ledger in integer minor units.
 
 Every balance lives here, in int64 arrays per account class (users, creators, advertisers,
-platform). Money only moves by postings: a transfer debits one account and credits another by
+platform, and the fraud operator of `adversaries`). Money only moves by postings: a transfer debits one account and credits another by
 the same integer amount; an injection brings money from outside the economy (user income,
 entrants' capital) and a removal sends it out (production costs). So at every moment
 
@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-ACCOUNTS = ("users", "creators", "advertisers", "platform")
+ACCOUNTS = ("users", "creators", "advertisers", "platform", "fraudsters")  # fraudsters: the fraud operator, one row
 
 
 class LedgerError(RuntimeError):

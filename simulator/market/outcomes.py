@@ -24,7 +24,7 @@ class Arrivals:
 @dataclass(frozen=True)
 class AllocationMode:
     """How a tick's content was allocated: `exact` (every live good scored for every user) or
-    `ivf` (candidate sets, see simulator/candidates.py), and why."""
+    `ivf` (candidate sets, see simulator/rules/allocation/candidates.py), and why."""
 
     mode: str
     reason: str
@@ -47,12 +47,33 @@ class Allocation:
 @dataclass(frozen=True)
 class Consumption:
     users: np.ndarray  # active user rows
-    consumed: np.ndarray  # (users, K) bool
+    consumed: np.ndarray  # (users, K) bool: taken (content) or bought (products)
     value: np.ndarray  # (users, K) float32 value of each exposure (held attention × quality × match)
     bought: np.ndarray  # (users, K) bool
     clicked: np.ndarray  # (users, slots) bool
     utility: np.ndarray  # (users,) realised utility this tick
     churned: np.ndarray  # user rows that left this tick
+    intrinsic: np.ndarray  # (users, K) float32 value at full attention (quality × taste match): a good's contribution in the user games
+    blocked: np.ndarray  # (users, K) bool: products chosen but not bought, the wallet did not cover the price
+    bots: np.ndarray | None = None  # (users,) bool: the row is a bot session (`adversaries.bots`); None when there are none
+
+
+@dataclass(frozen=True)
+class FraudTick:
+    """What fraud and the defences did this tick (see docs/adversarial.md); money in minor units."""
+
+    ad_charges_on_bots: int = 0  # what advertisers were charged for bots' billable events, before refunds
+    refunds_to_bots: int = 0  # refunds of bots' events (fraud the click filter caught)
+    refunds_to_humans: int = 0  # refunds of humans' events (the filter's false positives)
+    honest_events_flagged: int = 0
+    farmed_consumptions: int = 0  # fake consumptions delivered by engagement farms
+    clones_flagged: int = 0
+    honest_clones_flagged: int = 0  # goods of creators who are not sybils
+    audits: int = 0
+    wrongly_fined: int = 0
+    creator_payouts: np.ndarray | None = None  # per creator row: payout received this tick
+    creator_charges: np.ndarray | None = None  # per creator row: farm fees and fines paid this tick
+    bot_attention_rewards: int = 0  # attention rewards paid to bots
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class Settlement:
     ad_free_deliveries: int  # billable ad events delivered after the advertiser's budget ran out
     entries: int
     exits: int
+    fraud: FraudTick = FraudTick()  # fraud and defences; all zero when both are off
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.market.adversaries import draw_bots, draw_creator_identities, draw_sybils_and_clients
 from simulator.market.ledger import Ledger
 from simulator.market.state import (
     FLOAT,
@@ -53,6 +54,7 @@ def add_users(state: MarketState, count: int, scenario: Scenario, rng: np.random
     users.budget[rows] = np.minimum(lognormal_int(cfg.budget.median, cfg.budget.sigma, count, rng), cfg.budget_max)
     users.activity[rows] = np.clip(cfg.activity + 0.1 * rng.standard_normal(count), 0.05, 1.0)
     users.alive[rows] = True
+    draw_bots(state, rows, scenario)
     state.users_born += count
     return rows
 
@@ -78,8 +80,15 @@ def add_creators(
     creators.profit_ema[rows] = 0.0
     creators.loss_streak[rows] = 0
     creators.born_tick[rows] = state.tick
+    draw_creator_identities(state, rows, scenario)
     state.creators_born += count
     return rows
+
+
+def meets_quality_bar(scenario: Scenario, quality: np.ndarray) -> np.ndarray:
+    """Whether creators of effort `quality` meet the minimum-quality bar (`circulation.min_quality`):
+    only those may publish and take part in the payout pool (see docs/rules/market_rules.md)."""
+    return quality >= scenario.circulation.min_quality
 
 
 def production_cost(scenario: Scenario, quality: np.ndarray) -> np.ndarray:
@@ -112,6 +121,7 @@ def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, rng: np.
     goods.purchases[rows] = 0
     goods.value_delivered[rows] = 0.0
     goods.penalty[rows] = 1.0
+    goods.clone[rows] = False
     goods.uid[rows] = state.uids.issue(rows)
     return rows
 
@@ -127,7 +137,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     pop = scenario.population
     dim = scenario.embedding_dim
     memory = scenario.allocation.consumed_memory
-    ledger = Ledger({"platform": 1})
+    ledger = Ledger({"platform": 1, "fraudsters": 1})
     state = MarketState(
         tick=0,
         users=Users.empty(pop.users.count, dim, history_width=memory),
@@ -137,13 +147,14 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         ledger=ledger,
         uids=UidIndex(),
         topic_centres=unit_rows(rng.standard_normal((scenario.topics.clusters, dim))),
-        homogenization=HomogenizationSample(np.zeros((0, 2), dtype=np.int64), {}, np.zeros(0, dtype=np.int64)),
+        homogenization=HomogenizationSample(np.zeros((0, 2), dtype=np.int64), {}, np.random.default_rng(0), 0, None),
         users_born=0,
         creators_born=0,
     )
     user_rows = add_users(state, pop.users.count, scenario, rng)
     ledger.endow("users", user_rows, pop.users.initial_wallet)
     creator_rows = add_creators(state, pop.creators.count, scenario, rng)
+    draw_sybils_and_clients(state, creator_rows, scenario)
     ledger.endow("creators", creator_rows, pop.creators.initial_wallet)
     ledger.endow("platform", np.zeros(1, dtype=np.int64), scenario.circulation.platform_initial_wallet)
 
@@ -155,7 +166,6 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, rng)
         state.advertisers.value_per_click[:] = values
         state.advertisers.budget_per_tick[:] = ads.budget_per_tick
-        state.advertisers.multiplier[:] = ads.shading if ads.bidding in ("shaded", "paced") else 1.0
         ledger.endow("advertisers", np.arange(ads.count), ads.total_budget)
 
     if pop.goods.initial:
@@ -164,19 +174,38 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         # visible for 1..lifetime ticks (a good leaves at the start of its expiry tick).
         publish(state, owners, scenario, rng, rng.integers(2, pop.goods.lifetime + 2, size=pop.goods.initial))
 
-    pairs = _sample_pairs(pop.users.count, scenario.metrics.homogenization_pairs, rng)
+    metrics = scenario.metrics
     state.homogenization = HomogenizationSample(
-        pairs=pairs,
-        consumed={int(row): set() for row in np.unique(pairs)},
-        intersections=np.zeros(len(pairs), dtype=np.int64),
+        pairs=np.zeros((0, 2), dtype=np.int64),
+        consumed={},
+        rng=np.random.default_rng(int(rng.integers(2**63))),
+        target=metrics.homogenization_pairs,
+        window=metrics.homogenization_window,
     )
+    refresh_homogenization_pairs(state)
     return state
 
 
-def _sample_pairs(users: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Distinct user pairs (a != b), drawn once per run."""
-    if users < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    first = rng.integers(users, size=count)
-    second = (first + rng.integers(1, users, size=count)) % users
-    return np.stack([first, second], axis=1).astype(np.int64)
+def refresh_homogenization_pairs(state: MarketState) -> None:
+    """Keep the homogenization sample on users alive now: drop pairs with a user who left and
+    draw fresh pairs of distinct alive users (arrivals included) up to the target count.
+
+    A newly sampled user's consumed set starts from its memory of recent consumptions
+    (`users.history`, the last `allocation.consumed_memory` goods), dated this tick: the
+    simulator keeps no longer record per user, and a user who joined recently has it all."""
+    sample = state.homogenization
+    alive = state.users.alive
+    kept = sample.pairs[alive[sample.pairs].all(axis=1)] if len(sample.pairs) else sample.pairs
+    candidates = np.flatnonzero(alive[: state.users_born])
+    missing = sample.target - len(kept)
+    if missing > 0 and len(candidates) >= 2:
+        first = sample.rng.integers(len(candidates), size=missing)
+        second = (first + sample.rng.integers(1, len(candidates), size=missing)) % len(candidates)
+        kept = np.concatenate([kept, np.stack([candidates[first], candidates[second]], axis=1)])
+    sample.pairs = kept.astype(np.int64)
+    members = set(np.unique(sample.pairs).tolist())
+    for gone in [user for user in sample.consumed if user not in members]:
+        del sample.consumed[gone]
+    for user in members - sample.consumed.keys():
+        remembered = state.users.history[user]
+        sample.consumed[user] = {int(uid): state.tick for uid in remembered[remembered >= 0]}

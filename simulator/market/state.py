@@ -74,6 +74,8 @@ class Users(Population):
     alive: np.ndarray = _slot(False, np.bool_)
     history: np.ndarray = _slot(-1, np.int64)
     consumed_total: np.ndarray = _slot(0, np.int64)
+    bot: np.ndarray = _slot(False, np.bool_)  # a fake account (`adversaries.bots`): no welfare
+    sponsor: np.ndarray = _slot(-1, np.int64)  # a bot's sponsoring advertiser row, -1 for none
 
 
 @dataclass
@@ -88,6 +90,9 @@ class Creators(Population):
     profit_ema: np.ndarray = _slot(0.0, FLOAT)
     loss_streak: np.ndarray = _slot(0, np.int32)
     born_tick: np.ndarray = _slot(0, np.int32)
+    owner: np.ndarray = _slot(-1, np.int64)  # the person behind the identity: its own row, or its sybil owner's first row
+    farm_client: np.ndarray = _slot(False, np.bool_)  # hires an engagement farm (`adversaries.farms`)
+    verification_failed: np.ndarray = _slot(False, np.bool_)  # an honest creator the identity gate wrongly refuses
 
 
 @dataclass
@@ -108,6 +113,7 @@ class Goods(Population):
     purchases: np.ndarray = _slot(0, np.int64)
     value_delivered: np.ndarray = _slot(0.0, np.float64)  # sum of realised value over consumptions
     penalty: np.ndarray = _slot(1.0, FLOAT)  # allocation and payout weight multiplier (clickbait penalty)
+    clone: np.ndarray = _slot(False, np.bool_)  # flagged by clone detection (`defences.clone_detection`): no payout
 
 
 @dataclass
@@ -152,36 +158,27 @@ class UidIndex:
 
 @dataclass
 class HomogenizationSample:
-    """A fixed, seeded sample of user pairs and the goods each sampled user has consumed so far."""
+    """A seeded sample of pairs of alive users and, for each sampled user, the goods it consumed
+    (uid → tick of its latest consumption). Pairs with a user who left are replaced by fresh
+    pairs of alive users, drawn from the sample's own generator so the metric never moves the
+    market's random stream (see `populations.refresh_homogenization_pairs`)."""
 
-    pairs: np.ndarray  # (P, 2) user rows
-    consumed: dict[int, set[int]]  # user row -> uids consumed
-    intersections: np.ndarray  # (P,) |A ∩ B| kept incrementally
+    pairs: np.ndarray  # (P, 2) user rows, both alive at the end of the last tick
+    consumed: dict[int, dict[int, int]]  # user row -> {uid: tick last consumed}
+    rng: np.random.Generator  # draws replacement pairs
+    target: int  # pairs the sample keeps (`metrics.homogenization_pairs`)
+    window: int | None  # `metrics.homogenization_window`: ticks of consumption compared, None for all
 
 
 @dataclass
 class ConsumptionWindow:
-    """Consumption counts of recent ticks, for the `popularity` rule (see allocation_rules/popularity.py).
+    """Consumption counts of recent ticks, for the `popularity` rule and the candidate mode's popular goods.
 
     One entry per tick: (tick, uids consumed that tick, how often each). Entries older than the
     window, or whose goods have all left the catalogue, are dropped, so it stays small.
     """
 
     ticks: deque = field(default_factory=deque)
-
-
-@dataclass
-class LearnedModel:
-    """The `learned` rule's memory (see allocation_rules/learned.py): the platform's interaction
-    logs of the last `allocation.learned.log_ticks` ticks and the factors fitted to them."""
-
-    log: deque = field(default_factory=deque)  # per tick: (tick, user rows, uids, consumed)
-    trained_tick: int = -1  # tick of the last refit, -1 before the first
-    mean: float = 0.0  # consumption rate over the logs at the last refit
-    user_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
-    user_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per row of user_rows
-    item_uids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
-    item_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per uid
 
 
 @dataclass
@@ -200,5 +197,5 @@ class MarketState:
     users_born: int
     creators_born: int
     consumption_window: ConsumptionWindow = field(default_factory=ConsumptionWindow)
-    learned: LearnedModel | None = None  # created by the `learned` rule on first use
-    candidates: Any = None  # the candidate mode's index (simulator/candidates.py), built on first use
+    candidates: Any = None  # the candidate mode's index (simulator/rules/allocation/candidates.py), built on first use
+    privacy_rng: Any = None  # the privacy mechanism's own generator (rules/allocation/privacy.py), made on first use

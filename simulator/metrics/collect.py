@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from simulator.market.adversaries import is_sybil
 from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
 from simulator.market.state import MarketState
 
@@ -57,14 +58,18 @@ def diversity(topics: np.ndarray) -> float:
 
 
 def homogenization(state: MarketState) -> float:
-    """Mean Jaccard similarity of consumed-so-far sets over the fixed sample of user pairs."""
+    """Mean Jaccard similarity of the consumed sets (within the window, if any) over the sampled
+    pairs of users alive this tick."""
     sample = state.homogenization
     if len(sample.pairs) == 0:
         return 0.0
-    sizes = np.array([len(sample.consumed[int(user)]) for user in sample.pairs.ravel()]).reshape(-1, 2)
-    union = sizes.sum(axis=1) - sample.intersections
-    jaccard = np.where(union > 0, sample.intersections / np.maximum(union, 1), 0.0)
-    return float(jaccard.mean())
+    total = 0.0
+    for a, b in sample.pairs.tolist():
+        first, second = sample.consumed[a].keys(), sample.consumed[b].keys()
+        common = len(first & second)
+        union = len(first) + len(second) - common
+        total += common / union if union else 0.0
+    return total / len(sample.pairs)
 
 
 def collect(
@@ -83,7 +88,11 @@ def collect(
     ad_spend = flows.get("ad_spend", 0)
     platform_take = flows.get("platform_take", 0)
     creator_sales = flows.get("creator_sales", 0)
-    active = len(arrivals.active)
+    # Bots have no welfare: user metrics count humans only (`bots` marks bot rows, None when none).
+    bots = consumption.bots if consumption.bots is not None else np.zeros(len(consumption.users), dtype=bool)
+    utility = consumption.utility[~bots]
+    active = len(utility)
+    humans_born = state.users_born - int(np.count_nonzero(state.users.bot[: state.users_born]))
     impressions = int(np.count_nonzero(allocation.ads >= 0))
     budgets = int(arrivals.ad_budgets.sum())
     return {
@@ -95,8 +104,8 @@ def collect(
         "consumptions": int(np.count_nonzero(consumption.consumed)),
         "purchases": int(np.count_nonzero(consumption.bought)),
         "ad_clicks": int(np.count_nonzero(consumption.clicked)),
-        "user_utility_mean": float(consumption.utility.mean()) if active else math.nan,
-        "user_welfare": float(consumption.utility.sum()) / state.users_born,
+        "user_utility_mean": float(utility.mean()) if active else math.nan,
+        "user_welfare": float(utility.sum()) / max(humans_born, 1),
         "exposure_gini_creators": gini(exposure),
         "exposure_hhi_creators": hhi(exposure),
         "top1pct_creator_exposure_share": top_share(exposure, 0.01),
@@ -113,7 +122,7 @@ def collect(
         "creator_sales": creator_sales,
         "advertiser_roi": (settlement.advertiser_value - ad_spend) / ad_spend if ad_spend else math.nan,
         "money_conservation_error": state.ledger.conservation_error(),
-        "alive_users": int(np.count_nonzero(state.users.alive[: state.users_born])),
+        "alive_users": int(np.count_nonzero(state.users.alive[: state.users_born] & ~state.users.bot[: state.users_born])),
         "live_goods": int(np.count_nonzero(state.goods.live)),
         "goods_published": len(arrivals.published),
         "user_income": flows.get("user_income", 0),
@@ -127,4 +136,44 @@ def collect(
         "ad_free_deliveries": settlement.ad_free_deliveries,
         "attention_rewards": flows.get("attention_rewards", 0),
         "penalised_goods": int(np.count_nonzero(state.goods.live & (state.goods.penalty < 1.0))),
+        **fraud_metrics(state, consumption, settlement, flows, bots),
+    }
+
+
+def _share(part: float, whole: float) -> float:
+    return float(part / whole) if whole > 0 else 0.0
+
+
+def fraud_metrics(
+    state: MarketState, consumption: Consumption, settlement: Settlement, flows: dict[str, int], bots: np.ndarray
+) -> dict[str, float | int]:
+    """The adversary and defence columns (docs/adversarial.md): who the fraud took from and what defending cost."""
+    fraud = settlement.fraud
+    clicks = np.count_nonzero(consumption.clicked, axis=1)
+    consumed = np.count_nonzero(consumption.consumed, axis=1)
+    born = len(settlement.creators_in_tick)
+    sybil = np.pad(is_sybil(state), (0, born - state.creators_born))[:born]
+    client = state.creators.farm_client[:born]
+    payouts = fraud.creator_payouts if fraud.creator_payouts is not None else np.zeros(born, dtype=np.int64)
+    charges = fraud.creator_charges if fraud.creator_charges is not None else np.zeros(born, dtype=np.int64)
+    honest = settlement.creators_in_tick & ~sybil & ~client
+    fines = flows.get("audit_fines", 0)
+    return {
+        "active_bots": int(np.count_nonzero(bots)),
+        "fraud_click_share": _share(clicks[bots].sum(), clicks.sum()),
+        "fraud_consumption_share": _share(consumed[bots].sum(), consumed.sum()),
+        "farmed_consumptions": fraud.farmed_consumptions,
+        "ad_spend_on_fraud": fraud.ad_charges_on_bots,
+        "fraud_refunds": fraud.refunds_to_bots,
+        "advertiser_fraud_loss": fraud.ad_charges_on_bots - fraud.refunds_to_bots,
+        "honest_refunds": fraud.refunds_to_humans,
+        "fraudster_revenue": flows.get("farm_fees", 0) + flows.get("click_fraud_fees", 0),
+        "sybil_payout_share": _share(payouts[sybil].sum(), payouts.sum()),
+        "farm_client_payout_share": _share(payouts[client].sum(), payouts.sum()),
+        "bot_reward_share": _share(fraud.bot_attention_rewards, flows.get("attention_rewards", 0)),
+        "honest_creator_income": int((settlement.creator_income - charges)[honest].sum()),
+        "defence_false_positives": fraud.honest_events_flagged + fraud.honest_clones_flagged + fraud.wrongly_fined,
+        "clones_flagged": fraud.clones_flagged,
+        "audit_fines": fines,
+        "audit_costs": flows.get("audit_costs", 0),
     }

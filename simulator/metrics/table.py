@@ -35,7 +35,7 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("tick", "tick", "tick", "stock", "tick number, from 1", bounds=(0.0, None)),
-    Metric("active_users", "active users", "users", "stock", "users who showed up this tick", bounds=(0.0, None)),
+    Metric("active_users", "active users", "users", "stock", "users who showed up this tick (humans: bots count in `active_bots`)", bounds=(0.0, None)),
     Metric("churned_users", "users leaving", "users per tick", "flow", "users who left for good this tick", totalled=True, bounds=(0.0, None)),
     Metric("attention_supplied", "attention supplied", "attention units per tick", "flow", "attention units the active users brought", bounds=(0.0, None)),
     Metric("attention_allocated", "attention allocated", "attention units per tick", "flow", "units placed on goods and ads (less than supplied only when a user had fewer eligible goods than budget)", bounds=(0.0, None)),
@@ -52,7 +52,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("creator_entries", "creator entries", "creators per tick", "flow", "creators who entered / left this tick", totalled=True, bounds=(0.0, None)),
     Metric("creator_exits", "creator exits", "creators per tick", "flow", "creators who entered / left this tick", totalled=True, bounds=(0.0, None)),
     Metric("supply_diversity", "supply diversity", "1 − mean cosine similarity, 0–1", "ratio", "1 − mean pairwise cosine similarity of active creators' niche vectors", dtype=float, bounds=(0.0, 1.0)),
-    Metric("homogenization", "homogenization", "mean Jaccard similarity, 0–1", "ratio", "mean Jaccard similarity of the sets of goods consumed so far, over a fixed seeded sample of `metrics.homogenization_pairs` user pairs", dtype=float, bounds=(0.0, 1.0)),
+    Metric("homogenization", "homogenization", "mean Jaccard similarity, 0–1", "ratio", "mean Jaccard similarity of the sets of goods consumed so far (or in the last `metrics.homogenization_window` ticks), over a seeded sample of `metrics.homogenization_pairs` pairs of users alive this tick: a pair with a user who left is replaced by a fresh pair of alive users (arrivals included), so the figure describes the living population", dtype=float, bounds=(0.0, 1.0)),
     Metric("user_spend", "user spend", "money, minor units per tick", "flow", "money users paid for products", totalled=True, bounds=(0.0, None)),
     Metric("ad_spend", "ad spend", "money, minor units per tick", "flow", "money advertisers paid for clicks", totalled=True, bounds=(0.0, None)),
     Metric("platform_revenue", "platform revenue", "money, minor units per tick", "flow", "the platform's take on purchases plus ad spend (before payouts)", totalled=True, bounds=(0.0, None)),
@@ -74,6 +74,23 @@ METRICS: tuple[Metric, ...] = (
     Metric("ad_free_deliveries", "ads delivered free", "impressions per tick", "flow", "billable clicks or impressions delivered after the advertiser's tick budget ran out (not charged)", bounds=(0.0, None)),
     Metric("attention_rewards", "attention rewards", "money, minor units per tick", "flow", "money the platform paid users for the attention they spent (`circulation.attention_reward`), never more than it held", totalled=True, bounds=(0.0, None)),
     Metric("penalised_goods", "goods under the clickbait penalty", "goods", "stock", "live goods under the clickbait penalty at the end of the tick (`circulation.clickbait_penalty`)", bounds=(0.0, None)),
+    Metric("active_bots", "active bots", "bots", "stock", "bot accounts that showed up this tick (`adversaries.bots`); every user metric above counts humans only", bounds=(0.0, None)),
+    Metric("fraud_click_share", "fraud share of clicks", "share, 0–1", "ratio", "bots' ad clicks / all ad clicks this tick (0 without clicks)", dtype=float, bounds=(0.0, 1.0)),
+    Metric("fraud_consumption_share", "fraud share of consumptions", "share, 0–1", "ratio", "bots' consumptions (farmed ones included) / all consumptions this tick (0 without consumptions)", dtype=float, bounds=(0.0, 1.0)),
+    Metric("farmed_consumptions", "farmed consumptions", "events per tick", "flow", "fake consumptions engagement farms delivered to their clients (`adversaries.farms`)", totalled=True, bounds=(0.0, None)),
+    Metric("ad_spend_on_fraud", "ad spend on bots", "money, minor units per tick", "flow", "what advertisers were charged for bots' billable clicks or impressions, before refunds", totalled=True, bounds=(0.0, None)),
+    Metric("fraud_refunds", "fraud refunded", "money, minor units per tick", "flow", "refunds of bots' billable events by the click filter (`defences.click_filter`)", totalled=True, bounds=(0.0, None)),
+    Metric("advertiser_fraud_loss", "advertisers' loss to fraud", "money, minor units per tick", "flow", "ad spend on bots − its refunds: what click fraud took from advertisers this tick", totalled=True, bounds=(0.0, None)),
+    Metric("honest_refunds", "honest clicks refunded", "money, minor units per tick", "flow", "refunds of humans' billable events (the filter's false positives, borne by the platform or the creator pool)", totalled=True, bounds=(0.0, None)),
+    Metric("fraudster_revenue", "fraudster revenue", "money, minor units per tick", "flow", "fees paid to the fraud operator: farm fees from client creators plus click-fraud fees from sponsoring advertisers", totalled=True, bounds=(0.0, None)),
+    Metric("sybil_payout_share", "sybils' payout share", "share, 0–1", "ratio", "share of creator payouts paid to sybil identities (`adversaries.sybils`; 0 without payouts)", dtype=float, bounds=(0.0, 1.0)),
+    Metric("farm_client_payout_share", "farm clients' payout share", "share, 0–1", "ratio", "share of creator payouts paid to creators who hire engagement farms (0 without payouts)", dtype=float, bounds=(0.0, 1.0)),
+    Metric("bot_reward_share", "bots' attention-reward share", "share, 0–1", "ratio", "share of attention rewards paid to bots (0 without rewards)", dtype=float, bounds=(0.0, 1.0)),
+    Metric("honest_creator_income", "honest creators' income", "money, minor units per tick", "flow", "sales + payouts − fines of creators who are neither sybil identities nor farm clients", totalled=True),
+    Metric("defence_false_positives", "defence false positives", "events per tick", "flow", "honest billable ad events refunded + honest creators' goods flagged as clones + honest creators fined by audits", totalled=True, bounds=(0.0, None)),
+    Metric("clones_flagged", "goods flagged as clones", "goods per tick", "flow", "new goods clone detection flagged (`defences.clone_detection`), honest ones included", totalled=True, bounds=(0.0, None)),
+    Metric("audit_fines", "audit fines", "money, minor units per tick", "flow", "fines creators paid the platform after audits (`defences.audits`)", totalled=True, bounds=(0.0, None)),
+    Metric("audit_costs", "audit costs", "money, minor units per tick", "flow", "what the audits cost the platform (leaves the economy)", totalled=True, bounds=(0.0, None)),
 )
 
 BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}

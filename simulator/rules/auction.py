@@ -8,11 +8,15 @@ the user would never click (predicted rate 0), and prices are per click, in whol
 - `first_price`: each winner pays its own bid;
 - `gsp` (generalised second price): the winner of position j pays the least bid that keeps its
   rank, next score / own predicted click rate;
-- `second_price`: the VCG price, the externality a winner imposes on the bidders below it. With
-  one slot it is the classic second-price (Vickrey) auction, and truthful bidding is dominant.
+- `second_price`: the threshold (VCG) price: Σ over the positions k it holds or beats of
+  (θ_k − θ_{k+1}) × max(next score below k, reserve × its own click rate), per click. Without a
+  reserve it is the externality a winner imposes on the bidders below; with one it is the least
+  bid that would still win each position, so truthful bidding stays dominant (a price of
+  max(VCG, reserve) would not be: bidding above value to climb a position could pay). With one
+  slot it is the classic second-price (Vickrey) auction with a reserve.
 
 `run_auctions` resolves a block of users against fixed bids. `sell_with_throttling` resolves
-users one after another and takes an advertiser out of the auctions as soon as its expected
+users one after another, each over the ad slots that user has, and takes an advertiser out of the auctions as soon as its expected
 spend reaches what it has left for the tick: exact throttling, user by user, with no block
 granularity. Both run the same per-user auction, `_resolve`.
 """
@@ -60,11 +64,7 @@ def _resolve(bids, eligible, ctr, position_ctr, auction_format, reserve, ranked,
             k -= 1
         ranked[k] = bidder
         scores[k] = score
-    externality = 0.0
-    for j in range(slots - 1, -1, -1):  # from the bottom: VCG externalities accumulate upward
-        next_score = scores[j + 1] if scores[j + 1] > -np.inf else 0.0
-        theta_next = position_ctr[j + 1] if j + 1 < slots else 0.0
-        externality += (position_ctr[j] - theta_next) * next_score
+    for j in range(slots):
         winner = ranked[j]
         winners[j] = winner
         if winner < 0:
@@ -75,13 +75,33 @@ def _resolve(bids, eligible, ctr, position_ctr, auction_format, reserve, ranked,
         if auction_format == _FIRST_PRICE:
             price = own_bid
         elif auction_format == _GSP:
-            price = next_score / own_ctr
+            price = _next_score(scores, j) / own_ctr
         else:
-            price = externality / (position_ctr[j] * own_ctr)
+            price = _threshold_payment(scores, position_ctr, j, reserve * own_ctr) / (position_ctr[j] * own_ctr)
         if not np.isfinite(price):
             price = own_bid  # a degenerate 0/0 from vanishing click rates: the most it agreed to pay
         price = np.ceil(price - 1e-9)
         prices[j] = np.int64(min(max(price, float(reserve)), own_bid))
+
+
+@njit(cache=True)
+def _next_score(scores, j):
+    """The score ranked just below position j (0 where nobody is)."""
+    return scores[j + 1] if scores[j + 1] > -np.inf else 0.0
+
+
+@njit(cache=True)
+def _threshold_payment(scores, position_ctr, j, reserve_score):
+    """What the winner of position j pays per impression in the truthful (VCG / Myerson threshold)
+    auction with a reserve: Σ_{k≥j} (θ_k − θ_{k+1}) × max(next score below k, reserve × its own
+    click rate), the least score that would still hold each position k, times the clicks that
+    position adds. Without a reserve it is the VCG externality on the bidders below."""
+    slots = position_ctr.shape[0]
+    payment = 0.0
+    for k in range(j, slots):
+        theta_next = position_ctr[k + 1] if k + 1 < slots else 0.0
+        payment += (position_ctr[k] - theta_next) * max(_next_score(scores, k), reserve_score)
+    return payment
 
 
 @njit(cache=True, error_model="numpy")
@@ -106,8 +126,12 @@ def _sell_with_throttling(
     winners = np.empty(slots, dtype=np.int64)
     paid = np.empty(slots, dtype=np.int64)
     for user in range(ctr.shape[0]):
-        _resolve(bids, eligible, ctr[user], position_ctr, auction_format, reserve, ranked, scores, winners, paid)
-        for j in range(min(shown_slots[user], slots)):
+        # Each user's auction sells the slots that user has, and prices them over those alone.
+        offered = min(shown_slots[user], slots)
+        if offered <= 0:
+            continue
+        _resolve(bids, eligible, ctr[user], position_ctr[:offered], auction_format, reserve, ranked, scores, winners[:offered], paid[:offered])
+        for j in range(offered):
             winner = winners[j]
             if winner < 0:
                 continue
@@ -119,7 +143,10 @@ def _sell_with_throttling(
                 eligible[winner] = False
 
 
-def _format_code(auction_format: str) -> int:
+def _format_code(auction_format: str | int) -> int:
+    """The pricing branch of a format: its name, or the code a registered format declares."""
+    if isinstance(auction_format, int) and auction_format in FORMATS.values():
+        return auction_format
     if auction_format not in FORMATS:
         raise ValueError(f"unknown auction format {auction_format!r}")
     return FORMATS[auction_format]

@@ -39,7 +39,7 @@ import os
 import struct
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, lo
 from simulator.files import TMP_PREFIX, atomic_file
 from simulator.market.state import MarketState
 from simulator.model import AttentionMarket
-from simulator.rules.allocation.engine import make_rule
+from simulator.rules.ruleset import RuleSet
 from simulator.runs.rundir import RunWriter
 from simulator.runs.snapshot import Decoder, Encoder, SnapshotError
 from simulator.runs.rundir import package_versions
@@ -102,7 +102,7 @@ def scenario_digest(scenario: Scenario | Mapping[str, Any]) -> str:
 # --- the model's state -------------------------------------------------------------------------------
 
 _MESA_ATTRIBUTES: frozenset[str] | None = None
-_REBUILT = frozenset({"config", "datacollector", "rule"})
+_REBUILT = frozenset({"config", "datacollector", "rules"})
 _STATE_KEYS = frozenset({"attributes", "rule", "running", "steps", "time", "rng", "random", "model_vars"})
 
 
@@ -115,16 +115,21 @@ def _mesa_attributes() -> frozenset[str]:
 
 
 def _rule_state(model: AttentionMarket, encoder: Encoder) -> dict[str, Any]:
-    """The allocation rule by its registered name, and its fields (the rule is rebuilt from the
-    scenario on load, so a rule set on the model by hand cannot be checkpointed)."""
-    rule, expected = model.rule, make_rule(model.config)
-    if type(rule) is not type(expected):
-        raise SnapshotError(
-            f"the model's rule is a {type(rule).__qualname__}, not the scenario's {model.config.allocation.rule!r} rule "
-            f"({type(expected).__qualname__}); a checkpoint rebuilds the rule from the scenario"
-        )
-    state = {spec.name: getattr(rule, spec.name) for spec in fields(rule)} if is_dataclass(rule) else {}
-    return {"name": model.config.allocation.rule, "class": type(rule).__name__, "state": encoder.attributes(state, "model.rule")}
+    """The rules by their registered classes, and each rule's `state_dict()` (rules are rebuilt
+    from the scenario through the registries on load: a rule set on the model by hand cannot be
+    checkpointed)."""
+    expected = RuleSet.of(model.config)
+    classes = {}
+    for spec in fields(RuleSet):
+        rule, wanted = getattr(model.rules, spec.name), getattr(expected, spec.name)
+        if type(rule) is not type(wanted):
+            raise SnapshotError(
+                f"the model's {spec.name} rule is a {type(rule).__qualname__}, not the scenario's registered "
+                f"{type(wanted).__qualname__}; a checkpoint rebuilds the rule from the scenario"
+            )
+        classes[spec.name] = type(rule).__name__
+    state = {spec.name: getattr(model.rules, spec.name).state_dict() for spec in fields(RuleSet) if hasattr(getattr(model.rules, spec.name), "state_dict")}
+    return {"classes": classes, "state": encoder.attributes(state, "model.rules")}
 
 
 def model_state(model: AttentionMarket) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -168,7 +173,7 @@ def restore_model(scenario: Scenario, state: Mapping[str, Any], arrays: Mapping[
     model.datacollector = model.new_datacollector()
     for name, value in decoder.attributes(state["attributes"]).items():
         setattr(model, name, value)
-    model.rule = _restored_rule(scenario, state["rule"], decoder)
+    model.rules = _restored_rules(scenario, state["rule"], decoder)
     model.running = bool(state["running"])
     model.rng.bit_generator.state = decoder.bit_generator(state["rng"]).state
     random_state = decoder.decode(state["random"])
@@ -183,17 +188,21 @@ def restore_model(scenario: Scenario, state: Mapping[str, Any], arrays: Mapping[
     return model
 
 
-def _restored_rule(scenario: Scenario, saved: Any, decoder: Decoder) -> Any:
-    """The scenario's rule, rebuilt by its registered name, with its saved fields."""
-    rule = make_rule(scenario)
-    if type(saved) is not dict or saved.get("name") != scenario.allocation.rule or saved.get("class") != type(rule).__name__:
-        raise SnapshotError(f"the saved rule is not the scenario's {scenario.allocation.rule!r} rule")
-    saved_fields = decoder.attributes(saved.get("state"))
-    if not saved_fields:
-        return rule
-    if not is_dataclass(rule) or not set(saved_fields) <= {spec.name for spec in fields(rule)}:
-        raise SnapshotError(f"the saved fields of the {scenario.allocation.rule!r} rule do not fit it")
-    return replace(rule, **saved_fields)
+def _restored_rules(scenario: Scenario, saved: Any, decoder: Decoder) -> RuleSet:
+    """The scenario's rules, rebuilt through the registries, with their saved states loaded."""
+    rules = RuleSet.of(scenario)
+    classes = {spec.name: type(getattr(rules, spec.name)).__name__ for spec in fields(RuleSet)}
+    if type(saved) is not dict or saved.get("classes") != classes:
+        raise SnapshotError("the saved rules are not the scenario's registered rules")
+    for kind, state in decoder.attributes(saved.get("state")).items():
+        rule = getattr(rules, kind, None)
+        if not hasattr(rule, "load_state_dict") or type(state) is not dict:
+            raise SnapshotError(f"a saved state for the {kind} rule, which keeps none")
+        try:
+            rule.load_state_dict(state)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise SnapshotError(f"the {kind} rule's saved state does not fit it: {exc}") from None
+    return rules
 
 
 # --- writing -------------------------------------------------------------------------------------------

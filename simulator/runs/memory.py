@@ -11,7 +11,7 @@
 - one tick's working memory: the allocator's score block (`allocation.block_elements` scores,
   6–24 bytes each with the selection's temporaries, by rule) and the per-exposure matrices of
   the active users (~56 bytes per attention unit up to `population.users.budget_max`);
-- the `learned` rule's interaction logs and factors;
+- the allocation rule's state across ticks (`state_bytes`, e.g. the `learned` rule's logs and factors);
 - the candidate mode's index (`allocation.candidates`), when the run may use it: a few
   integers per catalogue row and per active user (its score blocks are bounded by
   `allocation.block_elements` like exact mode's);
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from simulator.rules.allocation.base import ALLOCATION_RULES
 from simulator.scenario.schema import Scenario, ScenarioIssue
 from simulator.market.state import Advertisers, Creators, Goods, Population, Users
 from simulator.metrics.table import METRIC_COLUMNS
@@ -47,8 +48,6 @@ BASELINE_BYTES = 280 * 1024**2  # Python, numpy, scipy, pandas, pyarrow, mesa an
 # Per element of the allocator's score block: the scores plus the selection's temporaries, as
 # measured with tracemalloc per rule (sampling without replacement needs only the scores; the deterministic
 # top-k and the Shapley mediator keep more per element).
-BLOCK_BYTES_PER_ELEMENT = {"top_k": 24, "shapley": 18, "oracle": 10}
-BLOCK_BYTES_DEFAULT = 6
 EXPOSURE_BYTES_PER_UNIT = 56  # per active user and attention unit: exposures, values, masks, ...
 VECTOR_COPIES = 3  # per active user: copies of its interest and profile vectors in a tick
 USER_TICK_BYTES = 48  # per user and tick: show-up draws, masks, index arrays
@@ -156,7 +155,8 @@ def estimate_memory(scenario: Scenario) -> MemoryEstimate:
     )
     live = max(goods_cfg.initial, steady, 1)  # goods live in a tick (the catalogue's rows may be more)
     block = min(alloc.block_elements, max(1, int(active)) * int(live))
-    per_element = BLOCK_BYTES_PER_ELEMENT.get(alloc.rule, BLOCK_BYTES_DEFAULT)
+    rule = ALLOCATION_RULES.resolve(alloc.rule)  # the rule declares its memory cost
+    per_element = rule.block_bytes_per_element
     parts.append(
         MemoryPart(
             "allocation.block_elements", int(block * per_element), f"the allocator's score block: {block:,} scores × {per_element} bytes ({alloc.rule})"
@@ -175,11 +175,9 @@ def estimate_memory(scenario: Scenario) -> MemoryEstimate:
             )
         )
 
-    if alloc.rule == "learned":
-        learned = alloc.learned
-        logs = learned.log_ticks * active * users_cfg.budget.median * 24
-        factors = (users + goods) * (learned.rank + 1) * 8 * 3
-        parts.append(MemoryPart("allocation.rule", int(logs + factors), f"the learned rule's logs ({learned.log_ticks} ticks) and rank-{learned.rank} factors"))
+    kept = rule.state_bytes(scenario, int(active), int(users), int(goods))
+    if kept:
+        parts.append(MemoryPart("allocation.rule", int(kept), f"the {rule.name} rule's state across ticks"))
 
     parts.append(MemoryPart("<process>", BASELINE_BYTES, "the interpreter and libraries"))
     return MemoryEstimate(tuple(parts))

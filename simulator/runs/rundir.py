@@ -50,7 +50,7 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"
 SUMMARY = "summary.json"
 PLOTS = "plots"
-CHECKPOINT = "checkpoint.pkl"  # the model saved by --checkpoint-every (simulator/checkpoint.py)
+CHECKPOINT = "checkpoint.pkl"  # the model saved by --checkpoint-every (simulator/runs/checkpoint.py)
 RUN_FILES = (MANIFEST, METRICS, SUMMARY, CHECKPOINT)
 FORMAT = "attnsim-run/1"
 

@@ -615,7 +615,7 @@ def run_sweep(
 
     `checkpoint_every` N > 0 saves each run's model to its `checkpoint.pkl` every N ticks, so a
     sweep stopped half-way resumes its half-done runs from their checkpoints, not from tick 0
-    (see simulator/checkpoint.py; removed when the run completes).
+    (see simulator/runs/checkpoint.py; removed when the run completes).
     """
     if backend not in BACKENDS:
         raise SweepError(f"--backend:1:1: backend: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

@@ -23,14 +23,14 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
+from pydantic.functional_validators import AfterValidator
+from pydantic_core import PydanticCustomError
 
-ALLOCATION_RULES = ("attention_softmax", "top_k", "popularity", "random", "oracle", "learned", "shapley")
-PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equal")
-AUCTION_FORMATS = ("second_price", "first_price", "gsp")
-BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
-# Rules of the library that the engine implements; the schema names every rule of the contract.
+from simulator.registry import RuleError, registry
+
 MAX_SCENARIO_BYTES = 1_000_000
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -39,11 +39,38 @@ NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Money = Annotated[int, Field(ge=0, le=10**12)]
 
 
+def _rule_name(kind: str) -> Any:
+    """A rule of `kind`: a registered name or a `module:Class` reference (imported and registered here)."""
+
+    def check(value: str) -> str:
+        registry(kind).resolve(value)  # RuleError (a ValueError) names the registered rules
+        return value
+
+    return Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check)]
+
+
+def _check_params(kind: str, rule: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` validated by the rule's own `Params` model (when the rule itself is valid)."""
+    try:
+        cls = registry(kind).resolve(rule)
+    except RuleError:
+        return params  # the rule's own error is reported at its key
+    try:
+        cls.Params.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or '<params>'}: {error['msg']}" for error in exc.errors())
+        raise ValueError(f"the {rule} rule's params: {problems}") from None
+    return params
+
+
+RuleParams = dict[str, Any]
+
+
 class Strict(BaseModel):
     """Base for every section: unknown keys are errors, NaN and inf are refused.
 
     The docstring under each field is its documentation: docs/scenario.md is generated from
-    it (`python -m simulator.scenario`), and a test keeps the page in step with the schema.
+    it (`python -m simulator.scenario.schema`), and a test keeps the page in step with the schema.
     """
 
     model_config = ConfigDict(
@@ -113,7 +140,7 @@ class UsersConfig(Strict):
     choice_noise: PositiveFloat = 0.1
     """Scale of the logistic taste shock in each consumption choice."""
     willingness_to_pay: Money = 3_000
-    """Money a product of value 1 is worth to a user; buys happen when value × this > price."""
+    """Money a product of value 1 is worth to a user: a product's price enters the consumption choice as price / this (value units), and a product is had only if bought."""
     drift: Probability = 0.02
     """Rate at which true interests move toward what the user consumed this tick."""
     ad_annoyance: NonNegativeFloat = 0.05
@@ -160,6 +187,8 @@ class CreatorsConfig(Strict):
     """Creators at tick 0."""
     publish_rate: NonNegativeFloat = 0.5
     """Mean goods published per creator per tick (each creator's own rate varies around it)."""
+    publish_elasticity: NonNegativeFloat = 1.0
+    """How publishing responds to expected profit: a creator publishes at its rate × clip(1 + this × smoothed profit / (rate × unit cost), 0.1, 2), less while it loses money, more while it profits; 0 publishes at the fixed rate."""
     quality_mean: Probability = 0.5
     """Mean quality (effort) level, in [0, 1]."""
     quality_sd: NonNegativeFloat = 0.15
@@ -214,7 +243,7 @@ class AdvertisersConfig(Strict):
     """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
     click_rate: Probability = 0.08
     """Click probability of a perfectly matched ad in the top position."""
-    bidding: Literal[BIDDING_STRATEGIES] = "truthful"  # type: ignore[valid-type]
+    bidding: _rule_name("bidding") = "truthful"  # type: ignore[valid-type]
     """Bidding strategy: truthful bids the value of a click; shaded a fixed fraction of it; paced scales bids to spend the total budget evenly over the run; learning picks its shading factor by a bandit (EXP3) on its own realised surplus."""
     shading: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     """Fraction of value bid by `shaded` bidders (and the starting multiplier of `paced` ones)."""
@@ -291,8 +320,10 @@ MAX_TEMPERATURE = 1e6
 class AllocationConfig(Strict):
     """How the platform splits users' attention into exposures and ad slots."""
 
-    rule: Literal[ALLOCATION_RULES] = "attention_softmax"  # type: ignore[valid-type]
-    """The allocation rule (see docs/rules/allocation_<rule>.md)."""
+    rule: _rule_name("allocation") = "attention_softmax"  # type: ignore[valid-type]
+    """The allocation rule: a registered name (`attnsim rules allocation`; see docs/rules/allocation_<rule>.md) or `module:Class` of a plug-in (docs/extending.md)."""
+    params: RuleParams = {}
+    """The allocation rule's own knobs, checked by the rule's `Params` model (built-in rules have none: their knobs are the keys below)."""
     temperature: Annotated[float, Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)] = 1.0
     """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform. Bounded to 1e-6..1e6: below 1e-6 it is top-k already, and scores (√d·cos/T in float32) would overflow to infinity near 1e-38; above 1e6 it is uniform already."""
     ad_slots: int = Field(2, ge=0, le=16)
@@ -322,22 +353,34 @@ class AllocationConfig(Strict):
     engagement_weight: NonNegativeFloat = 0.0
     """Modifier, any rule: α in seed 002's engagement weighting, adding α·p/(p+r+c) to a good's score (p purchases, r exposures, c consumptions)."""
 
+    @field_validator("params")
+    @classmethod
+    def _params_of_the_rule(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _check_params("allocation", info.data["rule"], params) if "rule" in info.data else params
+
 
 class PayoutConfig(Strict):
     """How the creator payout pool is funded and divided."""
 
-    rule: Literal[PAYOUT_RULES] = "exposure"  # type: ignore[valid-type]
-    """The payout rule (see docs/rules/payout_<rule>.md)."""
+    rule: _rule_name("payout") = "exposure"  # type: ignore[valid-type]
+    """The payout rule: a registered name (`attnsim rules payout`; see docs/rules/payout_<rule>.md) or `module:Class` of a plug-in (docs/extending.md)."""
+    params: RuleParams = {}
+    """The payout rule's own knobs, checked by the rule's `Params` model (built-in rules have none: `backward_discount` is below)."""
     pool_share: Probability = 0.5
     """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool (never more than the platform holds)."""
     backward_discount: Probability = 0.5
     """`backward`: γ, the weight of the k-th ranked drop is γ^(k−1) (0 pays each user's top creator its margin over the runner-up; 1 pays every creator its own best value)."""
 
+    @field_validator("params")
+    @classmethod
+    def _params_of_the_rule(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _check_params("payout", info.data["rule"], params) if "rule" in info.data else params
+
 
 class AuctionConfig(Strict):
     """How ad slots are sold."""
 
-    format: Literal[AUCTION_FORMATS] = "second_price"  # type: ignore[valid-type]
+    format: _rule_name("auction") = "second_price"  # type: ignore[valid-type]
     """Auction format: second_price (VCG per click), first_price, or gsp (next-price)."""
     reserve_price: Money = 0
     """Lowest price per click; lower bids do not take part."""
@@ -368,7 +411,7 @@ class CirculationConfig(Strict):
     clickbait_penalty: ClickbaitPenaltyConfig = ClickbaitPenaltyConfig()
     """The clickbait penalty."""
     min_quality: Probability = 0.0
-    """Minimum-quality bar: creators whose quality (effort) is below it may not publish; 0 turns it off."""
+    """Minimum-quality bar, the creator programme's eligibility: creators whose quality (effort) is below it may not publish and are paid nothing from the payout pool (see docs/rules/market_rules.md); 0 turns it off."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
     auction: AuctionConfig = AuctionConfig()
@@ -388,7 +431,9 @@ class MetricsConfig(Strict):
     """What the metrics collector samples and summarises."""
 
     homogenization_pairs: int = Field(256, ge=1, le=100_000)
-    """User pairs in the fixed, seeded sample behind the homogenization metric."""
+    """User pairs in the seeded sample behind the homogenization metric; a pair with a user who left is replaced by a fresh pair of alive users."""
+    homogenization_window: int | None = Field(None, ge=1, le=1_000_000)
+    """Ticks of consumption the homogenization metric compares (the goods each user consumed in the last this many ticks); null (the default) compares everything consumed since the user entered the sample."""
     summary_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     """Fraction of final ticks averaged in summary.json."""
     agent_panels: AgentPanelsConfig | None = None
@@ -410,6 +455,138 @@ class SweepConfig(Strict):
             if not values:
                 raise ValueError(f"grid axis {key!r} has no values")
         return grid
+
+
+# --- adversaries, defences and privacy (docs/adversarial.md, docs/privacy.md) -----------------------
+
+
+class BotsConfig(Strict):
+    """Bot users: fake accounts among the users that consume what they are shown and click ads. They have no welfare (no utility, no purchases, no churn, no income) and are left out of every user-welfare metric."""
+
+    share: Probability = 0.0
+    """Share of users (at tick 0 and among arrivals) that are bots; 0 turns bots off."""
+    consume_rate: Probability = 1.0
+    """Probability that a bot consumes each good it is shown (whatever its value): fake consumptions move popularity, engagement payout and the engagement modifier."""
+    click_rate: Probability = 0.5
+    """Probability that a bot clicks each ad it is shown of an advertiser it targets (whatever the match)."""
+    target: Literal["rivals", "any"] = "rivals"
+    """Whose ads a bot clicks: rivals, every advertiser but the bot's sponsor (competitor click fraud: the sponsor drains its rivals' budgets); any, every advertiser's (its sponsor's own included)."""
+    fee_per_click: Money = 0
+    """What the bot's sponsoring advertiser pays the fraud operator per fake click (the fraudster's revenue, through the ledger; paid while the sponsor can pay)."""
+
+
+class FarmsConfig(Strict):
+    """Engagement farms for hire: creators buy fake consumptions of their goods, which the farm's bot accounts perform in place of their feed."""
+
+    share: Probability = 0.0
+    """Share of creators (at tick 0) that hire a farm; 0 turns farms off (farms need bots: `adversaries.bots.share` > 0)."""
+    orders: int = Field(5, ge=0, le=1_000_000)
+    """Fake consumptions a client orders per tick, spread over its live goods (performed by active bots, as far as their attention lasts)."""
+    fee: Money = 10
+    """What a client pays the fraud operator per fake consumption delivered (orders shrink to what its wallet covers)."""
+
+
+class SybilsConfig(Strict):
+    """Sybil creators: an owner operating several creator identities that publish near-clones of the same niche and quality; all identities' income counts for the owner."""
+
+    owners: int = Field(0, ge=0, le=1_000_000)
+    """Sybil owners among the creators at tick 0; 0 turns sybils off."""
+    identities: int = Field(3, ge=2, le=1_000)
+    """Identities each owner operates (k); owners × identities may not exceed `population.creators.count`."""
+    clone_noise: NonNegativeFloat = 0.02
+    """How far each identity's niche scatters around its owner's (0: exact clones; goods keys add `goods.key_noise` on top)."""
+
+
+class AdversariesConfig(Strict):
+    """Adversarial supply and demand, each off by default (clickbait stays under `population.creators`)."""
+
+    bots: BotsConfig = BotsConfig()
+    """Bot users and click fraud."""
+    farms: FarmsConfig = FarmsConfig()
+    """Engagement farms for hire."""
+    sybils: SybilsConfig = SybilsConfig()
+    """Sybil creators."""
+
+
+class ClickFilterConfig(Strict):
+    """A click-fraud filter: judges every billable ad event (clicks per click, impressions per impression); flagged events are refunded to the advertiser."""
+
+    detection: Probability = 0.9
+    """Probability that a bot's billable event is flagged."""
+    false_positive: Probability = 0.02
+    """Probability that a human's billable event is flagged (refunded although honest)."""
+    refunds_from: Literal["platform", "pool"] = "platform"
+    """Who bears the refunds: platform, out of its own revenue (the creator pool is computed on gross ad spend); pool, out of the revenue the creator pool is a share of (creators share the cost)."""
+
+
+class CloneDetectionConfig(Strict):
+    """Clone detection: a new good whose key is at least `threshold` cosine-similar to a live good of another creator is flagged as a clone and earns no payout for its lifetime."""
+
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.98
+    """Cosine similarity at or above which a new good counts as a clone."""
+
+
+class IdentityGateConfig(Strict):
+    """Payout eligibility: creators must have been around `min_tenure` ticks and, if `verified`, pass identity verification (one verified identity per person)."""
+
+    min_tenure: int = Field(0, ge=0)
+    """Ticks since joining before a creator may receive payouts (0: none)."""
+    verified: bool = True
+    """Require a verified identity: a sybil owner verifies one identity, its others earn no payout."""
+    failure_rate: Probability = 0.02
+    """Probability that an honest creator fails verification (drawn once per creator): it earns no payout."""
+
+
+class AuditConfig(Strict):
+    """Audits: each tick a share of creators is audited; a creator caught (sybil identity or farm client) pays a fine to the platform. Each audit costs the platform money that leaves the economy."""
+
+    rate: Probability = 0.05
+    """Probability that a creator is audited on a tick."""
+    detection: Probability = 0.8
+    """Probability that an audit of a fraudulent creator catches it."""
+    false_positive: Probability = 0.01
+    """Probability that an audit of an honest creator wrongly finds fraud."""
+    fine: Money = 2_000
+    """Fine of a creator found at fault (at most what it holds), paid to the platform."""
+    cost: Money = 20
+    """What one audit costs the platform (paid while it can pay; leaves the economy)."""
+
+
+class DefencesConfig(Strict):
+    """Platform defences, each a market rule with a cost and an error rate (see docs/adversarial.md and `simulator/rules/defences.py`); a section that is null (the default) is off, and the sections compose."""
+
+    click_filter: ClickFilterConfig | None = None
+    """The click-fraud filter, e.g. `{detection: 0.9, false_positive: 0.02}`."""
+    clone_detection: CloneDetectionConfig | None = None
+    """Clone detection on key similarity, e.g. `{threshold: 0.98}`."""
+    identity_gate: IdentityGateConfig | None = None
+    """Minimum tenure / verified identity for payout, e.g. `{min_tenure: 5, verified: true}`."""
+    audits: AuditConfig | None = None
+    """Audits with fines, e.g. `{rate: 0.05, fine: 2000}`."""
+
+
+PRIVACY_MECHANISMS = ("none", "randomized_response", "laplace", "gaussian")
+
+
+class PrivacyConfig(Strict):
+    """Differential privacy of what the platform learns from (the `learned` rule's logs, the popularity counts, the engagement counters); see docs/privacy.md for the guarantee of each mechanism."""
+
+    @field_validator("epsilon", mode="before")
+    @classmethod
+    def _infinity_by_name(cls, value: Any) -> Any:
+        """`inf` (a string, as JSON and --set write it) is ε = ∞."""
+        return float("inf") if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf", "infinity") else value
+
+    @field_serializer("epsilon", when_used="json")
+    def _infinity_as_text(self, value: float) -> float | str:
+        return "inf" if value == float("inf") else value
+
+    mechanism: Literal[PRIVACY_MECHANISMS] = "none"  # type: ignore[valid-type]
+    """none; randomized_response: each logged consumption outcome is reported truthfully with probability e^ε/(1+e^ε) and flipped otherwise (local, ε-DP per logged interaction); laplace / gaussian: noise of scale 1/ε (Laplace) or √(2 ln(1.25/δ))/ε (Gaussian) on each good's consumption count of the tick before the platform records it (central, (ε[, δ])-DP per interaction)."""
+    epsilon: float = Field(float("inf"), gt=0.0, allow_inf_nan=True)
+    """ε of the mechanism, > 0; `inf` (the default) is no noise at all: the run equals the non-private one byte for byte."""
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-6
+    """δ of the `gaussian` mechanism."""
 
 
 class Scenario(Strict):
@@ -435,6 +612,26 @@ class Scenario(Strict):
     """The metrics collector."""
     sweep: SweepConfig | None = None
     """Optional sweep grid and replications."""
+    adversaries: AdversariesConfig = AdversariesConfig()
+    """Bots, engagement farms and sybil creators (off by default)."""
+    defences: DefencesConfig = DefencesConfig()
+    """The platform's defences against them (off by default)."""
+    privacy: PrivacyConfig = PrivacyConfig()
+    """Differential privacy of the platform's learning inputs (off by default)."""
+
+    @field_validator("adversaries")
+    @classmethod
+    def _sybils_fit_the_creators(cls, adversaries: AdversariesConfig, info: ValidationInfo) -> AdversariesConfig:
+        population = info.data.get("population")
+        sybils = adversaries.sybils
+        if population is not None and sybils.owners * sybils.identities > population.creators.count:
+            raise PydanticCustomError(
+                "sybils_exceed_creators",
+                "{owners} sybil owners × {identities} identities = {needed} creators, more than the {count} of population.creators.count",
+                {"owners": sybils.owners, "identities": sybils.identities, "needed": sybils.owners * sybils.identities,
+                 "count": population.creators.count, "subkey": "sybils.owners"},
+            )
+        return adversaries
 
 
 
@@ -596,13 +793,15 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
 def _issues_from_validation(exc: ValidationError, located: _Located) -> list[ScenarioIssue]:
     issues = []
     for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
+        loc = [str(part) for part in error["loc"]] + ([error["ctx"]["subkey"]] if "subkey" in error.get("ctx", {}) else [])
         key = ".".join(loc) or "<root>"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (allowed keys are listed in docs/scenario.md)"
         elif error["type"] == "literal_error":
             message = f"unknown name {error.get('input')!r}; {message.lower()}"
+        elif error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         elif "input" in error and not isinstance(error["input"], dict):
             message = f"{message} (got {error['input']!r})"
         source, line, col = located.locate(key)
@@ -695,7 +894,7 @@ def schema_reference() -> str:
     lines = [
         "# Scenario reference",
         "",
-        "Generated from `simulator/scenario.py` by `python -m simulator.scenario > docs/scenario.md`;",
+        "Generated from `simulator/scenario/schema.py` by `python -m simulator.scenario.schema > docs/scenario.md`;",
         "a test fails when this page and the schema disagree. Unknown keys are errors.",
         "Money is in integer minor units; attention in integer units (one per exposure).",
         "",

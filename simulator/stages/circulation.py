@@ -8,7 +8,8 @@ split by the payout rule); attention rewards (platform → users, per unit of at
 pro rata to what the platform still holds); production costs out. Pool first, then rewards:
 creators' share of this tick's revenue is never eaten by the rewards, which are funded from
 the platform's initial wallet and retained earnings. Then creators update their smoothed
-profit: sustained losses make them leave, and positive average profit draws entrants.
+profit: sustained losses make them leave, and positive mean profit over every creator of the
+tick (leavers included) draws entrants.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.market.ledger import split_exactly
-from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
-from simulator.market.populations import add_creators, retire_goods
+from simulator.market.outcomes import Allocation, Arrivals, Consumption, FraudTick, Settlement
+from simulator.market.populations import add_creators, meets_quality_bar, retire_goods
 from simulator.market.state import MarketState
-from simulator.rules.payout import creator_weights, good_weights
+from simulator.rules.defences import filter_clicks, flag_clones, payable_creators, payable_goods, run_audits
+from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
+from simulator.stages.fraud import FarmWork, pay_click_farm
 
 
 def circulate(
@@ -28,35 +31,51 @@ def circulate(
     arrivals: Arrivals,
     allocation: Allocation,
     consumption: Consumption,
+    payout: PayoutRule,
     scenario: Scenario,
     rng: np.random.Generator,
+    farms: FarmWork | None = None,
 ) -> Settlement:
+    """`farms` is what engagement farms delivered this tick (its fees are part of creators' costs)."""
     ledger = state.ledger
     creators_born = state.creators_born
     goods = state.goods
 
-    alive_users = np.flatnonzero(state.users.alive[: state.users_born])
+    alive_users = np.flatnonzero(state.users.alive[: state.users_born] & ~state.users.bot[: state.users_born])
     ledger.inject("user_income", "users", alive_users, scenario.population.users.income_per_tick)
 
     sales, take = _settle_purchases(state, allocation, consumption, scenario)
-    ad_revenue, advertiser_value, ad_free_deliveries = _settle_ads(state, arrivals, allocation, consumption, scenario, rng)
+    ad_revenue, advertiser_value, ad_free_deliveries, (advertiser, charge, by_bot) = _settle_ads(
+        state, arrivals, allocation, consumption, scenario, rng
+    )
+    click_filter = scenario.defences.click_filter
+    refunds = filter_clicks(state, click_filter, advertiser, charge, by_bot, rng)
+    pay_click_farm(state, allocation, consumption, scenario)
+    pool_revenue = take + ad_revenue - (refunds.total if click_filter is not None and click_filter.refunds_from == "pool" else 0)
 
     update_clickbait_penalty(state, scenario)
+    clones, honest_clones = flag_clones(state, scenario.defences.clone_detection, arrivals.published)
     shown = allocation.exposures[allocation.exposures >= 0]
     exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
-    payout = scenario.circulation.creator_payout
-    per_good = good_weights(payout.rule, state, allocation, consumption, backward_discount=payout.backward_discount)
-    payouts = _pay_creators(state, per_good, take + ad_revenue, scenario)
-    _pay_attention_rewards(state, allocation, scenario)
+    per_good = good_weights(payout, state, allocation, consumption)
+    payable = payable_goods(state, scenario)
+    if payable is not None:
+        per_good = np.where(payable, per_good, 0.0)
+    payouts = _pay_creators(state, payout, per_good, pool_revenue, scenario, payable_creators(state, scenario.defences.identity_gate))
+    rewards = _pay_attention_rewards(state, allocation, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
     charged = np.flatnonzero(costs)
     ledger.remove("production_costs", "creators", charged, costs[charged])
+    audits = run_audits(state, scenario.defences.audits, ledger.balances["creators"][:creators_born], rng)
 
     income = sales + payouts
+    charges = audits.fines_per_creator(creators_born)
+    if farms is not None:
+        charges = charges + farms.fees[:creators_born]
     in_tick = state.creators.alive[:creators_born].copy()
-    exits = _settle_creators(state, income - costs, scenario)
-    entries = _admit_creators(state, scenario, rng)
+    exits = _settle_creators(state, income - costs - charges, scenario)
+    entries = _admit_creators(state, (income - costs - charges)[in_tick], scenario, rng)
     # Entrants joined after the money moved: no exposure, no income, not part of this tick.
     return Settlement(
         np.pad(exposure, (0, entries)),
@@ -67,6 +86,20 @@ def circulate(
         ad_free_deliveries,
         entries,
         exits,
+        FraudTick(
+            ad_charges_on_bots=int(charge[by_bot].sum()),
+            refunds_to_bots=refunds.to_bots,
+            refunds_to_humans=refunds.to_humans,
+            honest_events_flagged=refunds.honest_flagged,
+            farmed_consumptions=farms.delivered if farms is not None else 0,
+            clones_flagged=clones,
+            honest_clones_flagged=honest_clones,
+            audits=audits.audited,
+            wrongly_fined=audits.wrongly_fined,
+            creator_payouts=np.pad(payouts, (0, entries)),
+            creator_charges=np.pad(charges, (0, entries)),
+            bot_attention_rewards=int(rewards[consumption.bots].sum()) if consumption.bots is not None else 0,
+        ),
     )
 
 
@@ -87,16 +120,24 @@ def _settle_purchases(
     return sales, int(take.sum())
 
 
-def _pay_creators(state: MarketState, per_good: np.ndarray, revenue: int, scenario: Scenario) -> np.ndarray:
+def _pay_creators(
+    state: MarketState, rule: PayoutRule, per_good: np.ndarray, revenue: int, scenario: Scenario, payable: np.ndarray | None = None
+) -> np.ndarray:
     """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
-    holds, split among alive creators by the payout rule; returns the payout per creator row.
-    If no alive creator has positive weight, the platform keeps the pool."""
+    holds, split by the payout rule among alive creators that meet the minimum-quality bar (the
+    bar is the creator programme's eligibility: a creator under it is paid nothing from the pool,
+    whatever its older goods still on offer earn in sales) and that `payable` (per creator row:
+    the defences' verdict, None for all) admits; returns the payout per creator row.
+    If no eligible creator has positive weight, the platform keeps the pool."""
     cfg = scenario.circulation.creator_payout
     ledger = state.ledger
     pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
-    alive = state.creators.alive[: state.creators_born]
-    weights = creator_weights(cfg.rule, state, per_good)
-    payouts = split_exactly(pool, np.where(alive, weights, 0.0))
+    creators = state.creators
+    eligible = creators.alive[: state.creators_born] & meets_quality_bar(scenario, creators.quality[: state.creators_born])
+    if payable is not None:
+        eligible = eligible & payable
+    weights = rule.creator_weights(state, per_good)
+    payouts = split_exactly(pool, np.where(eligible, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])
     return payouts
@@ -107,20 +148,20 @@ def attention_spent(allocation: Allocation) -> np.ndarray:
     return np.count_nonzero(allocation.exposures >= 0, axis=1) + np.count_nonzero(allocation.ads >= 0, axis=1)
 
 
-def _pay_attention_rewards(state: MarketState, allocation: Allocation, scenario: Scenario) -> int:
+def _pay_attention_rewards(state: MarketState, allocation: Allocation, scenario: Scenario) -> np.ndarray:
     """The platform pays each active user `attention_reward` per unit of attention spent this
     tick; if it holds less than it owes, it pays out all it holds, split pro rata (exactly, by
-    largest remainders), so it is never overdrawn. Returns the amount paid."""
+    largest remainders), so it is never overdrawn. Returns the amount paid per active user."""
     reward = scenario.circulation.attention_reward
     if reward == 0 or len(allocation.users) == 0:
-        return 0
+        return np.zeros(len(allocation.users), dtype=np.int64)
     owed = attention_spent(allocation).astype(np.int64) * reward
     ledger = state.ledger
     balance = int(ledger.balances["platform"][0])
     paid = owed if int(owed.sum()) <= balance else split_exactly(balance, owed)
     users = np.flatnonzero(paid)
     ledger.transfer("attention_rewards", "platform", np.zeros(len(users), dtype=np.int64), "users", allocation.users[users], paid[users])
-    return int(paid.sum())
+    return paid
 
 
 def clickbait_penalties(
@@ -164,14 +205,15 @@ def _settle_ads(
     consumption: Consumption,
     scenario: Scenario,
     rng: np.random.Generator,
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Charge billable ad events (clicks, or impressions at their expected click cost) in random
     order until each advertiser's budget for the tick runs out.
 
     Events beyond the budget are delivered free: the platform absorbs the overdelivery, so no
     advertiser ever pays a minor unit more than its budget. Returns (revenue, value of clicks
-    to advertisers, events delivered free), and records each advertiser's spend and value for
-    its bidding strategy.
+    to advertisers, events delivered free, (advertiser, charge, by a bot) per billable event),
+    and records each advertiser's spend and value for its bidding strategy. Bots' clicks are
+    billed and counted in the click calibration (advertisers see them) but are worth nothing.
     """
     ads = state.advertisers
     billed = consumption.clicked if scenario.circulation.auction.pricing == "per_click" else allocation.ads >= 0
@@ -182,6 +224,7 @@ def _settle_ads(
         price = np.ceil(price * allocation.ad_click_rates[user_index, slot] - 1e-9).astype(np.int64)
     order = np.lexsort((rng.random(len(advertiser)), advertiser))
     advertiser, price = advertiser[order], price[order]
+    by_bot = consumption.bots[user_index[order]] if consumption.bots is not None else np.zeros(len(order), dtype=bool)
     spent_before = np.cumsum(price) - price
     group_start = np.searchsorted(advertiser, advertiser, side="left")
     spent_before -= spent_before[group_start]
@@ -195,14 +238,17 @@ def _settle_ads(
     observed = predicted > 0
     ads.click_calibration[observed] = 0.5 * ads.click_calibration[observed] + 0.5 * realised[observed] / predicted[observed]
     ads.spent_last[:] = np.bincount(advertiser, weights=charge, minlength=ads.capacity()).astype(np.int64)
+    if consumption.bots is not None:
+        realised = np.bincount(allocation.ads[consumption.clicked & ~consumption.bots[:, None]], minlength=ads.capacity())
     ads.value_last[:] = realised * ads.value_per_click
     free = int(np.count_nonzero(charge < price))
-    return int(charge.sum()), int(ads.value_last.sum()), free
+    return int(charge.sum()), int(ads.value_last.sum()), free, (advertiser, charge, by_bot)
 
 
 def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
     """Smooth profits; creators with `patience` ticks in a row of losses, or of nothing on offer
-    (they could not afford to publish or are under the quality bar), leave with their goods."""
+    (they could not afford to publish, or are under the quality bar and their goods expired),
+    leave with their goods: a creator that cannot sell anything is out of the market."""
     cfg = scenario.population.creators.exit
     creators = state.creators
     goods = state.goods
@@ -220,20 +266,26 @@ def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario)
     return len(leaving)
 
 
-def _admit_creators(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> int:
-    """While creators profit on average, newcomers arrive; some imitate a profitable niche."""
+def _admit_creators(state: MarketState, profits: np.ndarray, scenario: Scenario, rng: np.random.Generator) -> int:
+    """While creating pays, newcomers arrive; some imitate a profitable niche.
+
+    The signal is this tick's mean profit over every creator that took part, those leaving now
+    included (`profits`): an entrant's expected profit. The mean over survivors alone would be
+    biased upward by who already exited."""
     cfg = scenario.population.creators
     creators = state.creators
     rows = np.flatnonzero(creators.alive[: state.creators_born])
-    if cfg.entry.rate == 0 or len(rows) == 0:
+    if cfg.entry.rate == 0 or len(rows) == 0 or len(profits) == 0:
         return 0
-    profit = creators.profit_ema[rows]
-    if profit.mean() <= 0:
+    if profits.mean() <= 0:
         return 0
     count = int(rng.poisson(cfg.entry.rate * len(rows)))
     if count == 0:
         return 0
+    profit = creators.profit_ema[rows]
     gains = np.maximum(profit, 0.0).astype(np.float64)
+    if gains.sum() <= 0:
+        gains = np.ones(len(rows))
     models = rng.choice(rows, size=count, p=gains / gains.sum())
     imitate = np.where(rng.random(count) < cfg.entry.imitation, models, -1)
     new = add_creators(state, count, scenario, rng, imitate=imitate)

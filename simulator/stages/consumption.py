@@ -3,10 +3,12 @@ drift and churn.
 
 The value of an exposure to a user is quality × taste match × the attention it holds: the k-th
 exposure of a tick holds `overload`**k of a fresh one (information overload), scaled down by
-fatigue carried over from earlier ticks. A user consumes an exposure when its promised value
-plus a logistic taste shock beats the outside option (a logit choice); buys a consumed product if willingness to pay
-exceeds the price and the wallet covers it (in feed order); clicks ads by targeting match
-and position.
+fatigue carried over from earlier ticks. A user takes an exposure when its promised value, less
+its price in value units (price / willingness to pay, 0 for free content), plus a logistic taste
+shock beats the outside option (a logit choice). A product is had only by buying it: a chosen
+product is bought if the wallet still covers its price (in feed order) and otherwise not had at
+all, so its value counts once, net of the price, and only when paid for. Ads are clicked by
+targeting match and position.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import numpy as np
 
 from simulator.market.kernels import drift_toward_consumed, gathered_dots
 from simulator.market.outcomes import Allocation, Consumption
+from simulator.market.populations import refresh_homogenization_pairs
 from simulator.market.state import FLOAT, MarketState
 from simulator.market.values import match, position_click_factors
-from simulator.rules.allocation.feedback import record_outcomes
 from simulator.scenario.schema import Scenario
 
 
@@ -34,33 +36,40 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     good = shown.goods
     cos = gathered_dots(users.interest[rows], goods.key, exposures).ravel()[shown.flat]
     held = cfg.overload ** shown.column.astype(FLOAT) * (1.0 - users.fatigue[rows])[shown.user]
-    value = (held * goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
-    # Random utility: each exposure gets a logistic taste shock, and the user consumes when the
-    # promised value plus the shock beats the outside option (a logit choice). Clickbait
-    # promises more than it delivers; the user lives with the true value plus the shock.
+    intrinsic = (goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
+    value = (held * intrinsic).astype(FLOAT)
+    # Random utility: each exposure gets a logistic taste shock, and the user takes it when the
+    # promised value less its price (in value units) plus the shock beats the outside option (a
+    # logit choice). Clickbait promises more than it delivers; the user lives with the true value.
     promised = value * (1.0 + scenario.population.creators.clickbait_boost * goods.clickbait[good])
-    taste = rng.logistic(0.0, cfg.choice_noise, size=len(good)).astype(FLOAT)
-    consumed = promised + taste > cfg.outside_option
-
     price = goods.price[good]
-    bought = _purchases(state, rows, shown, consumed, value, price, cfg.willingness_to_pay)
+    price_in_value = (price / max(cfg.willingness_to_pay, 1)).astype(FLOAT)
+    taste = rng.logistic(0.0, cfg.choice_noise, size=len(good)).astype(FLOAT)
+    chosen = promised - price_in_value + taste > cfg.outside_option
+    is_product = goods.is_product[good]
+    bought = _purchases(state, rows, shown, chosen & is_product, price)
+    # A product yields its value only if bought; content is free.
+    consumed = chosen & (~is_product | bought)
+    blocked = chosen & is_product & ~bought
     clicked = _ad_clicks(state, rows, allocation, scenario, rng)
 
     ads_shown = np.count_nonzero(allocation.ads >= 0, axis=1)
-    # A consumption is worth what it beat the outside option by, as experienced: goods that
-    # disappoint (clickbait) can cost utility.
-    gained = np.where(consumed, value + taste - cfg.outside_option, 0.0)
-    surplus = np.where(bought, value - price / max(cfg.willingness_to_pay, 1), 0.0)
-    utility = (shown.per_user(gained + surplus) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
+    # A consumption is worth what it beat the outside option by, as experienced and net of the
+    # price paid: goods that disappoint (clickbait) can cost utility.
+    gained = np.where(consumed, value - price_in_value + taste - cfg.outside_option, 0.0)
+    utility = (shown.per_user(gained) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
 
     _count_engagement(state, good, consumed, bought, value)
     consumed_matrix = shown.matrix(consumed)
-    record_outcomes(state, rows, exposures, exposures >= 0, consumed_matrix, scenario)
     _tire(state, rows, shown.counts(), ads_shown, cfg)
     _learn_from_consumption(state, rows, shown, consumed, scenario)
     _remember(state, rows, shown, consumed)
     churned = _churn(state, rows, utility, scenario)
-    return Consumption(rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned)
+    refresh_homogenization_pairs(state)
+    return Consumption(
+        rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned, shown.matrix(intrinsic),
+        shown.matrix(blocked),
+    )
 
 
 @dataclass(frozen=True)
@@ -112,15 +121,20 @@ def _count_engagement(state: MarketState, good: np.ndarray, consumed: np.ndarray
     goods.value_delivered += np.bincount(good[consumed], weights=value[consumed], minlength=size)
 
 
-def _purchases(
-    state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.ndarray, value: np.ndarray, price: np.ndarray, wtp_scale: int
-) -> np.ndarray:
-    """Consumed products bought in feed order while the wallet lasts."""
-    want = consumed & state.goods.is_product[shown.goods] & (value * wtp_scale > price)
-    if not want.any():
-        return want
-    spent = running_sums_by_user(shown.user, np.where(want, price, 0), shown.shape[0])
-    return want & (spent <= state.ledger.balances["users"][rows[shown.user]])
+def _purchases(state: MarketState, rows: np.ndarray, shown: Shown, wanted: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """Wanted products bought in feed order, each while the wallet still covers its price: one
+    the user cannot afford is skipped, and a cheaper one after it can still be bought."""
+    bought = np.zeros(len(wanted), dtype=bool)
+    if not wanted.any():
+        return bought
+    wallet = state.ledger.balances["users"][rows].astype(np.int64)
+    want = shown.matrix(wanted)
+    prices = shown.matrix(np.where(wanted, price, 0).astype(np.int64))
+    buys = np.zeros(want.shape, dtype=bool)
+    for column in range(want.shape[1]):  # feeds are short; each step is vectorized over users
+        buys[:, column] = want[:, column] & (prices[:, column] <= wallet)
+        wallet -= np.where(buys[:, column], prices[:, column], 0)
+    return buys.ravel()[shown.flat]
 
 
 def _ad_clicks(state: MarketState, rows: np.ndarray, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
@@ -176,28 +190,18 @@ def _remember(state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.n
 
 
 def _update_homogenization(state: MarketState, user_rows: np.ndarray, uids: np.ndarray) -> None:
-    """Keep |A ∩ B| of each sampled pair current as sampled users consume new goods."""
+    """Date the sampled users' consumptions this tick, and forget what fell out of the window."""
     sample = state.homogenization
     if not sample.consumed:
         return
-    sampled = np.isin(user_rows, sample.pairs.ravel())
-    if not sampled.any():
-        return
-    new_items: dict[int, set[int]] = {}
+    sampled = np.isin(user_rows, np.fromiter(sample.consumed, dtype=np.int64, count=len(sample.consumed)))
     for user, uid in zip(user_rows[sampled].tolist(), uids[sampled].tolist()):
-        if uid not in sample.consumed[user]:
-            new_items.setdefault(user, set()).add(uid)
-    for index, (a, b) in enumerate(sample.pairs.tolist()):
-        gain = 0
-        if a in new_items:
-            gain += len(new_items[a] & sample.consumed[b])
-        if b in new_items:
-            gain += len(new_items[b] & sample.consumed[a])
-            if a in new_items:
-                gain += len(new_items[a] & new_items[b])
-        sample.intersections[index] += gain
-    for user, items in new_items.items():
-        sample.consumed[user] |= items
+        sample.consumed[user][uid] = state.tick
+    if sample.window is not None:
+        oldest = state.tick - sample.window + 1
+        for user, items in sample.consumed.items():
+            if items and min(items.values()) < oldest:
+                sample.consumed[user] = {uid: tick for uid, tick in items.items() if tick >= oldest}
 
 
 def _churn(state: MarketState, rows: np.ndarray, utility: np.ndarray, scenario: Scenario) -> np.ndarray:

@@ -330,21 +330,59 @@ class CandidateView:
         flat = np.repeat(starts - np.concatenate([[0], np.cumsum(length)[:-1]]), length) + np.arange(int(length.sum()))
         return self.members[flat]
 
-    def draw_tail(self, tail: Tail, rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, log weights), (rows, r): one uniform draw per stratum of `tail` for each user."""
-        size = np.diff(tail.bounds)
-        if len(size) == 0 or rows == 0:
-            return np.full((rows, len(size)), -1, dtype=np.int64), np.zeros((rows, len(size)), dtype=FLOAT)
-        index = (rng.random((rows, len(size))) * size[None, :]).astype(np.int64)
-        index += tail.bounds[:-1][None, :]
-        np.minimum(index, tail.bounds[1:][None, :] - 1, out=index)
-        positions = self.positions_of(tail.lists)[index]  # the tail's goods in tail order
-        return positions, np.broadcast_to(np.log(size).astype(FLOAT), positions.shape)
+    def tail_indices(self, tail: Tail, positions: np.ndarray) -> np.ndarray:
+        """Tail index of each catalogue position (any shape, -1 for none); -1 outside the tail."""
+        safe = np.maximum(positions, 0)
+        lists = self.list_of_position[safe]
+        rank = tail.rank_of_list[lists]
+        index = tail.start[np.maximum(rank, 0)] + self.place_of_position[safe] - self.indptr[lists]
+        return np.where((positions >= 0) & (rank >= 0), index, -1)
 
-    def blocks(self, queries: np.ndarray, rng: np.random.Generator, block_elements: int) -> Iterator[CandidateBlock]:
+    def draw_tail(
+        self, tail: Tail, rows: int, rng: np.random.Generator, excluded: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, log weights), (rows, r): one uniform draw per stratum of `tail` for each user,
+        among the stratum's eligible goods: `excluded` ((rows, m) catalogue positions, -1 for none;
+        the goods each user may not be shown) are never drawn, and a draw weighs the number of
+        eligible goods of its stratum, so a masked good does not take its stratum's weight with it.
+        A stratum with no eligible good has no draw (-1)."""
+        size = np.diff(tail.bounds)
+        strata = len(size)
+        if strata == 0 or rows == 0:
+            return np.full((rows, strata), -1, dtype=np.int64), np.zeros((rows, strata), dtype=FLOAT)
+        eligible = np.broadcast_to(size, (rows, strata)).copy()
+        skips = np.zeros((rows, 0), dtype=np.int64)
+        if excluded is not None and excluded.shape[1]:
+            skips = np.sort(self.tail_indices(tail, excluded), axis=1)  # ascending, -1 (none) first
+            skips[:, 1:][skips[:, 1:] == skips[:, :-1]] = -1  # a good remembered twice is one good
+            skips.sort(axis=1)
+            # Stratum of each excluded tail index (bounds[j] = ⌊j·N/r⌋, see `columns_of`).
+            stratum_of = np.clip(((np.maximum(skips, 0) + 1) * strata + tail.size - 1) // tail.size - 1, 0, strata - 1)
+            row, col = np.nonzero(skips >= 0)
+            np.subtract.at(eligible, (row, stratum_of[row, col]), 1)
+        index = (rng.random((rows, strata)) * eligible).astype(np.int64)
+        np.minimum(index, np.maximum(eligible - 1, 0), out=index)
+        index += tail.bounds[:-1][None, :]
+        # The k-th eligible good: step over the excluded indices at or below it, in ascending order.
+        users = np.arange(rows)
+        for column in range(skips.shape[1]):
+            skip = skips[:, column]
+            has = skip >= 0
+            stratum = stratum_of[:, column]
+            current = index[users, stratum]
+            index[users[has], stratum[has]] += current[has] >= skip[has]
+        drawn = eligible > 0
+        positions = np.where(drawn, self.positions_of(tail.lists)[np.where(drawn, index, 0)], -1)  # tail order
+        return positions, np.where(drawn, np.log(np.maximum(eligible, 1)), 0.0).astype(FLOAT)
+
+    def blocks(
+        self, queries: np.ndarray, rng: np.random.Generator, block_elements: int, excluded: np.ndarray | None = None
+    ) -> Iterator[CandidateBlock]:
         """Candidate blocks covering every row of `queries` once: users sorted by group, groups
         packed into blocks of at most `block_elements` candidate columns (a group larger than
-        that is cut), so the sampler runs on few large blocks however many groups there are."""
+        that is cut), so the sampler runs on few large blocks however many groups there are.
+        `excluded` ((rows of `queries`, m) catalogue positions, -1 for none): goods each user may
+        not be shown, never drawn as a stratum's representative (see `draw_tail`)."""
         order, starts = self.route(queries)
         if len(order) == 0:
             return
@@ -361,7 +399,8 @@ class CandidateView:
             own = np.full((len(rows), strata), -1, dtype=np.int64)
             log_weight = np.zeros((len(rows), strata), dtype=FLOAT)
             for k, (group, low, high) in enumerate(pending):
-                drawn, weight = self.draw_tail(plans[group][1], high - low, rng)
+                barred = None if excluded is None else excluded[order[low:high]]
+                drawn, weight = self.draw_tail(plans[group][1], high - low, rng, barred)
                 own[bounds[k] : bounds[k + 1], : drawn.shape[1]] = drawn
                 log_weight[bounds[k] : bounds[k + 1], : drawn.shape[1]] = weight
             block_shared = tuple(shared[group] for group, _, _ in pending)
