@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import simulator
@@ -29,6 +31,7 @@ from simulator.model import AttentionMarket
 from simulator.runs import checkpoint as ckpt
 from simulator.runs import rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.runs.snapshot import Decoder, SnapshotError
 from simulator.rules.allocation.query_key import Uniform
 from simulator.scenario.schema import load_scenario
 from conftest import TINY_YAML, tiny
@@ -253,3 +256,20 @@ def test_resume_follows_a_checkpoint_symlink_inside_the_run(tmp_path):
     (out / ckpt.CHECKPOINT).symlink_to("saved.ckpt")
     result = CliRunner().invoke(app, ["resume", str(out)])
     assert result.exit_code == 0, result.output
+
+
+TAGS = ["float", "scalar", "ref", "array", "floats", "ints", "tuple", "list", "set", "frozenset", "deque", "dict", "defaultdict", "generator", "object"]
+KEYS = ["$", "id", "name", "items", "class", "fields", "value", "dtype", "maxlen", "factory", "state", "bit_generator", "object"]
+_leaves = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6) | st.sampled_from(TAGS + ["a0", "a1", "PCG64", "Users", "int", "<f8", "O", "S-1"])
+_json = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), inner, max_size=5), max_leaves=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=_json)
+def test_the_state_decoder_refuses_anything_malformed_with_a_snapshot_error(data):
+    """Fuzz: whatever JSON a checkpoint's state holds, decoding builds it or raises SnapshotError."""
+    decoder = Decoder({"a0": np.arange(4, dtype=np.int64), "a1": np.zeros(3)})
+    try:
+        decoder.decode(data)
+    except SnapshotError:
+        pass
