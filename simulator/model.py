@@ -92,12 +92,17 @@ class AttentionMarket(mesa.Model):
     allocation_mode: str | None = None
     allocation_mode_reason: str = ""
     allocation_modes: dict[str, int] = {}  # replaced, never mutated in place
+    # True while a checkpoint restore brings mesa's clock to the saved step (runs/checkpoint.py):
+    # mesa's public `run_for` then steps the clock while `step` leaves the market alone.
+    replaying_clock: bool = False
 
     def new_datacollector(self) -> mesa.DataCollector:
         """An empty collector of the metric columns (also used when restoring a checkpoint)."""
         return mesa.DataCollector(model_reporters={name: partial(_latest_metric, name=name) for name in METRIC_COLUMNS})
 
     def step(self) -> None:
+        if self.replaying_clock:
+            return
         market, scenario = self.market, self.config
         tick = advance(market, scenario, self.rules, self.rng)
         mode = tick.allocation.mode

@@ -257,7 +257,7 @@ def interrupted_run(tmp_path_factory) -> Path:
     """A run directory stopped at tick 4 of 6 with a checkpoint there (as after Ctrl-C)."""
     from simulator.model import AttentionMarket
     from simulator.runs import rundir
-    from simulator.runs.checkpoint import RunOutcome, finish_run
+    from simulator.runs.driver import RunOutcome, finish_run
     from simulator.scenario.schema import load_scenario
 
     base = tmp_path_factory.mktemp("interrupted")
@@ -347,10 +347,10 @@ def _damage(run: Path, how: str, tmp_path: Path) -> tuple[str, str, str]:
         return str(checkpoint), "<checkpoint>", "does not match the run's manifest"
     if how == "checkpoint-crafted-pickle":
         _rewrite_payload(checkpoint, pickle.dumps(_Evil(), protocol=5))
-        return str(checkpoint), "<checkpoint>", "may not refer to"
+        return str(checkpoint), "<checkpoint>", "cannot read its payload"
     if how == "checkpoint-garbage-payload":
         _rewrite_payload(checkpoint, random.Random(3).randbytes(4096))
-        return str(checkpoint), "<checkpoint>", "cannot unpickle"
+        return str(checkpoint), "<checkpoint>", "cannot read its payload"
     raise AssertionError(how)
 
 

@@ -233,7 +233,7 @@ def test_ivf_runs_conserve_money_and_are_reproducible(tmp_path):
 
 
 def test_run_directory_records_the_mode(tmp_path):
-    from simulator.runs.checkpoint import resume_or_start
+    from simulator.runs.driver import resume_or_start
 
     scenario = tiny({"ticks": 2, "allocation.candidates.auto_above": 10})
     resume_or_start(tmp_path / "run", scenario)

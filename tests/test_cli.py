@@ -183,7 +183,7 @@ BROKEN = {
     "malformed_yaml.yaml": ["malformed_yaml.yaml:6:11: <yaml>: malformed YAML"],
     "wrong_type.yaml": ["wrong_type.yaml:4:1: ticks: Input should be a valid integer"],
     "out_of_range.yaml": [
-        "out_of_range.yaml:6:3: allocation.temperature: Input should be greater than 0",
+        "out_of_range.yaml:6:3: allocation.temperature: Input should be greater than or equal to 0.000001",
         "out_of_range.yaml:8:3: circulation.platform_take_rate: Input should be less than or equal to 1",
     ],
     "unknown_key.yaml": ["unknown_key.yaml:5:22: population.users.cuont: unknown key"],

@@ -33,6 +33,7 @@ from simulator.metrics.invariants import (
 from simulator.model import AttentionMarket, advance
 from simulator.rules.allocation.learned import LearnedModel
 from simulator.runs import checkpoint as ckpt
+from simulator.runs import driver
 from simulator.runs import rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.memory import (
@@ -257,30 +258,21 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path, monkeyp
     path = save_checkpoint(model, tmp_path / "checkpoint.pkl")
     good = path.read_bytes()
     model.step()
+    write_array = np.lib.format.write_array
+    written: list[int] = []
 
-    def exploding(self, obj):
-        raise KeyboardInterrupt  # as a second Ctrl-C in the middle of writing
+    def exploding(stream, values, **options):
+        if written:
+            raise KeyboardInterrupt  # as a second Ctrl-C in the middle of writing
+        written.append(1)
+        write_array(stream, values, **options)
 
-    monkeypatch.setattr(ckpt._CheckingPickler, "dump", exploding)
+    monkeypatch.setattr(np.lib.format, "write_array", exploding)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(model, path)
+    assert written, "the save was cut after it began writing"
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pkl"]
-
-
-def test_the_loader_refuses_globals_outside_the_allowlist(tmp_path):
-    model = stepped(1)
-    path = save_checkpoint(model, tmp_path / "checkpoint.pkl")
-    data = path.read_bytes()
-    header = data[len(ckpt.MAGIC) :].split(b"\n", 1)[0]
-    import hashlib
-
-    for payload in (pickle.dumps(subprocess.Popen), pickle.dumps(pd.DataFrame), pickle.dumps(np.memmap)):
-        body = ckpt.MAGIC + header + b"\n" + payload
-        trailer = ckpt._TRAILER_TAG + f"{len(payload):016x} {hashlib.sha256(body).hexdigest()}\n".encode()
-        path.write_bytes(body + trailer)
-        with pytest.raises(ckpt.CheckpointError, match="may not refer to"):
-            ckpt.load_checkpoint(path)
 
 
 def test_cli_run_checkpoints_and_removes_the_checkpoint_when_complete(tmp_path, monkeypatch):
@@ -291,7 +283,7 @@ def test_cli_run_checkpoints_and_removes_the_checkpoint_when_complete(tmp_path, 
         saved.append(model.market.tick)
         return original(model, path)
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    monkeypatch.setattr(driver, "save_checkpoint", spy)
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(json.dumps({**tiny().model_dump(mode="json"), "ticks": 7}))
     out = tmp_path / "run"
@@ -307,7 +299,7 @@ def test_a_checkpoint_that_cannot_be_written_warns_and_the_run_goes_on(tmp_path,
     def failing(model, path):
         raise ckpt.CheckpointError(path, "cannot checkpoint this model: disk says no")
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", failing)
+    monkeypatch.setattr(driver, "save_checkpoint", failing)
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(json.dumps({**tiny().model_dump(mode="json"), "ticks": 5}))
     out = tmp_path / "run"
@@ -332,9 +324,9 @@ def test_run_force_clears_an_old_checkpoint(tmp_path):
 
 def test_resume_or_start_runs_skips_and_resumes(tmp_path):
     scenario = tiny({"ticks": 6})
-    fresh = ckpt.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    fresh = driver.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
     assert fresh.status == "complete" and fresh.resumed_from is None and not fresh.skipped
-    again = ckpt.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    again = driver.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
     assert again.skipped and again.status == "complete"
     pd.testing.assert_frame_equal(again.metrics, fresh.metrics, check_dtype=False)
 
@@ -344,29 +336,29 @@ def test_resume_or_start_runs_skips_and_resumes(tmp_path):
         calls["n"] += 1
         return calls["n"] > 3
 
-    half = ckpt.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2, should_stop=stop_after_three)
+    half = driver.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2, should_stop=stop_after_three)
     assert half.status == "interrupted"
     assert ckpt.read_header(tmp_path / "half" / "checkpoint.pkl")["tick"] == 3
-    finished = ckpt.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2)
+    finished = driver.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2)
     assert finished.status == "complete" and finished.resumed_from == 3
     assert (tmp_path / "half" / "metrics.parquet").read_bytes() == (tmp_path / "fresh" / "metrics.parquet").read_bytes()
 
     with pytest.raises(ckpt.ResumeError, match="different scenario"):
-        ckpt.resume_or_start(tmp_path / "half", tiny({"ticks": 7}))
+        driver.resume_or_start(tmp_path / "half", tiny({"ticks": 7}))
 
 
 def test_resume_or_start_restarts_from_a_damaged_checkpoint(tmp_path):
     scenario = tiny({"ticks": 5})
-    reference = ckpt.resume_or_start(tmp_path / "reference", scenario)
+    reference = driver.resume_or_start(tmp_path / "reference", scenario)
     calls = {"n": 0}
 
     def stop_after_two() -> bool:
         calls["n"] += 1
         return calls["n"] > 2
 
-    ckpt.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1, should_stop=stop_after_two)
+    driver.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1, should_stop=stop_after_two)
     (tmp_path / "run" / "checkpoint.pkl").write_bytes(b"garbage")
-    outcome = ckpt.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1)
+    outcome = driver.resume_or_start(tmp_path / "run", scenario, checkpoint_every=1)
     assert outcome.status == "complete" and outcome.resumed_from == 0
     assert (tmp_path / "run" / "checkpoint.pkl.corrupt").exists()
     assert "unusable" in rundir.read_manifest(tmp_path / "run")["resumes"][-1]["notes"][0]
@@ -472,12 +464,12 @@ def test_a_sweep_resumes_its_half_done_run_from_the_checkpoint(tmp_path, monkeyp
 
     real = sweep_module._run
 
-    def stopped_at_tick_5(scenario, on_tick):
+    def stopped_at_tick_5(model, on_tick, should_stop):
         def tick(model):
             on_tick(model)
-            if scenario.allocation.temperature == 2.0 and model.market.tick == 5:
+            if model.config.allocation.temperature == 2.0 and model.market.tick == 5:
                 raise KeyboardInterrupt
-        return real(scenario, tick)
+        return real(model, tick, should_stop)
 
     monkeypatch.setattr(sweep_module, "_run", stopped_at_tick_5)
     with pytest.raises(KeyboardInterrupt):

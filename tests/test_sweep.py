@@ -253,11 +253,12 @@ def test_a_different_sweep_is_refused_unless_forced(reference, tmp_path):
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     real = sweep_module._run
 
-    def flaky(scenario, on_tick):
+    def flaky(model, on_tick, should_stop):
+        scenario = model.config
         if scenario.allocation.temperature == 2.0 and scenario.circulation.creator_payout.rule == "equal":
-            real_result = real(scenario, on_tick)  # the ticks happen, then the run breaks
+            real_result = real(model, on_tick, should_stop)  # the ticks happen, then the run breaks
             raise RuntimeError(f"engine broke after {len(real_result.metrics)} ticks")
-        return real(scenario, on_tick)
+        return real(model, on_tick, should_stop)
 
     monkeypatch.setattr(sweep_module, "_run", flaky)
     scenario = write_scenario(tmp_path)
@@ -449,10 +450,10 @@ def test_cli_sweep_bad_input_and_failures(tmp_path, monkeypatch):
 
     real = sweep_module._run
 
-    def broken(scenario, on_tick):
-        if scenario.circulation.creator_payout.rule == "equal":
+    def broken(model, on_tick, should_stop):
+        if model.config.circulation.creator_payout.rule == "equal":
             raise ValueError("no equal payouts today")
-        return real(scenario, on_tick)
+        return real(model, on_tick, should_stop)
 
     monkeypatch.setattr(sweep_module, "_run", broken)
     result = runner.invoke(app, ["sweep", str(scenario), "--out", str(tmp_path / "half"), "--workers", "1"])

@@ -39,14 +39,8 @@ from rich.text import Text
 from simulator.metrics.table import RUN_SUMMARY, summary_label
 from simulator.model import AttentionMarket
 from simulator.runs import rundir
-from simulator.runs.checkpoint import (
-    ResumeError,
-    RunOutcome,
-    execute,
-    finish_run,
-    open_resume,
-    read_run_scenario,
-)
+from simulator.runs.checkpoint import CHECKPOINT, ResumeError, open_resume, read_run_scenario
+from simulator.runs.driver import RunOutcome, execute, finish_run, start_writer
 from simulator.runs.threads import use_threads
 from simulator.runs.memory import (
     available_memory,
@@ -408,9 +402,8 @@ def run(
         command=_command_line(scenario, out, sets, seed, ticks),
         plots=plots,
     )
-    writer.manifest.update(checkpoint_every=checkpoint_every, plots=plots, pid=os.getpid(), host=platform.node())
     try:
-        writer.start()
+        start_writer(writer, checkpoint_every=checkpoint_every, plots=plots)
     except OSError as exc:
         err.print(f"error: cannot write the run directory {directory}: {exc}", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
@@ -491,7 +484,7 @@ def _drive(
             )
         err.print(f"{directory} holds what was done (status failed; traceback in manifest.json)", markup=False, soft_wrap=True)
     elif status == rundir.INTERRUPTED:
-        resumable = " (resume with: attnsim resume " + str(directory) + ")" if (directory / "checkpoint.pkl").exists() else ""
+        resumable = " (resume with: attnsim resume " + str(directory) + ")" if (directory / CHECKPOINT).exists() else ""
         err.print(
             f"interrupted ({stop.name}) after {ticks_done} of {config.ticks} ticks; {directory} holds them (status interrupted){resumable}",
             markup=False,

@@ -51,12 +51,32 @@ from simulator.runs.threads import WORKER_THREADS_ENV
 from simulator.scenario.schema import ScenarioError
 
 
-class _Terminate(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the sweep stops the same way."""
+class StopFlag:
+    """SIGINT / SIGTERM handler that only records the signal: the sweep polls `requested()` and
+    stops between results. Raising from a handler could land inside the process pool's locks
+    (a SIGTERM during its shutdown deadlocked the sweep) or after the last run (sweep.json left
+    `running`)."""
 
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
-def _on_sigterm(_signum: int, _frame: Any) -> None:
-    raise _Terminate()
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 @app.command()
@@ -150,9 +170,8 @@ def sweep(
             progress.console.print(f"run {record['run_id']} failed: {record.get('error')}", markup=False, soft_wrap=True)
         progress.update(task, advance=1, failed=f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "")
 
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    stop = StopFlag()
+    stop.install()
     started = time.monotonic()
     result = None
     exit_code = EXIT_OK
@@ -172,27 +191,26 @@ def sweep(
                 on_run=on_run,
                 scenario_file=scenario,
                 checkpoint_every=checkpoint_every,
+                should_stop=stop.requested,
             )
         finally:
             progress.stop()
     except (SweepError, ScenarioError) as exc:
         lines = exc.lines if isinstance(exc, SweepError) else [str(issue) for issue in exc.issues]
         raise _exit_bad_input(lines) from None
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # raised by a library caller's code; the CLI's own signals set `stop`
         result = exc.args[0] if exc.args else None
-        exit_code = 128 + (signal.SIGTERM if isinstance(exc, _Terminate) else signal.SIGINT)
-        err.print(
-            f"interrupted ({'SIGTERM' if isinstance(exc, _Terminate) else 'SIGINT'}); finished runs are kept: run the same command again to resume",
-            markup=False,
-            soft_wrap=True,
-        )
+        exit_code = 128 + signal.SIGINT
     except Exception as exc:  # noqa: BLE001 - the backend broke down (lost scheduler, ...)
         err.print(f"error: the sweep stopped: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
         err.print(f"{directory} keeps the finished runs; run the same command again to resume", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        stop.restore()
+    if result is not None and result.manifest["status"] == "interrupted":
+        name = signal.Signals(stop.signum).name if stop.signum is not None else "SIGINT"
+        exit_code = 128 + (stop.signum or signal.SIGINT)
+        err.print(f"interrupted ({name}); finished runs are kept: run the same command again to resume", markup=False, soft_wrap=True)
     seconds = time.monotonic() - started
     if result is None:
         raise typer.Exit(exit_code or EXIT_FAILED)

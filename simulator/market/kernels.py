@@ -224,9 +224,25 @@ def _spans(rows: int) -> int:
     return min(4 * threads, rows // SPAN_ROWS)
 
 
+class NonFiniteScores(ValueError):
+    """Scores with NaN or +inf (an overflowing temperature or value): no softmax of them exists,
+    and the sampler would never finish a row. `rows` are the offending rows of the block."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+        super().__init__(f"{len(rows)} row(s) of allocation scores hold NaN or +inf")
+
+
 def draw_without_replacement(scores: np.ndarray, counts: np.ndarray, seeds: np.ndarray, out: np.ndarray) -> None:
     """Fill out[i, :counts[i]] with distinct columns drawn ∝ softmax(scores[i]) by successive
-    sampling (fewer if the row has fewer eligible columns: finite scores); `scores` float32."""
+    sampling (fewer if the row has fewer eligible columns: finite scores); `scores` float32.
+    Raises NonFiniteScores for rows holding NaN or +inf (-inf marks an ineligible column)."""
+    if scores.size:
+        with np.errstate(invalid="ignore"):
+            top = scores.max(axis=1)  # NaN propagates, +inf is the maximum: one pass finds both
+        bad = np.flatnonzero(np.isnan(top) | (top == np.inf))
+        if len(bad):
+            raise NonFiniteScores(bad)
     spans = _spans(scores.shape[0])
     if spans:
         _draw_rows_parallel(scores, counts, seeds, out, spans)

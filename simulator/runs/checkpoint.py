@@ -8,26 +8,25 @@ state of the model's random generators, mesa's step count and the metrics record
 stood: a run interrupted, resumed and finished gives the same metrics, byte for byte, as the
 same run done in one go.
 
-The file (`checkpoint.pkl` in a run directory) is written atomically (a temporary file in the
-same directory, fsynced, then renamed over the old one), so a process killed while writing
-leaves the previous checkpoint whole. Layout:
+The file (`checkpoint.pkl` in a run directory; the name is historical, it holds no pickle) is
+written atomically (a temporary file in the same directory, fsynced, then renamed over the old
+one), so a process killed while writing leaves the previous checkpoint whole. Layout:
 
     ATTNSIM-CHECKPOINT\\n
     one line of JSON: format, version, tick, the resolved scenario and its SHA-256, versions
-    the payload: a pickle (protocol 5)
+    the payload: an uncompressed .npz archive of the state's arrays, plus its structure as JSON
+        (member `state`; see simulator/runs/snapshot.py)
     a fixed-size trailer: payload length and the SHA-256 of everything before the trailer
 
-Loading checks the magic, the version, the length and the digest before unpickling, and
-unpickles with an allowlist (the simulator's own classes, numpy arrays and generators, plain
-containers): a damaged or foreign file is refused with a clear `CheckpointError`, never half
-loaded, and a crafted one cannot make the loader call arbitrary functions. Still, resume only
-run directories you trust.
+Nothing in the file is code, and loading runs none: the magic, the version, the length and the
+digest are checked first, then only .npy arrays of plain dtypes are read (never with pickle) and
+only the simulator's own state classes, by an explicit table, are rebuilt; the allocation rule
+is rebuilt from the scenario by its registered name. A damaged or foreign file is refused with a
+clear `CheckpointError`, never half loaded. Resume also refuses a checkpoint that is a symlink
+leading outside its run directory (`checkpoint_in`).
 
-Run directories: `execute` drives a model inside a `RunWriter`'s directory, rewriting metrics
-every few seconds and the checkpoint every N ticks; `finish_run` writes the final files;
-`open_resume` prepares an interrupted run directory for resuming; `resume_or_start` does the
-whole thing for one run of a sweep (skip if complete, resume from the checkpoint if there is
-one, start afresh otherwise).
+Run directories: `open_resume` prepares an interrupted run directory for resuming and
+`resumable` finds a usable checkpoint of a given scenario; the driver (runs/driver.py) runs them.
 """
 
 from __future__ import annotations
@@ -35,36 +34,36 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
-import pickle
-import time
-import traceback as traceback_module
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, load_scenario
-from simulator.registry import REGISTRIES
 from simulator.files import TMP_PREFIX, atomic_file
+from simulator.market.state import MarketState
 from simulator.model import AttentionMarket
+from simulator.rules.ruleset import RuleSet
 from simulator.runs.rundir import RunWriter
+from simulator.runs.snapshot import Decoder, Encoder, SnapshotError
 from simulator.runs.rundir import package_versions
-from simulator.metrics.invariants import InvariantViolation
-from simulator.runs.driver import run as run_scenario
 from simulator.runs import rundir
 from simulator.runs.rundir import MANIFEST
-import pandas as pd
 import mesa
 
 
 
 CHECKPOINT = "checkpoint.pkl"
 FORMAT = "attnsim-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1 was a pickle, which a crafted file could make run commands; never read again
+STATE_MEMBER = "state"  # the payload member holding the state's JSON
 MAGIC = b"ATTNSIM-CHECKPOINT\n"
 _TRAILER_TAG = b"\nATTNSIM-END "
 _TRAILER_SIZE = len(_TRAILER_TAG) + 16 + 1 + 64 + 1  # tag, length (hex), space, sha256 (hex), newline
@@ -100,166 +99,118 @@ def scenario_digest(scenario: Scenario | Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# --- what a checkpoint may contain -----------------------------------------------------------------
-
-_BUILTIN_CLASSES = frozenset(
-    {"int", "float", "complex", "bool", "str", "bytes", "bytearray", "list", "tuple", "dict", "set", "frozenset", "slice", "range", "object"}
-)
-_COLLECTION_CLASSES = frozenset({"deque", "defaultdict", "OrderedDict", "Counter"})
-_DATETIME_CLASSES = frozenset({"date", "datetime", "time", "timedelta", "timezone"})
-_FUNCTIONS = frozenset(
-    {
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy.random._pickle", "__generator_ctor"),
-        ("numpy.random._pickle", "__bit_generator_ctor"),
-        ("numpy.random._pickle", "__randomstate_ctor"),
-        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-        ("copyreg", "_reconstructor"),
-    }
-)
-
-
-def _allowed_numpy_class(obj: Any) -> bool:
-    if not isinstance(obj, type):
-        return False
-    if issubclass(obj, np.ndarray):
-        return obj is np.ndarray  # not np.memmap and friends, which open files
-    if issubclass(obj, (np.dtype, np.generic)):
-        return True
-    return issubclass(obj, (np.random.BitGenerator, np.random.Generator, np.random.SeedSequence, np.random.RandomState))
-
-
-def allowed_global(module: str, name: str, obj: Any) -> bool:
-    """Whether a checkpoint may refer to `module.name` (which resolved to `obj`)."""
-    root = module.split(".")[0]
-    if (module, name) in _FUNCTIONS:
-        return True
-    if isinstance(obj, type) and any(obj is rule for kind in REGISTRIES.values() for rule in kind.rules.values()):
-        return True  # a registered rule (a plug-in's too): the scenario that names it registered it
-    if root == "simulator":
-        return isinstance(obj, type)  # the simulator's own classes, never its functions
-    if root == "numpy":
-        return _allowed_numpy_class(obj)
-    if module == "builtins":
-        return name in _BUILTIN_CLASSES or obj is type(None)
-    if module == "collections":
-        return name in _COLLECTION_CLASSES
-    if module == "datetime":
-        return name in _DATETIME_CLASSES
-    return False
-
-
-class _CheckingPickler(pickle.Pickler):
-    """A pickler that refuses, at save time, anything the loader would refuse."""
-
-    def persistent_id(self, obj: Any) -> None:
-        if isinstance(obj, type) or type(obj).__name__ in _FUNCTION_TYPES:  # saved by reference
-            module, name = getattr(obj, "__module__", None) or "", getattr(obj, "__qualname__", "")
-            if not allowed_global(module, name, obj):
-                raise pickle.PicklingError(f"the model holds {module}.{name}, which a checkpoint may not refer to")
-            return None
-        kind = type(obj)
-        if kind in _PLAIN_TYPES or kind in _CHECKED_TYPES:
-            return None
-        if not allowed_global(kind.__module__, kind.__qualname__, kind):
-            raise pickle.PicklingError(
-                f"the model holds a {kind.__module__}.{kind.__qualname__}, which a checkpoint may not hold "
-                "(allowed: the simulator's classes, numpy arrays and generators, plain containers)"
-            )
-        _CHECKED_TYPES.add(kind)
-        return None
-
-
-_FUNCTION_TYPES = frozenset({"function", "builtin_function_or_method", "cython_function_or_method", "method", "method_descriptor"})
-_PLAIN_TYPES = frozenset({int, float, bool, str, bytes, bytearray, tuple, list, dict, set, frozenset, type(None), pickle.PickleBuffer})
-_CHECKED_TYPES: set[type] = set()
-
-
-# What unpickling damaged bytes can raise (random bytes can ask for absurd sizes: OverflowError,
-# MemoryError; or nest without end: RecursionError).
-UNPICKLING_FAILURES = (
-    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError,
-    OverflowError, MemoryError, RecursionError,
-)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            obj = super().find_class(module, name)
-        except (ImportError, AttributeError) as exc:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which this installation does not have ({exc})") from None
-        if not allowed_global(module, name, obj):
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a checkpoint may not refer to")
-        return obj
-
-
 # --- the model's state -------------------------------------------------------------------------------
 
 _MESA_ATTRIBUTES: frozenset[str] | None = None
-_REBUILT = frozenset({"config", "datacollector"})
+_REBUILT = frozenset({"config", "datacollector", "rules"})
+_STATE_KEYS = frozenset({"attributes", "rule", "running", "steps", "time", "rng", "random", "model_vars"})
 
 
 def _mesa_attributes() -> frozenset[str]:
-    """Attributes every bare `mesa.Model` has: mesa's bookkeeping, rebuilt rather than pickled."""
+    """Attributes every bare `mesa.Model` has: mesa's bookkeeping, rebuilt rather than saved."""
     global _MESA_ATTRIBUTES
     if _MESA_ATTRIBUTES is None:
-
         _MESA_ATTRIBUTES = frozenset(vars(mesa.Model(rng=0)))
     return _MESA_ATTRIBUTES
 
 
-def model_state(model: AttentionMarket) -> dict[str, Any]:
-    """Everything of `model` that the next tick depends on (what a checkpoint pickles)."""
+def _rule_state(model: AttentionMarket, encoder: Encoder) -> dict[str, Any]:
+    """The rules by their registered classes, and each rule's `state_dict()` (rules are rebuilt
+    from the scenario through the registries on load: a rule set on the model by hand cannot be
+    checkpointed)."""
+    expected = RuleSet.of(model.config)
+    classes = {}
+    for spec in fields(RuleSet):
+        rule, wanted = getattr(model.rules, spec.name), getattr(expected, spec.name)
+        if type(rule) is not type(wanted):
+            raise SnapshotError(
+                f"the model's {spec.name} rule is a {type(rule).__qualname__}, not the scenario's registered "
+                f"{type(wanted).__qualname__}; a checkpoint rebuilds the rule from the scenario"
+            )
+        classes[spec.name] = type(rule).__name__
+    state = {spec.name: getattr(model.rules, spec.name).state_dict() for spec in fields(RuleSet) if hasattr(getattr(model.rules, spec.name), "state_dict")}
+    return {"classes": classes, "state": encoder.attributes(state, "model.rules")}
+
+
+def model_state(model: AttentionMarket) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Everything of `model` that the next tick depends on, as JSON data and named arrays.
+
+    Every attribute the model holds beyond mesa's own bookkeeping is saved (found generically,
+    so state added later is saved too); raises SnapshotError for one a checkpoint may not hold."""
     skip = _mesa_attributes() | _REBUILT
-    return {
-        "attributes": {name: value for name, value in vars(model).items() if name not in skip},
+    encoder = Encoder()
+    state = {
+        "attributes": encoder.attributes({name: value for name, value in vars(model).items() if name not in skip}, "model"),
+        "rule": _rule_state(model, encoder),
         "running": bool(model.running),
         "steps": int(model.steps),
-        "rng": model.rng.bit_generator.state,
-        "random": model.random.getstate(),
-        "model_vars": {name: list(values) for name, values in model.datacollector.model_vars.items()},
+        "time": float(model.time),
+        "rng": encoder.bit_generator(model.rng.bit_generator, "model.rng"),
+        "random": encoder.encode(model.random.getstate(), "model.random"),
+        "model_vars": encoder.encode({name: list(values) for name, values in model.datacollector.model_vars.items()}, "model.datacollector"),
     }
+    return state, encoder.arrays
 
 
-def restore_model(scenario: Scenario, state: Mapping[str, Any]) -> AttentionMarket:
-    """An `AttentionMarket` for `scenario` in the saved `state`, without drawing a fresh market."""
+def restore_model(scenario: Scenario, state: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> AttentionMarket:
+    """An `AttentionMarket` for `scenario` in the saved `state`, without drawing a fresh market.
 
-
+    Mesa's clock is brought to the saved step through its public `run_for`, with the model's
+    step switched off meanwhile (`replaying_clock`). Raises SnapshotError for a malformed state."""
+    steps, saved_time = state["steps"], state["time"]
+    if type(steps) is not int or not 0 <= steps <= scenario.ticks:
+        raise SnapshotError(f"step count {steps!r} outside 0..{scenario.ticks}")
+    decoder = Decoder(arrays)
     model = AttentionMarket.__new__(AttentionMarket)
+    model.replaying_clock = True
     mesa.Model.__init__(model, rng=scenario.seed)
+    if steps:
+        model.run_for(steps)
+    del model.replaying_clock
+    if model.steps != steps or model.time != saved_time:
+        raise SnapshotError(f"mesa's clock reads step {model.steps} at time {model.time}, the checkpoint step {steps} at time {saved_time!r}")
     model.config = scenario
     model.datacollector = model.new_datacollector()
-    for name, value in state["attributes"].items():
+    for name, value in decoder.attributes(state["attributes"]).items():
         setattr(model, name, value)
-    # mesa's clock: run its scheduler through the saved steps with a no-op step, so `steps` and
-    # `time` read as they did and the next step() is the next tick.
-    steps = int(state["steps"])
-    if steps:
-        user_step = getattr(model, "_user_step", None)
-        if user_step is not None and hasattr(model, "_advance_time"):
-            model._user_step = lambda: None
-            try:
-                model._advance_time(float(steps))
-            finally:
-                model._user_step = user_step
-        model.steps = steps
+    model.rules = _restored_rules(scenario, state["rule"], decoder)
     model.running = bool(state["running"])
-    model.rng.bit_generator.state = state["rng"]
-    model.random.setstate(state["random"])
-    model.datacollector.model_vars = {name: list(values) for name, values in state["model_vars"].items()}
+    model.rng.bit_generator.state = decoder.bit_generator(state["rng"]).state
+    random_state = decoder.decode(state["random"])
+    try:
+        model.random.setstate(random_state)
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"bad state of the stdlib generator: {exc}") from None
+    model_vars = decoder.decode(state["model_vars"])
+    if type(model_vars) is not dict or not all(type(name) is str and type(rows) is list for name, rows in model_vars.items()):
+        raise SnapshotError("the recorded metrics are not columns of rows")
+    model.datacollector.model_vars = model_vars
     return model
+
+
+def _restored_rules(scenario: Scenario, saved: Any, decoder: Decoder) -> RuleSet:
+    """The scenario's rules, rebuilt through the registries, with their saved states loaded."""
+    rules = RuleSet.of(scenario)
+    classes = {spec.name: type(getattr(rules, spec.name)).__name__ for spec in fields(RuleSet)}
+    if type(saved) is not dict or saved.get("classes") != classes:
+        raise SnapshotError("the saved rules are not the scenario's registered rules")
+    for kind, state in decoder.attributes(saved.get("state")).items():
+        rule = getattr(rules, kind, None)
+        if not hasattr(rule, "load_state_dict") or type(state) is not dict:
+            raise SnapshotError(f"a saved state for the {kind} rule, which keeps none")
+        try:
+            rule.load_state_dict(state)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise SnapshotError(f"the {kind} rule's saved state does not fit it: {exc}") from None
+    return rules
 
 
 # --- writing -------------------------------------------------------------------------------------------
 
 
 class _HashingWriter:
+    """A write-only stream that hashes what it writes (zipfile counts positions itself)."""
+
     def __init__(self, handle: Any, digest: Any):
         self.handle = handle
         self.digest = digest
@@ -271,6 +222,9 @@ class _HashingWriter:
         self.handle.write(view)
         self.count += len(view)
         return len(view)
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _versions() -> dict[str, str]:
@@ -296,6 +250,10 @@ def save_checkpoint(model: AttentionMarket, path: str | Path) -> Path:
         "versions": _versions(),
         "scenario": scenario,
     }
+    try:
+        state, arrays = model_state(model)  # before the file is opened: a refusal leaves the old one
+    except SnapshotError as exc:
+        raise CheckpointError(path, f"cannot checkpoint this model: {exc}") from None
     header_bytes = json.dumps(header, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii") + b"\n"
     digest = hashlib.sha256()
     with atomic_file(path, buffering=_CHUNK) as handle:
@@ -303,13 +261,21 @@ def save_checkpoint(model: AttentionMarket, path: str | Path) -> Path:
         writer.write(MAGIC)
         writer.write(header_bytes)
         start = writer.count
-        try:
-            _CheckingPickler(writer, protocol=5).dump(model_state(model))
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise CheckpointError(path, f"cannot checkpoint this model: {exc}") from None
+        _write_payload(writer, state, arrays)
         length = writer.count - start
         handle.write(_TRAILER_TAG + f"{length:016x} {digest.hexdigest()}\n".encode("ascii"))
     return path
+
+
+def _write_payload(writer: _HashingWriter, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """The payload: an uncompressed .npz of the state's arrays and its JSON (as bytes, `STATE_MEMBER`)."""
+    text = json.dumps(state, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+    members = {STATE_MEMBER: np.frombuffer(text, dtype=np.uint8), **arrays}
+    with zipfile.ZipFile(writer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # what np.savez writes
+        for name, values in members.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))  # same state, same bytes
+            with archive.open(entry, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(values), allow_pickle=False)
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -341,8 +307,9 @@ def _read_header(handle: Any, path: Path) -> tuple[dict[str, Any], int]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(path, "corrupt checkpoint: its header is not an attnsim checkpoint header")
     if header.get("version") != FORMAT_VERSION:
+        old = " (a pickle, which this attnsim never loads: it could run code)" if header.get("version") == 1 else ""
         raise CheckpointError(
-            path, f"checkpoint format version {header.get('version')!r}; this attnsim reads version {FORMAT_VERSION}"
+            path, f"checkpoint format version {header.get('version')!r}{old}; this attnsim reads version {FORMAT_VERSION}"
         )
     for key, kind in (("tick", int), ("scenario_sha256", str), ("scenario", dict)):
         if not isinstance(header.get(key), kind):
@@ -406,76 +373,108 @@ def load_checkpoint(path: str | Path, *, expect_digest: str | None = None) -> At
             raise CheckpointError(path, f"the checkpoint's scenario is not valid here: {exc.issues[0].key}: {exc.issues[0].message}") from None
         if not 0 <= header["tick"] <= scenario.ticks:
             raise CheckpointError(path, f"the checkpoint is at tick {header['tick']}, outside 0..{scenario.ticks}")
-        handle.seek(payload_start)
-        try:
-            state = _RestrictedUnpickler(_Bounded(handle, length)).load()
-        except UNPICKLING_FAILURES as exc:
-            raise CheckpointError(path, f"corrupt checkpoint: cannot unpickle it: {exc}") from None
-    if not isinstance(state, dict) or not {"attributes", "running", "steps", "rng", "random", "model_vars"} <= set(state):
+        state, arrays = _read_payload(handle, path, payload_start, length)
+    if not isinstance(state, dict) or not _STATE_KEYS <= set(state):
         raise CheckpointError(path, "corrupt checkpoint: its payload is not a model state")
     try:
-        model = restore_model(scenario, state)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        model = restore_model(scenario, state, arrays)
+    except SnapshotError as exc:
         raise CheckpointError(path, f"corrupt checkpoint: cannot restore the model: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(path, "corrupt checkpoint: cannot restore the model: its state nests too deeply") from None
     market = getattr(model, "market", None)
-    if market is None or getattr(market, "tick", None) != header["tick"]:
+    if not isinstance(market, MarketState) or market.tick != header["tick"]:
         raise CheckpointError(path, "corrupt checkpoint: its state does not match its header")
     return model
 
 
-class _Bounded(io.RawIOBase):
-    """A read-only view of the next `length` bytes of `handle`."""
+# What reading a damaged archive can raise (zipfile and numpy's .npy reader report damage in many ways).
+ARCHIVE_FAILURES = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, TypeError, KeyError, IndexError, EOFError, OSError,
+    OverflowError, MemoryError, RecursionError, NotImplementedError, struct.error, UnicodeDecodeError,
+)
 
-    def __init__(self, handle: Any, length: int):
-        self.handle = handle
-        self.remaining = length
+
+def _read_payload(handle: Any, path: Path, start: int, length: int) -> tuple[Any, dict[str, np.ndarray]]:
+    """The payload's state (JSON) and arrays; only uncompressed .npy members of plain dtypes are
+    read (sizes are checked against the file before anything is allocated), never a pickle."""
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(_Window(handle, start, length)) as archive:
+            members = archive.infolist()
+            names = [member.filename for member in members]
+            if len(set(names)) != len(names):
+                raise ValueError("its archive lists a member twice")
+            if sum(member.file_size for member in members) > length:
+                raise ValueError("its archive unpacks to more bytes than it holds")
+            for member in members:
+                if member.compress_type != zipfile.ZIP_STORED or not member.filename.endswith(".npy"):
+                    raise ValueError(f"its archive holds {member.filename[:60]!r}, which is not a stored .npy array")
+                with archive.open(member) as stream:
+                    arrays[member.filename[: -len(".npy")]] = _read_array(stream, member.file_size)
+        text = arrays.pop(STATE_MEMBER)
+        if text.dtype != np.uint8 or text.ndim != 1:
+            raise ValueError("its state is not a byte string")
+        state = json.loads(text.tobytes().decode("ascii"))
+    except ARCHIVE_FAILURES as exc:
+        reason = "it holds no state" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise CheckpointError(path, f"corrupt checkpoint: cannot read its payload ({reason})") from None
+    return state, arrays
+
+
+def _read_array(stream: Any, size: int) -> np.ndarray:
+    """One .npy member: its header checked (a plain dtype, no more data than the member holds) first."""
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"an .npy array of format version {version}")
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = reader(stream)
+    if dtype.hasobject or dtype.kind not in "biufcUSmM":
+        raise ValueError(f"an array of dtype {dtype}")
+    count = math.prod(shape)
+    if count * dtype.itemsize > size:
+        raise ValueError(f"an array of shape {shape} larger than its {size} bytes")
+    data = stream.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ValueError("an array cut short")
+    values = np.frombuffer(data, dtype=dtype).copy()
+    return values.reshape(shape[::-1]).transpose() if fortran_order else values.reshape(shape)
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of `length` bytes of `handle` from `start` (the payload)."""
+
+    def __init__(self, handle: Any, start: int, length: int):
+        self.handle, self.start, self.length, self.position = handle, start, length, 0
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        if base + offset < 0:
+            raise OSError("seek before the start of the payload")
+        self.position = base + offset
+        return self.position
+
     def readinto(self, buffer: Any) -> int:
-        if self.remaining <= 0:
+        view = memoryview(buffer).cast("B")[: max(0, self.length - self.position)]
+        if not len(view):
             return 0
-        view = memoryview(buffer)[: self.remaining]
-        got = self.handle.readinto(view)
-        self.remaining -= got or 0
-        return got or 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0 or size > self.remaining:
-            size = self.remaining
-        data = self.handle.read(size)
-        self.remaining -= len(data)
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        limit = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        data = self.handle.readline(limit)
-        self.remaining -= len(data)
-        return data
+        self.handle.seek(self.start + self.position)
+        got = self.handle.readinto(view) or 0
+        self.position += got
+        return got
 
 
-# --- running inside a run directory ------------------------------------------------------------------
-
-
-@dataclass
-class RunOutcome:
-    """How `execute` ended: `status` is one of rundir's statuses; the rest is what to write."""
-
-    status: str
-    metrics: pd.DataFrame | None
-    panels: dict[str, Any] | None = None
-    error: str | None = None
-    traceback: str | None = None
-    violation: dict[str, Any] | None = None
-    hard_interrupt: bool = False
-    warnings: list[str] = field(default_factory=list)
-    summary: dict[str, Any] | None = None
-    skipped: bool = False  # resume_or_start: the run was already complete
-    resumed_from: int | None = None  # the tick resumed from, None for a fresh start
-
-
-def _panel_frames(model: Any) -> dict[str, Any] | None:
+def panel_frames(model: Any) -> dict[str, Any] | None:
+    """The model's agent panels as frames (None when off, or when a failed tick left them unreadable)."""
     recorder = getattr(model, "panels", None)
     if recorder is None:
         return None
@@ -485,111 +484,20 @@ def _panel_frames(model: Any) -> dict[str, Any] | None:
         return None
 
 
-def execute(
-    writer: RunWriter,
-    model: AttentionMarket,
-    *,
-    checkpoint_every: int = 0,
-    checkpoint_seconds: float = 5.0,
-    on_tick: Callable[[AttentionMarket], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> RunOutcome:
-    """Step `model` to its last tick inside `writer`'s directory; never raises for engine failures.
-
-    After every `checkpoint_every` ticks (0: never) the model is saved to `checkpoint.pkl` and the
-    metrics rewritten; otherwise the metrics are rewritten after the first tick and every
-    `checkpoint_seconds`. A stop asked by `should_stop` ends at a tick boundary (status
-    `interrupted`, and a checkpoint of that tick when checkpointing is on); KeyboardInterrupt
-    ends at once (`interrupted`, no checkpoint: the tick was half done); any other exception,
-    an `InvariantViolation` included, gives `failed` with the error, traceback and violation.
-    The final files are written by `finish_run`.
-    """
-
-    checkpoint_path = writer.directory / CHECKPOINT
-    outcome = RunOutcome(status="failed", metrics=None)
-    clock = {"last": time.monotonic(), "first": True}
-    saving = {"on": checkpoint_every > 0}
-
-    def save(current: AttentionMarket) -> None:
-        if not saving["on"]:
-            return
-        try:
-            save_checkpoint(current, checkpoint_path)
-        except CheckpointError as exc:
-            saving["on"] = False  # keep running; say so in the manifest
-            outcome.warnings.append(f"checkpoints stopped at tick {current.market.tick}: {exc.message}")
-
-    def tick_done(current: AttentionMarket) -> None:
-        tick = current.market.tick
-        now = time.monotonic()
-        if checkpoint_every and tick % checkpoint_every == 0 and current.running:
-            save(current)
-            writer.checkpoint(current.metrics, _panel_frames(current))
-            clock["last"] = time.monotonic()
-        elif clock["first"] or now - clock["last"] >= checkpoint_seconds:
-            writer.checkpoint(current.metrics, _panel_frames(current))
-            clock["last"] = time.monotonic()
-        clock["first"] = False
-        if on_tick is not None:
-            on_tick(current)
-
-    try:
-        result = run_scenario(model.config, model=model, on_tick=tick_done, should_stop=should_stop)
-        outcome.metrics = result.metrics
-        if result.completed:
-            outcome.status = "complete"
-        else:
-            outcome.status = "interrupted"
-            save(model)
-    except KeyboardInterrupt:
-        outcome.status, outcome.hard_interrupt = "interrupted", True
-        outcome.metrics = _metrics_or_none(model)
-    except Exception as exc:  # noqa: BLE001 - any failure of the engine is reported, with what was done
-        outcome.status = "failed"
-        outcome.error = f"{type(exc).__name__}: {exc}"
-        outcome.traceback = traceback_module.format_exc()
-        if isinstance(exc, InvariantViolation):
-            outcome.violation = exc.to_dict()
-        outcome.metrics = _metrics_or_none(model)
-    outcome.panels = _panel_frames(model)
-    if getattr(model, "allocation_mode", None) is not None:  # which allocation ran (allocation.candidates)
-        writer.manifest.update(
-            allocation_mode=model.allocation_mode,
-            allocation_mode_reason=model.allocation_mode_reason,
-            allocation_mode_ticks=dict(model.allocation_modes),
-        )
-    return outcome
-
-
-def _metrics_or_none(model: AttentionMarket) -> pd.DataFrame | None:
-    try:
-        return model.metrics
-    except Exception:  # noqa: BLE001 - the model may be half-updated; keep the last checkpoint
-        return None
-
-
-def finish_run(writer: RunWriter, outcome: RunOutcome) -> dict[str, Any] | None:
-    """Write the run's final files for `outcome`; a complete run's checkpoint is removed after."""
-
-    metrics = outcome.metrics
-    if metrics is None and writer.metrics_path.is_file():
-        metrics = rundir.read_metrics(writer.metrics_path)  # the last metrics written
-    if outcome.violation is not None:
-        writer.manifest["violation"] = outcome.violation
-    if outcome.warnings:
-        writer.manifest["warnings"] = [*writer.manifest.get("warnings", []), *outcome.warnings]
-    summary = writer.finish(outcome.status, metrics, error=outcome.error, traceback=outcome.traceback, panels=outcome.panels)
-    kept = writer.manifest.get("warnings", [])
-    if outcome.warnings and not set(outcome.warnings) <= set(kept):  # finish() wrote its own list over ours
-        writer.manifest["warnings"] = [*outcome.warnings, *kept]
-        rundir.write_json(writer.manifest_path, writer.manifest)
-    if outcome.status == rundir.COMPLETE:
-        (writer.directory / CHECKPOINT).unlink(missing_ok=True)
-    outcome.summary = summary
-    return summary
-
 
 # --- resuming ----------------------------------------------------------------------------------------
+
+
+def checkpoint_in(directory: str | Path) -> Path:
+    """`directory`'s checkpoint path; CheckpointError when it is a symlink leading outside the
+    directory (a run directory shared or downloaded must not make resume read other files)."""
+    directory = Path(directory)
+    path = directory / CHECKPOINT
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(directory.resolve()):
+            raise CheckpointError(path, f"the checkpoint is a symlink leading outside the run directory (to {target}); refused")
+    return path
 
 
 @dataclass
@@ -661,9 +569,9 @@ def open_resume(
     expected = scenario_digest(manifest["scenario"])
     model: AttentionMarket | None = None
     notes: list[str] = []
-    if checkpoint_path.exists():
+    if checkpoint_path.is_symlink() or checkpoint_path.exists():
         try:
-            model = load_checkpoint(checkpoint_path, expect_digest=expected)
+            model = load_checkpoint(checkpoint_in(directory), expect_digest=expected)
         except CheckpointError as exc:
             mismatch = "does not match the run's manifest" in exc.message
             if on_corrupt != "restart" or mismatch:
@@ -703,7 +611,7 @@ def open_resume(
         writer.started = datetime.fromisoformat(manifest["started_at"])
     except (KeyError, TypeError, ValueError):
         pass
-    writer.checkpoint(model.metrics, _panel_frames(model))
+    writer.checkpoint(model.metrics, panel_frames(model))
     rundir.write_json(writer.manifest_path, writer.manifest)
     return ResumePlan(writer, model, from_tick, str(previous), every, draw)
 
@@ -719,96 +627,7 @@ def resumable(directory: str | Path, scenario: Scenario) -> AttentionMarket | No
     if not path.is_file():
         return None
     try:
-        model = load_checkpoint(path, expect_digest=scenario_digest(scenario))
+        model = load_checkpoint(checkpoint_in(directory), expect_digest=scenario_digest(scenario))
     except CheckpointError:
         return None
     return model if model.running else None
-
-
-def checkpointer(directory: str | Path, every: int, warnings: list[str] | None = None) -> Callable[[AttentionMarket], None]:
-    """An `on_tick` callback that saves the model to `directory/checkpoint.pkl` after every
-    `every`-th tick (0: never) while the run goes on. A save that fails stops further saves and
-    appends a line to `warnings` (the run itself goes on)."""
-    path = Path(directory) / CHECKPOINT
-    state = {"on": every > 0}
-
-    def on_tick(model: AttentionMarket) -> None:
-        if not state["on"] or model.market.tick % every or not model.running:
-            return
-        try:
-            save_checkpoint(model, path)
-        except CheckpointError as exc:
-            state["on"] = False
-            if warnings is not None:
-                warnings.append(f"checkpoints stopped at tick {model.market.tick}: {exc.message}")
-
-    return on_tick
-
-
-def resume_or_start(
-    run_dir: str | Path,
-    scenario: Scenario,
-    *,
-    checkpoint_every: int = 0,
-    checkpoint_seconds: float = 5.0,
-    plots: bool = False,
-    scenario_file: str | Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    command: list[str] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_tick: Callable[[AttentionMarket], None] | None = None,
-) -> RunOutcome:
-    """Run `scenario` into `run_dir`, picking up whatever an earlier attempt left there.
-
-    For sweeps: a run directory whose manifest says `complete` is left alone (`skipped`); one
-    with a checkpoint of the same scenario resumes from it; one whose checkpoint is damaged, or
-    that has none, starts again from tick 0 (the same scenario and seed give the same result);
-    anything else is a fresh start. A directory holding a run of a *different* scenario raises
-    `ResumeError` rather than being overwritten. Returns the outcome with its summary; the run
-    directory is finished (manifest, metrics, summary, plots) whatever the status.
-    """
-
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / rundir.MANIFEST
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            manifest = None  # a torn directory from a crash before its first manifest: start afresh
-        if isinstance(manifest, dict) and isinstance(manifest.get("scenario"), dict):
-            if scenario_digest(manifest["scenario"]) != scenario_digest(scenario):
-                raise ResumeError(
-                    [ScenarioIssue(str(manifest_path), 1, 1, "scenario", "this run directory holds a run of a different scenario")]
-                )
-            if manifest.get("status") == rundir.COMPLETE:
-                metrics = rundir.read_metrics(run_dir / rundir.METRICS)
-                summary_path = run_dir / rundir.SUMMARY
-                summary = rundir.read_json(summary_path) if summary_path.is_file() else None
-                return RunOutcome(status=rundir.COMPLETE, metrics=metrics, summary=summary, skipped=True)
-            plan = open_resume(run_dir, checkpoint_every=checkpoint_every, plots=plots, on_corrupt="restart")
-            outcome = execute(
-                plan.writer,
-                plan.model,
-                checkpoint_every=checkpoint_every,
-                checkpoint_seconds=checkpoint_seconds,
-                on_tick=on_tick,
-                should_stop=should_stop,
-            )
-            outcome.resumed_from = plan.from_tick
-            finish_run(plan.writer, outcome)
-            return outcome
-    directory = rundir.prepare_output_dir(run_dir, force=True)
-    writer = rundir.RunWriter(directory, scenario, scenario_file=scenario_file, overrides=overrides, command=command, plots=plots)
-    writer.manifest["checkpoint_every"] = checkpoint_every
-    writer.manifest["plots"] = plots
-    writer.start()
-    outcome = execute(
-        writer,
-        AttentionMarket(scenario),
-        checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds,
-        on_tick=on_tick,
-        should_stop=should_stop,
-    )
-    finish_run(writer, outcome)
-    return outcome

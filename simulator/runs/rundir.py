@@ -20,17 +20,12 @@ a process killed at any moment leaves the previous good version of each file, ne
 from __future__ import annotations
 
 import io
-import json
-import math
-import os
 import platform
-import secrets
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +37,7 @@ from simulator.metrics.panels import write_panels
 from simulator.figures.plots import save_plots
 from simulator.figures.plots import save_run_extras
 from simulator.metrics.panels import available
-from simulator.files import TMP_PREFIX, atomic_file, atomic_write_bytes, fsync_directory, jsonable, read_json, write_json
+from simulator.files import TMP_PREFIX, atomic_write_bytes, read_json, write_json
 import pyarrow as pa
 import pyarrow.parquet as pq
 from importlib import metadata

@@ -49,6 +49,7 @@ into the sweep directory: no shared filesystem is needed, the workers only need 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
@@ -59,11 +60,13 @@ import platform
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +74,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simulator.runs import checkpoint, rundir
+from simulator.runs import checkpoint, driver, rundir
 from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
-from simulator.runs.driver import run as run_scenario
+from simulator.model import AttentionMarket
 from simulator.runs.threads import pin_worker_threads, worker_thread_limits
 from simulator.scenario.schema import Scenario, ScenarioError, SweepConfig, load_scenario
 from simulator.scenario.schema import parse_override_value
@@ -278,14 +281,18 @@ def _failed_record(spec: Mapping[str, Any], error: str, trace: str | None = None
     }
 
 
-def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one spec into `directory` with a RunWriter, as `attnsim run` does; never raises for a
-    failure of the run itself (it is recorded, in the run's manifest and in the returned record)."""
+def execute_run(
+    spec: Mapping[str, Any], directory: Path, context: Mapping[str, Any], should_stop: Callable[[], bool] | None = None
+) -> dict[str, Any]:
+    """Run one spec into `directory` through the run driver, as `attnsim run` does (so its
+    manifest has the same keys, plus `sweep`); never raises for a failure of the run itself (it is
+    recorded, in the run's manifest and in the returned record). A KeyboardInterrupt is re-raised
+    once the run directory is finished."""
     started = time.monotonic()
     record = _failed_record(spec, "")
     record["host"] = platform.node()
     every = int(context.get("checkpoint_every") or 0)
-    resumed = None
+    plots = bool(context.get("plots", False))
     try:
         scenario = load_scenario(dict(spec["scenario"]))
         # A half-done run of exactly this scenario left a checkpoint: continue from it (checkpoint.py).
@@ -297,7 +304,7 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
             scenario_file=context.get("scenario_file"),
             overrides={**dict(context.get("overrides") or {}), **dict(spec["point"]), "seed": spec["seed"]},
             command=_command(context.get("scenario_file"), context.get("overrides") or {}, spec),
-            plots=bool(context.get("plots", False)),
+            plots=plots,
         )
         writer.manifest["sweep"] = {
             "sweep_directory": context.get("sweep_directory"),
@@ -311,72 +318,41 @@ def execute_run(spec: Mapping[str, Any], directory: Path, context: Mapping[str, 
         }
         record["versions"] = writer.manifest["versions"]
         if resumed is not None:
-            writer.manifest["resumes"] = [{"at": rundir.timestamp(), "from_tick": resumed.market.tick}]
-        writer.start()
+            writer.manifest["resumes"] = [{"at": rundir.timestamp(), "from_tick": resumed.market.tick, "previous_status": None}]
+        driver.start_writer(writer, checkpoint_every=every, plots=plots)
     except Exception as exc:  # noqa: BLE001 - reported as this run's failure
         record["error"] = f"could not start the run: {type(exc).__name__}: {exc}"
         record["traceback"] = traceback_module.format_exc()
         record["duration_seconds"] = round(time.monotonic() - started, 3)
         return record
 
-    models: list[Any] = []
-    save_checkpoint = checkpoint.checkpointer(directory, every)
-
-    def on_tick(model: Any) -> None:
-        if not models:
-            models.append(model)
-        save_checkpoint(model)
-
-    def metrics_so_far() -> pd.DataFrame | None:
-        try:
-            return models[0].metrics if models else None
-        except Exception:  # noqa: BLE001 - a half-updated model: keep what the writer has
-            return None
-
-    def panels_so_far() -> dict[str, Any]:
-        # agent panels (`metrics.agent_panels`), passed to the writer as `attnsim run` does
-        recorder = getattr(models[0], "panels", None) if models else None
-        if recorder is None:
-            return {}
-        try:
-            frames = recorder.frames()
-        except Exception:  # noqa: BLE001 - a half-updated model after a failure
-            return {}
-        return {"panels": frames} if frames else {}
-
-    status, error, trace, metrics = rundir.FAILED, None, None, None
     try:
-        result = _run(scenario, on_tick) if resumed is None else run_scenario(scenario, on_tick=on_tick, model=resumed)
-        metrics = result.metrics
-        status = rundir.COMPLETE if result.completed else rundir.INTERRUPTED
-    except KeyboardInterrupt:
-        writer.finish(rundir.INTERRUPTED, metrics_so_far(), error="KeyboardInterrupt", **panels_so_far())
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure of the engine is this run's failure
-        error = f"{type(exc).__name__}: {exc}"
-        trace = traceback_module.format_exc()
-        metrics = metrics_so_far()
+        model = resumed if resumed is not None else AttentionMarket(scenario)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built is this run's failure
+        outcome = driver.RunOutcome(rundir.FAILED, None, error=f"{type(exc).__name__}: {exc}", traceback=traceback_module.format_exc())
+    else:
+        outcome = driver.execute(writer, model, checkpoint_every=every, should_stop=should_stop, engine=_run)
     try:
-        writer.finish(status, metrics, error=error, traceback=trace, **panels_so_far())
-        if status == rundir.COMPLETE:
-            (directory / checkpoint.CHECKPOINT).unlink(missing_ok=True)
+        driver.finish_run(writer, outcome)
     except Exception as exc:  # noqa: BLE001
-        status = rundir.FAILED
-        error = f"could not write the run directory: {type(exc).__name__}: {exc}"
-        trace = traceback_module.format_exc()
+        outcome.status = rundir.FAILED
+        outcome.error = f"could not write the run directory: {type(exc).__name__}: {exc}"
+        outcome.traceback = traceback_module.format_exc()
+    if outcome.hard_interrupt:
+        raise KeyboardInterrupt
     record.update(
-        status=status,
-        error=error,
-        traceback=trace,
+        status=outcome.status,
+        error=outcome.error,
+        traceback=outcome.traceback,
         ticks_done=int(writer.manifest.get("ticks_done", 0)),
         duration_seconds=round(time.monotonic() - started, 3),
     )
     return record
 
 
-def _run(scenario: Scenario, on_tick: Callable[[Any], None]) -> Any:
+def _run(model: AttentionMarket, on_tick: Callable[[Any], None], should_stop: Callable[[], bool] | None) -> Any:
     """The engine call of one sweep run (a seam for tests)."""
-    return run_scenario(scenario, on_tick=on_tick)
+    return driver.run(model.config, model=model, on_tick=on_tick, should_stop=should_stop)
 
 
 def _pack(directory: Path) -> dict[str, bytes]:
@@ -388,22 +364,27 @@ def _pack(directory: Path) -> dict[str, bytes]:
     }
 
 
-def execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, context: Mapping[str, Any]) -> list[dict[str, Any]]:
+def execute_batch(
+    specs: Sequence[Mapping[str, Any]], runs_dir: str | None, context: Mapping[str, Any], should_stop: Callable[[], bool] | None = None
+) -> list[dict[str, Any]]:
     """Run a batch of runs one after the other; the unit of work a worker receives.
+    (`should_stop`, in this process only, ends the current run at a tick boundary.)
 
     With `runs_dir`, each run writes `runs_dir/<run-id>/` itself (a filesystem this process shares
     with the client). Without it, each run is written into a temporary directory and its files come
     back in the record (`files`: relative path -> bytes) for the client to write.
     """
     with worker_thread_limits():  # one BLAS and one numba thread per worker (simulator/runs/threads.py)
-        return _execute_batch(specs, runs_dir, context)
+        return _execute_batch(specs, runs_dir, context, should_stop)
 
 
-def _execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, context: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _execute_batch(
+    specs: Sequence[Mapping[str, Any]], runs_dir: str | None, context: Mapping[str, Any], should_stop: Callable[[], bool] | None
+) -> list[dict[str, Any]]:
     records = []
     for spec in specs:
         if runs_dir is not None:
-            records.append(execute_run(spec, Path(runs_dir) / spec["run_id"], context))
+            records.append(execute_run(spec, Path(runs_dir) / spec["run_id"], context, should_stop))
             continue
         with tempfile.TemporaryDirectory(prefix="attnsim-run-") as tmp:
             directory = Path(tmp) / spec["run_id"]
@@ -413,10 +394,35 @@ def _execute_batch(specs: Sequence[Mapping[str, Any]], runs_dir: str | None, con
     return records
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the client decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pin_worker_threads()  # one BLAS and one numba thread each, so N workers fit N cores
+    exit_with_parent(parent)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_SECONDS = 1.0
+
+
+def exit_with_parent(parent: int) -> None:
+    """Make this worker process end when `parent` (the process that started it) dies, even by
+    SIGKILL: the kernel's parent-death signal on Linux, a thread watching the parent's PID elsewhere."""
+    if os.getppid() != parent:  # it died while this worker was starting
+        os._exit(1)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before the call
+                os._exit(1)
+            return
+    threading.Thread(target=_watch_parent, args=(parent,), name="attnsim-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # orphaned: nobody will collect this worker's results
 
 
 # --- the sweep directory -------------------------------------------------------------------------
@@ -663,6 +669,7 @@ def run_sweep(
     on_run: Callable[[dict[str, Any]], None] | None = None,
     scenario_file: str | Path | None = None,
     checkpoint_every: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SweepResult:
     """Run the scenario's `sweep.grid` × `sweep.replications` into a sweep directory.
 
@@ -675,7 +682,8 @@ def run_sweep(
     `on_start(total_runs, runs_to_do)` and `on_run(record)` (each finished run: `run_id`,
     `status`, `error`, ...) report progress. Raises ScenarioError or SweepError on bad input (nothing
     written); KeyboardInterrupt stops the sweep with sweep.json `interrupted` and the finished runs
-    kept. Failed runs do not stop the sweep: `result.failed` lists them, `result.status` is `failed`.
+    kept, and so does `should_stop()` turning True (polled every STOP_POLL_SECONDS; the result is
+    returned, sweep.json `interrupted`, or `complete` when every run had finished). Failed runs do not stop the sweep: `result.failed` lists them, `result.status` is `failed`.
 
     With the local backend and more than one worker, a script calling this must guard it with
     `if __name__ == "__main__":` (worker processes are started with "spawn").
@@ -731,6 +739,7 @@ def run_sweep(
             on_run=on_run,
             scenario_file=str(Path(scenario_file).resolve()) if scenario_file is not None else None,
             checkpoint_every=checkpoint_every,
+            should_stop=should_stop,
         )
     finally:
         if own_client and dask_client is not None:
@@ -772,72 +781,119 @@ def _run_sweep(
     on_run: Callable[[dict[str, Any]], None] | None,
     scenario_file: str | None,
     checkpoint_every: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SweepResult:
     if backend == "dask":
         workers = _dask_workers(dask_client)  # the cluster's threads, for sweep.json and batching
     runs_dir = directory / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
-    ids = {spec.run_id for spec in specs}
-    if force:  # the directory may hold another sweep: drop run directories that are not in this one
-        for child in sorted(runs_dir.iterdir()):
-            if child.name not in ids and child.is_dir() and ((child / rundir.MANIFEST).is_file() or not any(child.iterdir())):
-                shutil.rmtree(child)
-
-    reused_metrics: dict[str, pd.DataFrame] = {}
-    for spec in specs:
-        metrics = _reusable(runs_dir / spec.run_id, spec)
-        if metrics is not None:
-            reused_metrics[spec.run_id] = metrics
-    todo = [spec for spec in specs if spec.run_id not in reused_metrics]
-
-    started = rundir.utc_now()
-    previous = _previous_records(directory)
-    records: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        if spec.run_id in reused_metrics:
-            old = previous.get(spec.run_id, {})
-            records[spec.run_id] = {
-                "status": rundir.COMPLETE,
-                "error": None,
-                "ticks_done": len(reused_metrics[spec.run_id]),
-                "duration_seconds": old.get("duration_seconds"),
-                "reused": True,
-            }
-        else:
-            records[spec.run_id] = {"status": PENDING, "error": None, "ticks_done": 0, "duration_seconds": None, "reused": False}
-    warnings: list[str] = []
-    manifest = _sweep_manifest(config, specs, records, started, SWEEP_RUNNING, backend, workers, address, scenario_file, overrides, warnings)
-    rundir.write_json(directory / SWEEP_MANIFEST, manifest)
-
+    if force:
+        _drop_foreign_runs(runs_dir, {spec.run_id for spec in specs})
+    reused = {spec.run_id: metrics for spec in specs if (metrics := _reusable(runs_dir / spec.run_id, spec)) is not None}
+    todo = [spec for spec in specs if spec.run_id not in reused]
+    progress = _SweepProgress(
+        config, specs, directory, backend, workers, address, scenario_file, overrides, on_run,
+        records=_initial_records(specs, reused, _previous_records(directory)),
+    )  # fmt: skip
+    progress.write_manifest(SWEEP_RUNNING)
     if on_start is not None:
         on_start(len(specs), len(todo))
-
     context = {
         "scenario_file": scenario_file,
         "overrides": overrides,
         "plots": plots,
-        "fingerprint": manifest["fingerprint"],
+        "fingerprint": fingerprint(config),
         "sweep_seed": config.seed,
         "sweep_directory": str(directory.resolve()),
         "checkpoint_every": checkpoint_every,
     }
-    own_versions = rundir.package_versions()
-    last_write = [time.monotonic()]
+    stop = should_stop or (lambda: False)
+    interrupted: KeyboardInterrupt | None = None
+    crash: BaseException | None = None
+    try:
+        if todo:
+            _dispatch(todo, runs_dir, context, progress, backend, dask_client, workers, batch_size, stop)
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    except Exception as exc:  # noqa: BLE001 - the backend broke down: keep what is done, then raise
+        crash = exc
+        progress.warnings.append(f"the sweep stopped: {type(exc).__name__}: {exc}")
+    if interrupted is not None or crash is not None or stop():
+        _recover_finished(specs, runs_dir, progress.records, reused)  # done on disk, result never came back
+    result = _finish_sweep(progress, runs_dir, reused, stopped=interrupted is not None or stop(), crashed=crash is not None)
+    if interrupted is not None:
+        raise type(interrupted)(result)  # the same kind (the CLI tells SIGTERM from Ctrl-C by it)
+    if crash is not None:
+        raise crash
+    return result
 
-    def finished(record: dict[str, Any]) -> None:
+
+def _drop_foreign_runs(runs_dir: Path, ids: set[str]) -> None:
+    """With --force the directory may hold another sweep: drop run directories not in this one."""
+    for child in sorted(runs_dir.iterdir()):
+        if child.name not in ids and child.is_dir() and ((child / rundir.MANIFEST).is_file() or not any(child.iterdir())):
+            shutil.rmtree(child)
+
+
+def _initial_records(specs: list[RunSpec], reused: Mapping[str, pd.DataFrame], previous: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each run's entry in sweep.json before anything runs: complete runs kept, the rest pending."""
+    records: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if spec.run_id in reused:
+            records[spec.run_id] = {
+                "status": rundir.COMPLETE,
+                "error": None,
+                "ticks_done": len(reused[spec.run_id]),
+                "duration_seconds": previous.get(spec.run_id, {}).get("duration_seconds"),
+                "reused": True,
+            }
+        else:
+            records[spec.run_id] = {"status": PENDING, "error": None, "ticks_done": 0, "duration_seconds": None, "reused": False}
+    return records
+
+
+@dataclass
+class _SweepProgress:
+    """What sweep.json says while runs finish: every run's record, warnings, the last write."""
+
+    config: Scenario
+    specs: list[RunSpec]
+    directory: Path
+    backend: str
+    workers: int
+    address: str | None
+    scenario_file: str | None
+    overrides: dict[str, Any]
+    on_run: Callable[[dict[str, Any]], None] | None
+    records: dict[str, dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    own_versions: dict[str, str] = field(default_factory=rundir.package_versions)
+    started: Any = field(default_factory=rundir.utc_now)
+    last_write: float = field(default_factory=time.monotonic)
+
+    def write_manifest(self, status: str, *, ended: bool = False) -> dict[str, Any]:
+        manifest = _sweep_manifest(
+            self.config, self.specs, self.records, self.started, status, self.backend, self.workers, self.address,
+            self.scenario_file, self.overrides, self.warnings, ended=ended,
+        )  # fmt: skip
+        rundir.write_json(self.directory / SWEEP_MANIFEST, manifest)
+        self.last_write = time.monotonic()
+        return manifest
+
+    def finished(self, record: dict[str, Any]) -> None:
+        """One run's record came back: write its files (Dask), note it, rewrite sweep.json now and then."""
         files = record.pop("files", None)
         if files is not None:
             try:
-                _write_files(runs_dir / record["run_id"], files)
+                _write_files(self.directory / RUNS_DIR / record["run_id"], files)
             except Exception as exc:  # noqa: BLE001
                 record.update(status=rundir.FAILED, error=f"could not write the run directory: {type(exc).__name__}: {exc}")
-        versions = record.get("versions") or {}
-        theirs = versions.get("attention-market")
-        if theirs is not None and theirs != own_versions.get("attention-market"):
-            note = f"worker {record.get('host')} runs attention-market {theirs}, this machine {own_versions.get('attention-market')}"
-            if note not in warnings:
-                warnings.append(note)
-        records[record["run_id"]] = {
+        theirs = (record.get("versions") or {}).get("attention-market")
+        if theirs is not None and theirs != self.own_versions.get("attention-market"):
+            note = f"worker {record.get('host')} runs attention-market {theirs}, this machine {self.own_versions.get('attention-market')}"
+            if note not in self.warnings:
+                self.warnings.append(note)
+        self.records[record["run_id"]] = {
             "status": record["status"],
             "error": record.get("error"),
             "ticks_done": record.get("ticks_done", 0),
@@ -845,86 +901,83 @@ def _run_sweep(
             "reused": False,
             **({"host": record["host"]} if record.get("host") else {}),
         }
-        if on_run is not None:
-            on_run(dict(record))
-        now = time.monotonic()
-        if now - last_write[0] >= MANIFEST_WRITE_SECONDS:
-            rundir.write_json(
-                directory / SWEEP_MANIFEST,
-                _sweep_manifest(config, specs, records, started, SWEEP_RUNNING, backend, workers, address, scenario_file, overrides, warnings),
-            )
-            last_write[0] = now
+        if self.on_run is not None:
+            self.on_run(dict(record))
+        if time.monotonic() - self.last_write >= MANIFEST_WRITE_SECONDS:
+            self.write_manifest(SWEEP_RUNNING)
 
-    interrupted: KeyboardInterrupt | None = None
-    crash: BaseException | None = None
-    try:
-        if todo:
-            size = batch_size or _auto_batch_size(len(todo), workers, config.sweep.replications if config.sweep else 1)
-            batches = [todo[start : start + size] for start in range(0, len(todo), size)]
-            if backend == "dask":
-                _execute_dask(dask_client, batches, context, finished)
-            elif workers == 1:
-                for spec in todo:
-                    for record in execute_batch([spec.to_dict()], str(runs_dir), context):
-                        finished(record)
-            else:
-                _execute_local(batches, str(runs_dir), context, min(workers, len(batches)), finished)
-    except KeyboardInterrupt as exc:
-        interrupted = exc
-    except Exception as exc:  # noqa: BLE001 - the backend broke down: keep what is done, then raise
-        crash = exc
-        warnings.append(f"the sweep stopped: {type(exc).__name__}: {exc}")
 
-    if interrupted is not None or crash is not None:
-        # runs that finished inside a batch whose result never came back are complete on disk
-        for spec in specs:
-            if records[spec.run_id]["status"] == PENDING:
-                metrics = _reusable(runs_dir / spec.run_id, spec)
-                if metrics is not None:
-                    reused_metrics[spec.run_id] = metrics
-                    records[spec.run_id].update(status=rundir.COMPLETE, ticks_done=len(metrics))
+def _dispatch(
+    todo: list[RunSpec],
+    runs_dir: Path,
+    context: Mapping[str, Any],
+    progress: _SweepProgress,
+    backend: str,
+    dask_client: Any,
+    workers: int,
+    batch_size: int | None,
+    should_stop: Callable[[], bool],
+) -> None:
+    """Run `todo` on the backend, reporting each record to `progress`; returns early when asked to stop."""
+    config = progress.config
+    size = batch_size or _auto_batch_size(len(todo), workers, config.sweep.replications if config.sweep else 1)
+    batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+    if backend == "dask":
+        _execute_dask(dask_client, batches, context, progress.finished, should_stop)
+    elif workers == 1:
+        for spec in todo:
+            if should_stop():
+                return
+            for record in execute_batch([spec.to_dict()], str(runs_dir), context, should_stop=should_stop):
+                progress.finished(record)
+    else:
+        _execute_local(batches, str(runs_dir), context, min(workers, len(batches)), progress.finished, should_stop)
 
-    # sweep.parquet from every complete run, then the final manifest
-    by_id = {spec.run_id: spec for spec in specs}
+
+def _recover_finished(specs: list[RunSpec], runs_dir: Path, records: dict[str, dict[str, Any]], reused: dict[str, pd.DataFrame]) -> None:
+    """Runs that finished inside a batch whose result never came back are complete on disk: count them."""
+    for spec in specs:
+        if records[spec.run_id]["status"] == PENDING:
+            metrics = _reusable(runs_dir / spec.run_id, spec)
+            if metrics is not None:
+                reused[spec.run_id] = metrics
+                records[spec.run_id].update(status=rundir.COMPLETE, ticks_done=len(metrics))
+
+
+def _finish_sweep(progress: _SweepProgress, runs_dir: Path, reused: Mapping[str, pd.DataFrame], *, stopped: bool, crashed: bool) -> SweepResult:
+    """sweep.parquet from every complete run, then the final sweep.json: `complete` when every run
+    is (even if a stop came after the last one), else `interrupted` when stopped, else `failed`."""
+    specs, records = progress.specs, progress.records
     complete: list[tuple[RunSpec, pd.DataFrame]] = []
     for spec in specs:
         if records[spec.run_id]["status"] != rundir.COMPLETE:
             continue
-        metrics = reused_metrics.get(spec.run_id)
+        metrics = reused.get(spec.run_id)
         if metrics is None:
             try:
                 metrics = rundir.read_metrics(runs_dir / spec.run_id / rundir.METRICS)
             except Exception as exc:  # noqa: BLE001
                 records[spec.run_id].update(status=rundir.FAILED, error=f"metrics.parquet unreadable: {type(exc).__name__}: {exc}")
                 continue
-        complete.append((by_id[spec.run_id], metrics))
-    grid = table_axes(config, specs)
-    write_sweep_table(directory / SWEEP_TABLE, grid, complete)
-    write_runs_table(directory / RUNS_TABLE, grid, complete)
-
+        complete.append((spec, metrics))
+    grid = table_axes(progress.config, specs)
+    write_sweep_table(progress.directory / SWEEP_TABLE, grid, complete)
+    write_runs_table(progress.directory / RUNS_TABLE, grid, complete)
     failed = [spec.run_id for spec in specs if records[spec.run_id]["status"] != rundir.COMPLETE]
-    if interrupted is not None:
-        status = SWEEP_INTERRUPTED
-    elif crash is not None:
-        status = SWEEP_FAILED
-    elif failed:
-        status = SWEEP_FAILED
-    else:
+    if not failed and not crashed:
         status = SWEEP_COMPLETE
-    manifest = _sweep_manifest(config, specs, records, started, status, backend, workers, address, scenario_file, overrides, warnings, ended=True)
-    rundir.write_json(directory / SWEEP_MANIFEST, manifest)
-    result = SweepResult(
-        directory=directory,
+    elif stopped:
+        status = SWEEP_INTERRUPTED
+    else:
+        status = SWEEP_FAILED
+    manifest = progress.write_manifest(status, ended=True)
+    return SweepResult(
+        directory=progress.directory,
         manifest=manifest,
         ran=[spec.run_id for spec in specs if not records[spec.run_id].get("reused") and records[spec.run_id]["status"] != PENDING],
         reused=[spec.run_id for spec in specs if records[spec.run_id].get("reused")],
         failed=failed,
     )
-    if interrupted is not None:
-        raise type(interrupted)(result)  # the same kind (the CLI tells SIGTERM from Ctrl-C by it)
-    if crash is not None:
-        raise crash
-    return result
 
 
 def _previous_records(directory: Path) -> dict[str, dict[str, Any]]:
@@ -1005,30 +1058,49 @@ def _sweep_manifest(
     return manifest
 
 
+STOP_POLL_SECONDS = 0.2  # how often the sweep looks at its stop flag while runs are out
+
+
 def _execute_local(
-    batches: list[list[RunSpec]], runs_dir: str, context: Mapping[str, Any], workers: int, finished: Callable[[dict[str, Any]], None]
+    batches: list[list[RunSpec]],
+    runs_dir: str,
+    context: Mapping[str, Any],
+    workers: int,
+    finished: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
 ) -> None:
-    """Batches on a pool of `workers` spawned processes; each worker writes its run directories."""
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    """Batches on a pool of `workers` spawned processes; each worker writes its run directories.
+    Asked to stop, the workers are terminated (runs in progress resume from their checkpoints)."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
     futures: dict[Future, list[RunSpec]] = {}
     try:
         for batch in batches:
             futures[pool.submit(execute_batch, [spec.to_dict() for spec in batch], runs_dir, context)] = batch
-        for future in as_completed(futures):
-            batch = futures[future]
-            try:
-                records = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory, ...)
-                records = [_failed_record(spec.to_dict(), f"worker process failed: {type(exc).__name__}: {exc}") for spec in batch]
-            for record in records:
-                finished(record)
+        pending = set(futures)
+        while pending and not should_stop():
+            done, pending = wait(pending, timeout=STOP_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = futures[future]
+                try:
+                    records = future.result()
+                except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory, ...)
+                    records = [_failed_record(spec.to_dict(), f"worker process failed: {type(exc).__name__}: {exc}") for spec in batch]
+                for record in records:
+                    finished(record)
     except BaseException:
-        for future in futures:
-            future.cancel()
-        _terminate(pool)
+        _abandon(pool, futures)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if pending:  # asked to stop
+        _abandon(pool, futures)
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _abandon(pool: ProcessPoolExecutor, futures: Iterable[Future]) -> None:
+    """Cancel what has not started and terminate the workers (runs in progress are left `running`)."""
+    for future in futures:
+        future.cancel()
+    _terminate(pool)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -1052,29 +1124,78 @@ def _dask_workers(client: Any) -> int:
         return 1
 
 
-def _execute_dask(client: Any, batches: list[list[RunSpec]], context: Mapping[str, Any], finished: Callable[[dict[str, Any]], None]) -> None:
-    """Batches as Dask tasks; the workers send each run's files back and they are written here."""
-    from distributed import as_completed as dask_as_completed  # optional: the [dask] extra
+NO_WORKERS_TIMEOUT_SECONDS = 60.0  # a Dask sweep with no worker for this long gives up (docs/sweeps.md)
 
+
+class NoWorkersError(RuntimeError):
+    """Every Dask worker is gone and none came back within NO_WORKERS_TIMEOUT_SECONDS."""
+
+
+def _execute_dask(
+    client: Any,
+    batches: list[list[RunSpec]],
+    context: Mapping[str, Any],
+    finished: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+) -> None:
+    """Batches as Dask tasks; the workers send each run's files back and they are written here.
+    Gives up (NoWorkersError) when the cluster has had no worker for NO_WORKERS_TIMEOUT_SECONDS."""
     futures = {}
     token = context["fingerprint"][:12]
     for batch in batches:
         key = f"attnsim-{token}-{batch[0].run_id}-{secrets.token_hex(4)}"
         future = client.submit(execute_batch, [spec.to_dict() for spec in batch], None, dict(context), key=key, pure=False, retries=0)
         futures[future] = batch
+    pending = set(futures)
+    alone_since: float | None = None
     try:
-        for future in dask_as_completed(list(futures), loop=client.loop):
-            batch = futures[future]
-            try:
-                records = future.result()
-            except Exception as exc:  # noqa: BLE001 - the task failed on the worker (lost worker, import error)
-                records = [_failed_record(spec.to_dict(), f"dask task failed: {type(exc).__name__}: {exc}") for spec in batch]
-            for record in records:
-                finished(record)
-            future.release()
+        while pending and not should_stop():
+            done = {future for future in pending if future.done()}
+            pending -= done
+            if not done:
+                alone_since = _check_workers(client, alone_since)
+                time.sleep(STOP_POLL_SECONDS)
+                continue
+            alone_since = None
+            for future in done:
+                batch = futures[future]
+                try:
+                    records = future.result()
+                except Exception as exc:  # noqa: BLE001 - the task failed on the worker (lost worker, import error)
+                    records = [_failed_record(spec.to_dict(), f"dask task failed: {type(exc).__name__}: {exc}") for spec in batch]
+                for record in records:
+                    finished(record)
+                future.release()
     except BaseException:
-        try:
-            client.cancel(list(futures))
-        except Exception:  # noqa: BLE001
-            pass
+        _cancel_dask(client, futures)
         raise
+    if pending:  # asked to stop
+        _cancel_dask(client, futures)
+
+
+def _check_workers(client: Any, alone_since: float | None) -> float | None:
+    """When the cluster has no worker: since when; raises NoWorkersError past the timeout."""
+    if _dask_worker_count(client):
+        return None
+    now = time.monotonic()
+    if alone_since is None:
+        return now
+    if now - alone_since >= NO_WORKERS_TIMEOUT_SECONDS:
+        raise NoWorkersError(
+            f"no Dask worker for {NO_WORKERS_TIMEOUT_SECONDS:.0f} s; the runs not finished are left for the next attempt (run the same command again)"
+        )
+    return alone_since
+
+
+def _dask_worker_count(client: Any) -> int:
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 - the scheduler itself is gone: as good as no workers
+        return 0
+
+
+def _cancel_dask(client: Any, futures: Iterable[Any]) -> None:
+    try:
+        client.cancel(list(futures))
+    except Exception:  # noqa: BLE001
+        pass

@@ -315,6 +315,10 @@ class CandidatesConfig(Strict):
     """Ticks between k-means refits of the lists; in between, new goods join their nearest list and expired ones leave."""
 
 
+MIN_TEMPERATURE = 1e-6  # allocation.temperature's bounds: see AllocationConfig.temperature
+MAX_TEMPERATURE = 1e6
+
+
 class AllocationConfig(Strict):
     """How the platform splits users' attention into exposures and ad slots."""
 
@@ -322,8 +326,8 @@ class AllocationConfig(Strict):
     """The allocation rule: a registered name (`attnsim rules allocation`; see docs/rules/allocation_<rule>.md) or `module:Class` of a plug-in (docs/extending.md)."""
     params: RuleParams = {}
     """The allocation rule's own knobs, checked by the rule's `Params` model (built-in rules have none: their knobs are the keys below)."""
-    temperature: PositiveFloat = 1.0
-    """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform."""
+    temperature: Annotated[float, Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)] = 1.0
+    """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform. Bounded to 1e-6..1e6: below 1e-6 it is top-k already, and scores (√d·cos/T in float32) would overflow to infinity near 1e-38; above 1e6 it is uniform already."""
     ad_slots: int = Field(2, ge=0, le=16)
     """Ad exposures per user per tick (each uses one attention unit; at least one unit stays for content); 0 turns ads off."""
     ad_position_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7

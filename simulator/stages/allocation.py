@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.market.catalogue import Catalogue
+from simulator.market.kernels import NonFiniteScores
 from simulator.market.outcomes import Allocation, Arrivals
 from simulator.market.state import MarketState
 from simulator.market.values import match, position_click_factors
+from simulator.metrics.invariants import InvariantViolation
 from simulator.rules.allocation.base import AllocationRule
 from simulator.rules.allocation.engine import (
     allocate_exposures,
@@ -32,7 +34,12 @@ def allocate(state: MarketState, arrivals: Arrivals, rule: AllocationRule, scena
     content_counts = arrivals.budgets - np.count_nonzero(ads >= 0, axis=1)
     catalogue = Catalogue.of(state)
     mode = resolve_mode(scenario, rule, len(catalogue.rows))
-    exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng, mode=mode.mode)
+    try:
+        exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng, mode=mode.mode)
+    except NonFiniteScores as exc:
+        raise InvariantViolation(
+            state.tick, "finite_floats", f"{exc} (the {scenario.allocation.rule} rule at temperature {scenario.allocation.temperature:g})"
+        ) from None
     return Allocation(arrivals.active, exposures, ads, prices, click_rates, int(ad_counts.sum()), mode)
 
 
