@@ -36,7 +36,7 @@ class BeforeViews(AttentionMarket):
 
     def step(self) -> None:
         market, scenario = self.market, self.config
-        tick = advance(market, scenario, self.rule, self.rng)
+        tick = advance(market, scenario, self.rules, self.rng)
         mode = tick.allocation.mode
         self.allocation_mode, self.allocation_mode_reason = mode.mode, mode.reason
         self.allocation_modes = {**self.allocation_modes, mode.mode: self.allocation_modes.get(mode.mode, 0) + 1}

@@ -30,7 +30,9 @@ from simulator.metrics.invariants import (  # noqa: F401
 )
 from simulator.metrics.panels import PanelRecorder
 from simulator.metrics.table import INTEGER_COLUMNS, METRIC_COLUMNS
-from simulator.rules.allocation.engine import Rule, make_rule
+from simulator.rules import RuleSet
+from simulator.rules.allocation.base import AllocationRule
+from simulator.rules.allocation.feedback import record_outcomes
 from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, load_scenario
 from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
@@ -39,14 +41,15 @@ from simulator.stages.circulation import circulate
 from simulator.stages.consumption import consume
 
 
-def advance(market: MarketState, scenario: Scenario, rule: Rule, rng: np.random.Generator) -> TickOutcome:
+def advance(market: MarketState, scenario: Scenario, rules: RuleSet, rng: np.random.Generator) -> TickOutcome:
     """Run one tick's four stages on `market` in place; the only place that orders them."""
     market.tick += 1
-    arrivals = acquire(market, scenario, rng)
-    allocation = allocate(market, arrivals, rule, scenario, rng)
+    arrivals = acquire(market, rules.bidding, scenario, rng)
+    allocation = allocate(market, arrivals, rules.allocation, scenario, rng)
     consumption = consume(market, allocation, scenario, rng)
-    settlement = circulate(market, arrivals, allocation, consumption, scenario, rng)
-    adapt(market, allocation, consumption, settlement, scenario, rng)
+    record_outcomes(market, rules.allocation, allocation, consumption, scenario)
+    settlement = circulate(market, arrivals, allocation, consumption, rules.payout, scenario, rng)
+    adapt(market, allocation, consumption, settlement, rules, scenario, rng)
     return TickOutcome(arrivals, allocation, consumption, settlement)
 
 
@@ -191,7 +194,7 @@ class AttentionMarket(mesa.Model):
         super().__init__(rng=scenario.seed)
         self.config = scenario
         self.market = initial_state(scenario, self.rng)
-        self.rule = make_rule(scenario)
+        self.rules = RuleSet.of(scenario)
         self.latest_metrics: dict[str, float | int] = {}
         # Agent panels (simulator/panels.py), None when `metrics.agent_panels` is off; their own seeded stream.
         self.panels: PanelRecorder | None = (
@@ -256,7 +259,7 @@ class AttentionMarket(mesa.Model):
         if market.tick >= scenario.ticks:  # past the last tick: nothing happens (Mesa's clock still counts the call)
             self.running = False
             return
-        tick = advance(market, scenario, self.rule, self.rng)
+        tick = advance(market, scenario, self.rules, self.rng)
         mode = tick.allocation.mode
         self.allocation_mode, self.allocation_mode_reason = mode.mode, mode.reason
         self.allocation_modes = {**self.allocation_modes, mode.mode: self.allocation_modes.get(mode.mode, 0) + 1}
@@ -270,6 +273,11 @@ class AttentionMarket(mesa.Model):
             self.panels.record(market, tick)
         if market.tick >= scenario.ticks:
             self.running = False
+
+    @property
+    def rule(self) -> AllocationRule:
+        """The allocation rule in force (`rules.allocation`)."""
+        return self.rules.allocation
 
     @property
     def metrics(self) -> pd.DataFrame:

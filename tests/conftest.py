@@ -13,7 +13,7 @@ from simulator.market.outcomes import TickOutcome
 from simulator.market.populations import initial_state
 from simulator.market.state import MarketState
 from simulator.model import advance
-from simulator.rules.allocation.engine import make_rule
+from simulator.rules import RuleSet
 from simulator.scenario.schema import Scenario, load_scenario
 
 TINY: dict[str, Any] = {
@@ -55,7 +55,7 @@ def fresh_state(scenario: Scenario, seed: int = 0) -> MarketState:
 
 def run_stages(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> TickOutcome:
     """One tick by hand, through the same function `AttentionMarket.step` uses."""
-    return advance(state, scenario, make_rule(scenario), rng)
+    return advance(state, scenario, RuleSet.of(scenario), rng)
 
 
 @pytest.fixture

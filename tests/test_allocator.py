@@ -9,13 +9,9 @@ import pytest
 from conftest import fresh_state, tiny
 
 from simulator.market.catalogue import Catalogue
-from simulator.rules.allocation.engine import (
-    RULES,
-    allocate_exposures,
-    make_rule,
-    sample_positions,
-    top_k_positions,
-)
+from simulator.rules.allocation.base import ALLOCATION_RULES
+from simulator.rules.allocation.engine import allocate_exposures, make_rule
+from simulator.rules.allocation.selection import sample_positions, top_k_positions
 
 
 def exposures_for(scenario, state, seed=1, users=None, counts=None, rule=None):
@@ -336,8 +332,10 @@ class RecordingRule:
 
     def __init__(self, rule):
         self.rule = rule
-        self.deterministic = rule.deterministic
         self.shapes: list[tuple[int, int]] = []
+
+    def __getattr__(self, name):  # everything but `scores` is the wrapped rule's
+        return getattr(self.rule, name)
 
     def scores(self, state, catalogue, users, out=None):
         scores = self.rule.scores(state, catalogue, users, out=out)
@@ -378,14 +376,13 @@ def test_a_catalogue_larger_than_the_block_limit_gets_one_user_blocks():
     assert all(rows == 1 and columns > 1024 for rows, columns in recording.shapes), recording.shapes
 
 
-@pytest.mark.parametrize("rule_name", sorted(RULES))
+@pytest.mark.parametrize("rule_name", ALLOCATION_RULES.names())
 def test_every_rule_fills_a_given_score_buffer_with_its_scores(rule_name):
     """The allocator reuses one buffer per tick: `scores(..., out=buffer)` must equal the fresh scores."""
     scenario = tiny({"allocation.rule": rule_name})
     state = fresh_state(scenario)
     rule = make_rule(scenario)
-    if hasattr(rule, "prepare"):
-        rule.prepare(state, scenario, np.random.default_rng(0))
+    rule.prepare(state, scenario, np.random.default_rng(0))
     catalogue = Catalogue.of(state)
     users = np.arange(40)
     fresh = rule.scores(state, catalogue, users)

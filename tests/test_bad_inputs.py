@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from simulator.cli.main import app
 from simulator.runs import checkpoint as ckpt
-from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.runs.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_LINE = re.compile(r"^[^:\s][^:]*:\d+:\d+: \S+: .+$")
@@ -110,8 +110,8 @@ CASES: dict[str, Case] = {
     "unknown-rule-name": Case(
         _yaml("name: x\nallocation:\n  rule: magic\ncirculation:\n  creator_payout: {rule: bribes}\n"),
         (
-            ("3:3", "allocation.rule", "unknown name 'magic'"),
-            ("5:20", "circulation.creator_payout.rule", "unknown name 'bribes'"),
+            ("3:3", "allocation.rule", "unknown allocation rule 'magic'"),
+            ("5:20", "circulation.creator_payout.rule", "unknown payout rule 'bribes'"),
         ),
     ),
     "unknown-keys": Case(

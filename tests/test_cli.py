@@ -187,7 +187,7 @@ BROKEN = {
         "out_of_range.yaml:8:3: circulation.platform_take_rate: Input should be less than or equal to 1",
     ],
     "unknown_key.yaml": ["unknown_key.yaml:5:22: population.users.cuont: unknown key"],
-    "unknown_rule.yaml": ["unknown_rule.yaml:5:3: allocation.rule: unknown name 'magic'"],
+    "unknown_rule.yaml": ["unknown_rule.yaml:5:3: allocation.rule: unknown allocation rule 'magic'"],
     "many_errors.yaml": [
         "many_errors.yaml:2:1: name: ",
         "many_errors.yaml:3:1: ticks: ",

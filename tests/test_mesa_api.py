@@ -52,7 +52,7 @@ def test_bad_constructor_arguments_are_located_like_set_errors():
         AttentionMarket(TINY, temperature=-1, payout_rule="nope", overrides={"allocation.ad_slotz": 1})
     lines = str(caught.value).splitlines()
     assert any(line.startswith("AttentionMarket(temperature=...):1:1: allocation.temperature: ") for line in lines)
-    assert any(line.startswith("AttentionMarket(payout_rule=...):1:1: circulation.creator_payout.rule: unknown name 'nope'") for line in lines)
+    assert any(line.startswith("AttentionMarket(payout_rule=...):1:1: circulation.creator_payout.rule: unknown payout rule 'nope'") for line in lines)
     assert any(line.startswith("AttentionMarket(overrides['allocation.ad_slotz']):1:1: allocation.ad_slotz: unknown key") for line in lines)
     with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'; did you mean 'temperature'"):
         AttentionMarket(TINY, temprature=0.5)

@@ -18,17 +18,20 @@ from hypothesis import strategies as st
 import simulator
 from simulator.market.ledger import LedgerError, split_exactly
 from simulator.market.outcomes import Allocation, Arrivals, Consumption
+from simulator.registry import RuleError
+from simulator.rules import RuleSet
 from simulator.rules.payout import (
-    RULES,
+    PAYOUT_RULES,
+    Backward,
     backward_rank_weights,
     best_contributions,
     good_weights,
+    make_payout_rule,
     payout_weights,
     ranked_rewards,
     shapley_rank_weights,
     user_game_rewards,
 )
-from simulator.scenario.schema import PAYOUT_RULES
 from simulator.stages.acquisition import acquire
 from simulator.stages.circulation import (
     _pay_creators,
@@ -87,6 +90,7 @@ def records(users, exposures, consumed, value, bought=None):
         np.zeros((n, 0), dtype=bool),
         np.zeros(n, dtype=np.float32),
         np.zeros(0, dtype=np.int64),
+        np.asarray(value, dtype=np.float32),  # the hand-made values are at full attention
     )
     return allocation, consumption
 
@@ -102,8 +106,13 @@ def arrivals_of(state, allocation):
     )
 
 
+def payout_rule(name, discount=0.5):
+    """The registered payout rule `name` (backward with discount γ)."""
+    return Backward(discount) if name == "backward" else PAYOUT_RULES.resolve(name)()
+
+
 def weights(rule, state, allocation, consumption, discount=0.5):
-    return payout_weights(rule, state, allocation, consumption, backward_discount=discount)
+    return payout_weights(payout_rule(rule, discount), state, allocation, consumption)
 
 
 # The worked example: user 0 consumed one good each of A (0.9), B (0.5), C (0.2); user 1 consumed
@@ -239,12 +248,10 @@ def test_ranked_rewards_pad_with_zeros():
 # --- each rule's weights on the hand-made market ----------------------------------------------
 
 
-def test_every_rule_of_the_contract_is_dispatched():
-    assert set(RULES) == set(PAYOUT_RULES)
-    _, state = hand_market()
-    allocation, consumption = records([], np.zeros((0, 1)), np.zeros((0, 1)), np.zeros((0, 1)))
-    with pytest.raises(ValueError, match="unknown payout rule"):
-        payout_weights("magic", state, allocation, consumption)
+def test_every_rule_of_the_contract_is_registered():
+    assert {"exposure", "engagement", "quality", "shapley", "backward", "equal"} <= set(PAYOUT_RULES.names())
+    with pytest.raises(RuleError, match="unknown payout rule 'magic'"):
+        PAYOUT_RULES.resolve("magic")
 
 
 def test_exposure_engagement_quality_and_equal_weights(worked):
@@ -268,18 +275,18 @@ def test_shapley_and_backward_weights_sum_over_users(worked):
 
 def test_good_weights_credit_each_creators_best_good(worked):
     _, state, allocation, consumption = worked
-    per_good = good_weights("shapley", state, allocation, consumption)
+    per_good = good_weights(payout_rule("shapley"), state, allocation, consumption)
     # User 0 credits A's good 0, B's good 1, C's good 2; user 1 credits A's good 3 and B's good 1.
     np.testing.assert_allclose(
         per_good[:5], [0.2 / 3 + 0.15 + 0.4, 0.2 / 3 + 0.15 + 0.15 + 0.3, 0.2 / 3, 0.15, 0], rtol=1e-6
     )
     assert (per_good[5:] == 0).all()
-    np.testing.assert_allclose(good_weights("engagement", state, allocation, consumption)[:5], [1, 2, 1, 1, 0])
-    assert (good_weights("equal", state, allocation, consumption) == 0).all()
-    for rule in PAYOUT_RULES:
+    np.testing.assert_allclose(good_weights(payout_rule("engagement"), state, allocation, consumption)[:5], [1, 2, 1, 1, 0])
+    assert (good_weights(payout_rule("equal"), state, allocation, consumption) == 0).all()
+    for rule in PAYOUT_RULES.names():
         if rule == "equal":
             continue
-        per_good = good_weights(rule, state, allocation, consumption)
+        per_good = good_weights(payout_rule(rule), state, allocation, consumption)
         per_creator = np.bincount(state.goods.owner[:5], weights=per_good[:5], minlength=4)
         np.testing.assert_allclose(weights(rule, state, allocation, consumption), per_creator, rtol=1e-12)
 
@@ -323,7 +330,7 @@ def random_market(data):
 def test_every_rule_splits_the_pool_exactly(data, pool):
     state, allocation, consumption = random_market(data)
     alive = state.creators.alive[: state.creators_born]
-    for rule in PAYOUT_RULES:
+    for rule in PAYOUT_RULES.names():
         w = weights(rule, state, allocation, consumption, discount=data.draw(st.floats(0.0, 1.0)))
         assert w.shape == (state.creators_born,) and np.isfinite(w).all() and (w >= 0).all(), rule
         shares = split_exactly(pool, np.where(alive, w, 0.0))
@@ -390,7 +397,7 @@ def rewarded_tick(wallet, reward):
     )
     before = state.ledger.balances["users"][:4].copy()
     state.ledger.take_flows()
-    circulate(state, arrivals_of(state, allocation), allocation, consumption, scenario, np.random.default_rng(0))
+    circulate(state, arrivals_of(state, allocation), allocation, consumption, make_payout_rule(scenario), scenario, np.random.default_rng(0))
     income = scenario.population.users.income_per_tick
     received = state.ledger.balances["users"][:4] - before - income
     return state, attention_spent(allocation), received
@@ -422,8 +429,8 @@ def test_the_payout_pool_is_capped_at_what_the_platform_holds(worked):
     scenario, state, allocation, consumption = worked
     state.ledger.balances["platform"][0] = 1_000
     state.ledger.initial += 1_000
-    per_good = good_weights(scenario.circulation.creator_payout.rule, state, allocation, consumption)
-    payouts = _pay_creators(state, per_good, 10**6, scenario)  # pool_share 0.5 → 500_000 owed
+    per_good = good_weights(payout_rule(scenario.circulation.creator_payout.rule), state, allocation, consumption)
+    payouts = _pay_creators(state, make_payout_rule(scenario), per_good, 10**6, scenario)  # pool_share 0.5 → 500_000 owed
     assert payouts.sum() == 1_000 and state.ledger.balances["platform"][0] == 0
     assert state.ledger.conservation_error() == 0
 
@@ -465,7 +472,7 @@ def clickbait_tick(threshold):
         [0, 1, 2], [[0, 1], [1, 0], [2, -1]], [[1, 1], [1, 1], [1, 0]], np.full((3, 2), 0.3), bought=[[0, 0], [0, 0], [1, 0]]
     )
     state.ledger.take_flows()
-    settlement = circulate(state, arrivals_of(state, allocation), allocation, consumption, scenario, np.random.default_rng(0))
+    settlement = circulate(state, arrivals_of(state, allocation), allocation, consumption, make_payout_rule(scenario), scenario, np.random.default_rng(0))
     return state, settlement
 
 
@@ -510,7 +517,7 @@ def test_min_quality_stops_low_quality_creators_publishing():
     state = fresh_state(scenario)
     state.creators.quality[:20] = np.where(np.arange(20) % 2 == 0, 0.3, 0.7)
     state.tick += 1
-    arrivals = acquire(state, scenario, np.random.default_rng(1))
+    arrivals = acquire(state, RuleSet.of(scenario).bidding, scenario, np.random.default_rng(1))
     owners = state.goods.owner[arrivals.published]
     assert len(owners) > 0
     assert (state.creators.quality[owners] >= 0.5).all()
@@ -519,11 +526,11 @@ def test_min_quality_stops_low_quality_creators_publishing():
     state = fresh_state(scenario)
     state.creators.quality[:20] = np.where(np.arange(20) % 2 == 0, 0.3, 0.7)
     state.tick += 1
-    arrivals = acquire(state, scenario, np.random.default_rng(1))
+    arrivals = acquire(state, RuleSet.of(scenario).bidding, scenario, np.random.default_rng(1))
     assert (state.creators.quality[state.goods.owner[arrivals.published]] < 0.5).any()
 
 
-@pytest.mark.parametrize("rule", PAYOUT_RULES)
+@pytest.mark.parametrize("rule", ["exposure", "engagement", "quality", "shapley", "backward", "equal"])
 def test_money_is_conserved_under_every_rule_with_every_market_rule(rule):
     scenario = tiny(
         {
@@ -550,7 +557,7 @@ def test_money_is_conserved_under_every_rule_with_every_market_rule(rule):
 def test_rules_are_pure_functions_of_the_tick(worked):
     _, state, allocation, consumption = worked
     snapshot = {name: getattr(state.goods, name).copy() for name in ("owner", "quality", "penalty")}
-    for rule in PAYOUT_RULES:
+    for rule in PAYOUT_RULES.names():
         first = weights(rule, state, allocation, consumption)
         np.testing.assert_array_equal(weights(rule, state, allocation, consumption), first)
     for name, before in snapshot.items():

@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 
 from simulator.cli.main import app
 from simulator.model import AttentionMarket
+from simulator.registry import registry
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.scenario import schema
 from simulator.scenario.schema import load_scenario
@@ -68,10 +69,10 @@ def literal_choices(info: Any) -> tuple[Any, ...] | None:
 
 # Every choice the schema offers; the rule lists come from the constants other modules extend.
 CHOICES: dict[str, tuple[Any, ...]] = {key: choices for key, info in LEAVES.items() if (choices := literal_choices(info))}
-CHOICES["allocation.rule"] = tuple(schema.ALLOCATION_RULES)
-CHOICES["circulation.creator_payout.rule"] = tuple(schema.PAYOUT_RULES)
-CHOICES["circulation.auction.format"] = tuple(schema.AUCTION_FORMATS)
-CHOICES["population.advertisers.bidding"] = tuple(schema.BIDDING_STRATEGIES)
+CHOICES["allocation.rule"] = tuple(registry("allocation").names())
+CHOICES["circulation.creator_payout.rule"] = tuple(registry("payout").names())
+CHOICES["circulation.auction.format"] = tuple(registry("auction").names())
+CHOICES["population.advertisers.bidding"] = tuple(registry("bidding").names())
 MAIN_AXES = ("allocation.rule", "circulation.creator_payout.rule", "circulation.auction.format", "population.advertisers.bidding")
 
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import simulator
 import simulator.model
 from simulator.cli.main import app
-from simulator.market.state import LearnedModel, Users
+from simulator.market.state import Users
 from simulator.metrics.invariants import (
     INVARIANTS,
     MAX_AGENTS,
@@ -31,6 +31,7 @@ from simulator.metrics.invariants import (
     check_tick,
 )
 from simulator.model import AttentionMarket, advance
+from simulator.rules.allocation.learned import LearnedModel
 from simulator.runs import checkpoint as ckpt
 from simulator.runs import rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -63,7 +64,7 @@ def violation_of(model: AttentionMarket, **outputs) -> InvariantViolation:
 
 def test_a_healthy_market_passes_every_invariant():
     model = stepped(3)
-    outcome = advance(model.market, model.config, model.rule, model.rng)
+    outcome = advance(model.market, model.config, model.rules, model.rng)
     model.market.ledger.take_flows()
     check_tick(model.market, arrivals=outcome.arrivals, allocation=outcome.allocation, rule=model.rule)
 
@@ -112,20 +113,21 @@ def test_non_finite_floats_are_found_in_any_population(population, field, row, b
     assert f"market.{population}.{field}" in found.message
 
 
-def test_non_finite_floats_are_found_in_state_added_later():
-    """The walk is generic: state another module hangs on the market (here the learned rule's
-    model) is checked without being listed anywhere."""
-    model = stepped(1)
-    model.market.learned = LearnedModel(user_factor=np.array([[0.5, np.nan], [1.0, 2.0]]))
+def test_non_finite_floats_are_found_in_a_rules_state():
+    """The walk is generic: the state a rule keeps (here the learned rule's model) is checked
+    without being listed anywhere."""
+    model = AttentionMarket(tiny({"allocation.rule": "learned"}))
+    model.step()
+    model.rule.model = LearnedModel(user_factor=np.array([[0.5, np.nan], [1.0, 2.0]]))
     found = violation_of(model)
     assert found.invariant == "finite_floats"
-    assert "market.learned.user_factor" in found.message
-    assert found.agents == {"market.learned.user_factor": [0]}
+    assert "rule.model.user_factor" in found.message
+    assert found.agents == {"rule.model.user_factor": [0]}
 
 
 def test_exposures_beyond_a_users_budget():
     model = stepped(1)
-    outcome = advance(model.market, model.config, model.rule, model.rng)
+    outcome = advance(model.market, model.config, model.rules, model.rng)
     model.market.ledger.take_flows()
     shown = np.count_nonzero(outcome.allocation.exposures >= 0, axis=1)
     index = int(np.flatnonzero(shown > 0)[0])

@@ -7,16 +7,18 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fresh_state, run_stages, tiny
+from conftest import fresh_state, tiny
 
 import simulator
 from simulator.market.catalogue import Catalogue, window_counts
+from simulator.model import advance
+from simulator.rules import RuleSet
+from simulator.rules.allocation.base import ALLOCATION_RULES
 from simulator.rules.allocation.creators import CreatorSegments, pick_in_segments
 from simulator.rules.allocation.engine import allocate_exposures, make_rule
 from simulator.rules.allocation.learned import prior_basis
 from simulator.rules.allocation.popularity import record_consumptions
-from simulator.rules.allocation.shapley import ShapleyRule, mediator_probabilities
-from simulator.scenario.schema import ALLOCATION_RULES
+from simulator.rules.allocation.shapley import ShapleyMediator, mediator_probabilities
 from simulator.stages.acquisition import acquire
 from simulator.stages.allocation import allocate
 from simulator.stages.consumption import consume
@@ -50,11 +52,11 @@ def creator_shares(exposures, state):
 
 
 def test_every_rule_of_the_contract_is_implemented():
-    for rule in ALLOCATION_RULES:
+    for rule in ALLOCATION_RULES.names():
         assert make_rule(tiny({"allocation.rule": rule})) is not None
 
 
-@pytest.mark.parametrize("rule", ALLOCATION_RULES)
+@pytest.mark.parametrize("rule", ALLOCATION_RULES.names())
 def test_every_rule_runs_with_money_conserved(rule):
     model = simulator.AttentionMarket(
         tiny({"allocation.rule": rule, "ticks": 6, "population.users.arrivals_per_tick": 3.0, "population.goods.lifetime": 4})
@@ -67,7 +69,7 @@ def test_every_rule_runs_with_money_conserved(rule):
     assert (frame["consumptions"] > 0).all()
 
 
-@pytest.mark.parametrize("rule", ALLOCATION_RULES)
+@pytest.mark.parametrize("rule", ALLOCATION_RULES.names())
 def test_every_rule_gives_valid_feeds_under_every_modifier(rule):
     scenario = tiny(
         {
@@ -125,7 +127,7 @@ def test_shapley_pick_draws_creators_by_the_mediator_and_shows_their_best_goods(
     relevance = np.array([0.1, 0.2, 0.5, 0.3, 0.9])
     rows = 40_000
     scores = np.tile(np.log(relevance).astype(np.float32), (rows, 1))
-    picked = ShapleyRule(1.0).pick(scores, np.ones(rows, dtype=np.int64), CreatorSegments.from_owners(owners), np.random.default_rng(0))
+    picked = ShapleyMediator(1.0).select(scores, np.ones(rows, dtype=np.int64), CreatorSegments.from_owners(owners), np.random.default_rng(0))
     assert picked.shape == (rows, 1)
     frequency = np.bincount(picked[:, 0] + 1, minlength=6) / rows  # index 0: the outside option
     expected = {0: 0.1, 2: 0.2 / 3, 3: 0.2 / 3 + 0.15, 5: 0.2 / 3 + 0.15 + 0.4}
@@ -197,28 +199,30 @@ def test_popularity_window_ignores_recycled_rows():
 
 
 def trained_learned_market(ticks=8, **overrides):
+    """(scenario, state, rule): a market run `ticks` ticks under the learned rule, and that rule (its model)."""
     scenario = tiny({"allocation.rule": "learned", "allocation.learned.retrain_every": 2, "ticks": 40, **overrides})
     state = fresh_state(scenario)
     rng = np.random.default_rng(5)
+    rules = RuleSet.of(scenario)
     for _ in range(ticks):
-        run_stages(state, scenario, rng)
-    return scenario, state
+        advance(state, scenario, rules, rng)
+    return scenario, state, rules.allocation
 
 
 def test_learned_never_reads_true_interests():
-    scenario, state = trained_learned_market(ticks=5)
+    scenario, state, trained = trained_learned_market(ticks=5)
     scrambled = copy.deepcopy(state)
     scrambled.users.interest[:] = np.random.default_rng(1).standard_normal(scrambled.users.interest.shape).astype(np.float32)
-    rule = make_rule(scenario)
+    rules = (trained, copy.deepcopy(trained))
     users = np.flatnonzero(state.users.alive)
-    for market in (state, scrambled):
+    for market, rule in zip((state, scrambled), rules):
         market.tick += 1
-        market.learned.trained_tick = -1  # force a refit now
+        rule.model.trained_tick = -1  # force a refit now
         rule.prepare(market, scenario, np.random.default_rng(2))
-    np.testing.assert_array_equal(state.learned.user_factor, scrambled.learned.user_factor)
-    np.testing.assert_array_equal(state.learned.item_factor, scrambled.learned.item_factor)
+    np.testing.assert_array_equal(rules[0].model.user_factor, rules[1].model.user_factor)
+    np.testing.assert_array_equal(rules[0].model.item_factor, rules[1].model.item_factor)
     catalogue, catalogue_scrambled = Catalogue.of(state), Catalogue.of(scrambled)
-    np.testing.assert_array_equal(rule.scores(state, catalogue, users), rule.scores(scrambled, catalogue_scrambled, users))
+    np.testing.assert_array_equal(rules[0].scores(state, catalogue, users), rules[1].scores(scrambled, catalogue_scrambled, users))
 
 
 def test_learned_equals_attention_softmax_before_any_data():
@@ -250,13 +254,12 @@ def auc(positive, negative):
 def test_learned_ranks_consumed_goods_above_the_rest_on_random_exposures():
     """Hold-out check free of the rule's own selection: after training, users see goods at random;
     the learned scores must rank what they then consumed above what they passed over."""
-    scenario, state = trained_learned_market(ticks=10)
-    rule = make_rule(scenario)
+    scenario, state, rule = trained_learned_market(ticks=10)
     rng = np.random.default_rng(9)
     state.tick += 1
     rule.prepare(state, scenario, rng)
-    assert state.learned.trained_tick >= state.tick - 1 and len(state.learned.user_rows) > 0
-    arrivals = acquire(state, scenario, rng)
+    assert rule.model.trained_tick >= state.tick - 1 and len(rule.model.user_rows) > 0
+    arrivals = acquire(state, RuleSet.of(scenario).bidding, scenario, rng)
     allocation = allocate(state, arrivals, make_rule(tiny({"allocation.rule": "random"})), scenario, rng)
     consumption = consume(state, allocation, scenario, rng)
     scores = rule.scores(state, Catalogue.of(state), allocation.users)
@@ -270,10 +273,10 @@ def test_learned_ranks_consumed_goods_above_the_rest_on_random_exposures():
 
 
 def test_learned_logs_stay_within_log_ticks_and_refits_follow_retrain_every():
-    scenario, state = trained_learned_market(ticks=9, **{"allocation.learned.log_ticks": 3, "allocation.learned.retrain_every": 4})
-    log_ticks = [entry[0] for entry in state.learned.log]
+    _, _, rule = trained_learned_market(ticks=9, **{"allocation.learned.log_ticks": 3, "allocation.learned.retrain_every": 4})
+    log_ticks = [entry[0] for entry in rule.model.log]
     assert log_ticks == [7, 8, 9]
-    assert state.learned.trained_tick == 6  # first fit at tick 2 (the first tick with logs), then every 4 ticks
+    assert rule.model.trained_tick == 6  # first fit at tick 2 (the first tick with logs), then every 4 ticks
 
 
 # --- modifiers -------------------------------------------------------------------------------
@@ -431,14 +434,12 @@ def test_learned_waits_for_logged_exposures_before_fitting():
     model = simulator.AttentionMarket(scenario)
     for _ in range(3):
         model.step()  # an empty catalogue: nothing is shown, nothing logged
-    assert model.market.learned is None or model.market.learned.trained_tick == -1
+    assert model.rule.model.trained_tick == -1
     assert (model.metrics["money_conservation_error"] == 0).all()
     # Logs holding only empty ticks do not trigger a fit either.
-    from simulator.market.state import LearnedModel
-
     state = fresh_state(tiny({"allocation.rule": "learned"}))
-    state.learned = LearnedModel()
+    rule = make_rule(tiny({"allocation.rule": "learned"}))
     empty = np.zeros(0, dtype=np.int64)
-    state.learned.log.append((0, empty, empty, np.zeros(0, dtype=bool)))
-    make_rule(tiny({"allocation.rule": "learned"})).prepare(state, scenario, np.random.default_rng(0))
-    assert state.learned.trained_tick == -1
+    rule.model.log.append((0, empty, empty, np.zeros(0, dtype=bool)))
+    rule.prepare(state, scenario, np.random.default_rng(0))
+    assert rule.model.trained_tick == -1

@@ -7,7 +7,9 @@ import pytest
 from conftest import fresh_state, run_stages, tiny
 
 from simulator.market.populations import production_cost
+from simulator.rules import RuleSet
 from simulator.rules.allocation.engine import make_rule
+from simulator.rules.payout import make_payout_rule
 from simulator.stages.acquisition import acquire
 from simulator.stages.allocation import allocate
 from simulator.stages.circulation import circulate
@@ -17,7 +19,7 @@ from simulator.stages.consumption import consume
 def start_tick(state, scenario, seed=1):
     rng = np.random.default_rng(seed)
     state.tick += 1
-    return acquire(state, scenario, rng), rng
+    return acquire(state, RuleSet.of(scenario).bidding, scenario, rng), rng
 
 
 # --- acquisition -----------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_purchases_never_exceed_the_wallet():
     assert consumption.bought.sum() > 0
     # Not vacuous: some consumed products were wanted but not affordable any more.
     assert (consumption.consumed & ~consumption.bought).any()
-    circulate(state, arrivals, allocation, consumption, scenario, np.random.default_rng(4))
+    circulate(state, arrivals, allocation, consumption, make_payout_rule(scenario), scenario, np.random.default_rng(4))
     assert (state.ledger.balances["users"] >= 0).all()
     assert state.ledger.conservation_error() == 0
 
@@ -210,7 +212,7 @@ def test_churned_users_are_no_longer_alive():
     np.testing.assert_array_equal(np.sort(consumption.churned), np.sort(arrivals.active))
     assert not state.users.alive[consumption.churned].any()
     assert state.users.alive.sum() == 300 - len(arrivals.active)
-    circulate(state, arrivals, allocation, consumption, scenario, np.random.default_rng(4))
+    circulate(state, arrivals, allocation, consumption, make_payout_rule(scenario), scenario, np.random.default_rng(4))
     next_arrivals, _ = start_tick(state, scenario, seed=9)
     assert not np.isin(next_arrivals.active, consumption.churned).any()
 
@@ -264,7 +266,7 @@ def test_advertisers_never_pay_more_than_their_tick_budget(pricing, per_tick, to
     consumption = consume(state, allocation, scenario, np.random.default_rng(3))
     before = state.ledger.balances["advertisers"][:4].copy()
     state.ledger.take_flows()
-    circulate(state, arrivals, allocation, consumption, scenario, np.random.default_rng(4))
+    circulate(state, arrivals, allocation, consumption, make_payout_rule(scenario), scenario, np.random.default_rng(4))
     paid = before - state.ledger.balances["advertisers"][:4]
     limit = np.minimum(per_tick, total)
     np.testing.assert_array_equal(arrivals.ad_budgets, np.full(4, limit))
@@ -295,7 +297,7 @@ def test_payouts_sum_exactly_to_the_pool_and_follow_exposure():
     state, arrivals, allocation = allocate_tick(scenario)
     consumption = consume(state, allocation, scenario, np.random.default_rng(3))
     state.ledger.take_flows()
-    settlement = circulate(state, arrivals, allocation, consumption, scenario, np.random.default_rng(4))
+    settlement = circulate(state, arrivals, allocation, consumption, make_payout_rule(scenario), scenario, np.random.default_rng(4))
     flows = dict(state.ledger.flows)
 
     # The platform's take: floor(price × rate) of every purchase, the rest to the creator.

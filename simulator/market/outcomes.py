@@ -53,6 +53,7 @@ class Consumption:
     clicked: np.ndarray  # (users, slots) bool
     utility: np.ndarray  # (users,) realised utility this tick
     churned: np.ndarray  # user rows that left this tick
+    intrinsic: np.ndarray  # (users, K) float32 value at full attention (quality × taste match): a good's contribution in the user games
 
 
 @dataclass(frozen=True)

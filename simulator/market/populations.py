@@ -155,7 +155,6 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, rng)
         state.advertisers.value_per_click[:] = values
         state.advertisers.budget_per_tick[:] = ads.budget_per_tick
-        state.advertisers.multiplier[:] = ads.shading if ads.bidding in ("shaded", "paced") else 1.0
         ledger.endow("advertisers", np.arange(ads.count), ads.total_budget)
 
     if pop.goods.initial:

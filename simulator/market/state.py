@@ -161,27 +161,13 @@ class HomogenizationSample:
 
 @dataclass
 class ConsumptionWindow:
-    """Consumption counts of recent ticks, for the `popularity` rule (see allocation_rules/popularity.py).
+    """Consumption counts of recent ticks, for the `popularity` rule and the candidate mode's popular goods.
 
     One entry per tick: (tick, uids consumed that tick, how often each). Entries older than the
     window, or whose goods have all left the catalogue, are dropped, so it stays small.
     """
 
     ticks: deque = field(default_factory=deque)
-
-
-@dataclass
-class LearnedModel:
-    """The `learned` rule's memory (see allocation_rules/learned.py): the platform's interaction
-    logs of the last `allocation.learned.log_ticks` ticks and the factors fitted to them."""
-
-    log: deque = field(default_factory=deque)  # per tick: (tick, user rows, uids, consumed)
-    trained_tick: int = -1  # tick of the last refit, -1 before the first
-    mean: float = 0.0  # consumption rate over the logs at the last refit
-    user_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
-    user_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per row of user_rows
-    item_uids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
-    item_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per uid
 
 
 @dataclass
@@ -200,5 +186,4 @@ class MarketState:
     users_born: int
     creators_born: int
     consumption_window: ConsumptionWindow = field(default_factory=ConsumptionWindow)
-    learned: LearnedModel | None = None  # created by the `learned` rule on first use
     candidates: Any = None  # the candidate mode's index (simulator/candidates.py), built on first use

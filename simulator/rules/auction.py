@@ -119,7 +119,10 @@ def _sell_with_throttling(
                 eligible[winner] = False
 
 
-def _format_code(auction_format: str) -> int:
+def _format_code(auction_format: str | int) -> int:
+    """The pricing branch of a format: its name, or the code a registered format declares."""
+    if isinstance(auction_format, int) and auction_format in FORMATS.values():
+        return auction_format
     if auction_format not in FORMATS:
         raise ValueError(f"unknown auction format {auction_format!r}")
     return FORMATS[auction_format]

@@ -25,18 +25,43 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.functional_validators import AfterValidator
 
-ALLOCATION_RULES = ("attention_softmax", "top_k", "popularity", "random", "oracle", "learned", "shapley")
-PAYOUT_RULES = ("exposure", "engagement", "quality", "shapley", "backward", "equal")
-AUCTION_FORMATS = ("second_price", "first_price", "gsp")
-BIDDING_STRATEGIES = ("truthful", "shaded", "paced", "learning")
-# Rules of the library that the engine implements; the schema names every rule of the contract.
+from simulator.registry import RuleError, registry
+
 MAX_SCENARIO_BYTES = 1_000_000
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Money = Annotated[int, Field(ge=0, le=10**12)]
+
+
+def _rule_name(kind: str) -> Any:
+    """A rule of `kind`: a registered name or a `module:Class` reference (imported and registered here)."""
+
+    def check(value: str) -> str:
+        registry(kind).resolve(value)  # RuleError (a ValueError) names the registered rules
+        return value
+
+    return Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check)]
+
+
+def _check_params(kind: str, rule: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` validated by the rule's own `Params` model (when the rule itself is valid)."""
+    try:
+        cls = registry(kind).resolve(rule)
+    except RuleError:
+        return params  # the rule's own error is reported at its key
+    try:
+        cls.Params.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or '<params>'}: {error['msg']}" for error in exc.errors())
+        raise ValueError(f"the {rule} rule's params: {problems}") from None
+    return params
+
+
+RuleParams = dict[str, Any]
 
 
 class Strict(BaseModel):
@@ -214,7 +239,7 @@ class AdvertisersConfig(Strict):
     """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
     click_rate: Probability = 0.08
     """Click probability of a perfectly matched ad in the top position."""
-    bidding: Literal[BIDDING_STRATEGIES] = "truthful"  # type: ignore[valid-type]
+    bidding: _rule_name("bidding") = "truthful"  # type: ignore[valid-type]
     """Bidding strategy: truthful bids the value of a click; shaded a fixed fraction of it; paced scales bids to spend the total budget evenly over the run; learning picks its shading factor by a bandit (EXP3) on its own realised surplus."""
     shading: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     """Fraction of value bid by `shaded` bidders (and the starting multiplier of `paced` ones)."""
@@ -287,8 +312,10 @@ class CandidatesConfig(Strict):
 class AllocationConfig(Strict):
     """How the platform splits users' attention into exposures and ad slots."""
 
-    rule: Literal[ALLOCATION_RULES] = "attention_softmax"  # type: ignore[valid-type]
-    """The allocation rule (see docs/rules/allocation_<rule>.md)."""
+    rule: _rule_name("allocation") = "attention_softmax"  # type: ignore[valid-type]
+    """The allocation rule: a registered name (`attnsim rules allocation`; see docs/rules/allocation_<rule>.md) or `module:Class` of a plug-in (docs/extending.md)."""
+    params: RuleParams = {}
+    """The allocation rule's own knobs, checked by the rule's `Params` model (built-in rules have none: their knobs are the keys below)."""
     temperature: PositiveFloat = 1.0
     """Softmax temperature: toward 0 the allocation becomes the deterministic top-k, large values make it uniform."""
     ad_slots: int = Field(2, ge=0, le=16)
@@ -318,22 +345,34 @@ class AllocationConfig(Strict):
     engagement_weight: NonNegativeFloat = 0.0
     """Modifier, any rule: α in seed 002's engagement weighting, adding α·p/(p+r+c) to a good's score (p purchases, r exposures, c consumptions)."""
 
+    @field_validator("params")
+    @classmethod
+    def _params_of_the_rule(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _check_params("allocation", info.data["rule"], params) if "rule" in info.data else params
+
 
 class PayoutConfig(Strict):
     """How the creator payout pool is funded and divided."""
 
-    rule: Literal[PAYOUT_RULES] = "exposure"  # type: ignore[valid-type]
-    """The payout rule (see docs/rules/payout_<rule>.md)."""
+    rule: _rule_name("payout") = "exposure"  # type: ignore[valid-type]
+    """The payout rule: a registered name (`attnsim rules payout`; see docs/rules/payout_<rule>.md) or `module:Class` of a plug-in (docs/extending.md)."""
+    params: RuleParams = {}
+    """The payout rule's own knobs, checked by the rule's `Params` model (built-in rules have none: `backward_discount` is below)."""
     pool_share: Probability = 0.5
     """Share of the platform's revenue of the tick (take plus ad spend) paid into the creator pool (never more than the platform holds)."""
     backward_discount: Probability = 0.5
     """`backward`: γ, the weight of the k-th ranked drop is γ^(k−1) (0 pays each user's top creator its margin over the runner-up; 1 pays every creator its own best value)."""
 
+    @field_validator("params")
+    @classmethod
+    def _params_of_the_rule(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _check_params("payout", info.data["rule"], params) if "rule" in info.data else params
+
 
 class AuctionConfig(Strict):
     """How ad slots are sold."""
 
-    format: Literal[AUCTION_FORMATS] = "second_price"  # type: ignore[valid-type]
+    format: _rule_name("auction") = "second_price"  # type: ignore[valid-type]
     """Auction format: second_price (VCG per click), first_price, or gsp (next-price)."""
     reserve_price: Money = 0
     """Lowest price per click; lower bids do not take part."""
@@ -599,6 +638,8 @@ def _issues_from_validation(exc: ValidationError, located: _Located) -> list[Sce
             message = "unknown key (allowed keys are listed in docs/scenario.md)"
         elif error["type"] == "literal_error":
             message = f"unknown name {error.get('input')!r}; {message.lower()}"
+        elif error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         elif "input" in error and not isinstance(error["input"], dict):
             message = f"{message} (got {error['input']!r})"
         source, line, col = located.locate(key)

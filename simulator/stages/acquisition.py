@@ -16,11 +16,11 @@ from simulator.market.populations import (
     retire_goods,
 )
 from simulator.market.state import MarketState
-from simulator.rules.bidding import set_bids
+from simulator.rules.bidding import BiddingStrategy, set_bids
 from simulator.scenario.schema import Scenario
 
 
-def acquire(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> Arrivals:
+def acquire(state: MarketState, bidding: BiddingStrategy, scenario: Scenario, rng: np.random.Generator) -> Arrivals:
     users_cfg = scenario.population.users
     new_users = np.zeros(0, dtype=np.int64)
     arriving = int(rng.poisson(users_cfg.arrivals_per_tick)) if users_cfg.arrivals_per_tick else 0
@@ -37,7 +37,7 @@ def acquire(state: MarketState, scenario: Scenario, rng: np.random.Generator) ->
     active = np.flatnonzero(users.alive[:born] & (rng.random(born) < show_up))
 
     published, costs = _publish_goods(state, scenario, rng)
-    set_bids(state, scenario, rng)
+    set_bids(state, bidding, scenario, rng)
     ad_budgets = np.minimum(state.advertisers.budget_per_tick, state.ledger.balances["advertisers"][: state.advertisers.capacity()])
     return Arrivals(
         active=active,

@@ -11,13 +11,16 @@ raise its own expected profit under the current rules (`creators.adaptation.rule
   unit norm). Effort, whose payoff one tick's goods are far too noisy to show, climbs the
   marginal expected profit of the market model below by `effort_step`.
 - `best_response`: evaluates `candidates` sampled moves (plus staying put) with a model of the
-  market under the current rules — the allocator as softmax(QKᵀ/√d/T) over a sample of users'
-  profiles against this tick's catalogue, users' logit choice, this tick's payout per unit of
-  what the payout rule rewards, and production cost — and takes the best.
+  market under the current rules, and takes the best.
 
-What a good "earns" is its share of the payout pool under the rule in force
-(`payouts.good_weights` times what a unit of weight paid this tick) plus its sales; the market
-model approximates the user-game rules (`shapley`, `backward`) by the value a good delivers.
+The market model (`_AudienceModel`) asks the rules in force, never their names: over a sample of
+this tick's active users, a candidate good's share of each user's attention is the allocation
+rule's softmax weight for it (`audience_scores`) against the rule's scores of this tick's
+catalogue; users consume it by their logit choice; what it earns per exposure is the payout
+rule's own `marginal` (for the user-game rules, the candidate inserted into each sampled user's
+game of this tick, with the same rank weights as the real split) times what a unit of payout
+weight paid this tick; plus sales, minus production cost. What a good "earned" this tick, for the
+niche step, is its real payout weight times that rate plus its sales.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import numpy as np
 
 from simulator.market.outcomes import Allocation, Consumption, Settlement
 from simulator.market.populations import production_cost, unit_rows
+from simulator.market.catalogue import Catalogue
 from simulator.market.state import FLOAT, MarketState
+from simulator.rules import RuleSet
+from simulator.rules.payout import Probe, contributions
 from simulator.scenario.schema import Scenario
 
 AUDIENCE_SAMPLE = 256  # users whose profiles a best-responding creator models the market with
@@ -37,6 +43,7 @@ def adapt(
     allocation: Allocation,
     consumption: Consumption,
     settlement: Settlement,
+    rules: RuleSet,
     scenario: Scenario,
     rng: np.random.Generator,
 ) -> None:
@@ -44,13 +51,15 @@ def adapt(
     rows = np.flatnonzero(state.creators.alive[: state.creators_born])
     if cfg.rule == "static" or len(rows) == 0 or len(allocation.users) == 0:
         return
-    rule = scenario.circulation.creator_payout.rule
     activity = settlement.good_weights
     total_activity = activity.sum()
     # What one unit of a payout weight paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
     sample = rng.choice(len(allocation.users), size=min(AUDIENCE_SAMPLE, len(allocation.users)), replace=False)
-    market = _AudienceModel(state, allocation.users[sample], len(allocation.users), payout_rate, rule, scenario)
+    owners, values = contributions(state, allocation, consumption)
+    market = _AudienceModel(
+        state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario
+    )
     if cfg.rule == "gradient":
         earnings = payout_rate * activity + _sales_per_good(state, allocation, consumption, scenario)
         _niche_step(state, earnings, scenario)
@@ -131,39 +140,53 @@ class _AudienceModel:
     """A creator's model of the market: how a good with a given key and quality would fare."""
 
     def __init__(
-        self, state: MarketState, audience: np.ndarray, active_users: int, payout_rate: float, rule: str, scenario: Scenario
+        self,
+        state: MarketState,
+        creators: np.ndarray,
+        audience: np.ndarray,
+        incumbents: tuple[np.ndarray, np.ndarray],
+        active_users: int,
+        payout_rate: float,
+        rules: RuleSet,
+        scenario: Scenario,
     ):
+        self.state = state
+        self.creators = creators  # the adapting creators, in the order of expected_profit's rows
+        self.incumbents = incumbents  # (owners, contributions) of the audience's games this tick
         self.scenario = scenario
         self.payout_rate = payout_rate
-        self.rule = rule
+        self.rules = rules
+        self.audience = audience
         self.queries = state.users.query[audience]
         self.budgets = state.users.budget[audience].astype(np.float64)
         self.scale = active_users / len(audience)
-        live = np.flatnonzero(state.goods.live)
-        dim = self.queries.shape[1]
-        self.factor = np.sqrt(dim) / scenario.allocation.temperature
-        scores = (self.queries @ state.goods.key[live].T) * self.factor
-        top = scores.max(axis=1, keepdims=True) if len(live) else np.zeros((len(audience), 1))
-        self.top = top
-        self.partition = np.exp(scores - top).sum(axis=1, keepdims=True) if len(live) else np.zeros_like(top)
+        catalogue = Catalogue.of(state)
+        if len(catalogue.rows):
+            scores = rules.allocation.scores(state, catalogue, audience).astype(np.float64)
+            top = np.max(scores, axis=1, keepdims=True)
+            top = np.where(np.isfinite(top), top, 0.0)
+            self.top = top
+            self.partition = np.exp(scores - top).sum(axis=1, keepdims=True)
+        else:
+            self.top = np.zeros((len(audience), 1))
+            self.partition = np.zeros_like(self.top)
 
     def expected_profit(self, topics: np.ndarray, quality: np.ndarray) -> np.ndarray:
-        """Expected profit per published good for each (creator, candidate) strategy."""
+        """Expected profit per published good for each (creator, candidate) strategy; `topics` is
+        (C, M, d), `quality` (C, M), rows in the order of the creators adapting (`self.creators`)."""
         users_cfg = self.scenario.population.users
-        cos = np.einsum("cmd,ud->cmu", topics, self.queries)
-        weight = np.exp(cos * self.factor - self.top[:, 0][None, None, :])
+        count, candidates, dim = topics.shape
+        keys = topics.reshape(-1, dim)
+        scores = self.rules.allocation.audience_scores(self.state, self.audience, keys, quality.reshape(-1)).astype(np.float64)
+        weight = np.exp(scores.T.reshape(count, candidates, -1) - self.top[:, 0][None, None, :])
         share = weight / (self.partition[:, 0][None, None, :] + weight)
-        value = quality[:, :, None] * np.exp(users_cfg.taste_sharpness * (cos - 1.0)) * users_cfg.overload
+        cos = np.einsum("cmd,ud->cmu", topics, self.queries)
+        intrinsic = quality[:, :, None] * np.exp(users_cfg.taste_sharpness * (cos - 1.0))
+        value = intrinsic * users_cfg.overload
         consume = 1.0 / (1.0 + np.exp(-(value - users_cfg.outside_option) / users_cfg.choice_noise))
-        per_exposure = {
-            "exposure": np.ones_like(consume),
-            "engagement": consume,
-            "quality": consume * quality[:, :, None],
-            "shapley": consume * value,
-            "backward": consume * value,
-        }.get(self.rule, np.zeros_like(consume))
+        probe = Probe(self.creators, consume, intrinsic, quality, *self.incumbents)
         exposure_weight = share * self.budgets[None, None, :] * self.scale
-        paid = self.payout_rate * (per_exposure * exposure_weight).sum(axis=2)
+        paid = self.payout_rate * (self.rules.payout.marginal(probe) * exposure_weight).sum(axis=2)
         goods_cfg = self.scenario.population.goods
         keep = 1.0 - self.scenario.circulation.platform_take_rate
         buys = (value * users_cfg.willingness_to_pay > goods_cfg.price.median) * consume

@@ -14,16 +14,17 @@ from simulator.market.outcomes import Allocation, Arrivals
 from simulator.market.state import MarketState
 from simulator.market.values import match, position_click_factors
 from simulator.rules.allocation.engine import (
-    Rule,
     allocate_exposures,
     block_rows,
     resolve_mode,
 )
+from simulator.rules.allocation.base import AllocationRule
 from simulator.rules.auction import sell_with_throttling
+from simulator.rules.formats import AUCTION_FORMATS
 from simulator.scenario.schema import Scenario
 
 
-def allocate(state: MarketState, arrivals: Arrivals, rule: Rule, scenario: Scenario, rng: np.random.Generator) -> Allocation:
+def allocate(state: MarketState, arrivals: Arrivals, rule: AllocationRule, scenario: Scenario, rng: np.random.Generator) -> Allocation:
     slots = scenario.allocation.ad_slots if state.advertisers.capacity() else 0
     ad_counts = np.minimum(slots, np.maximum(arrivals.budgets - 1, 0))
     ads, prices, click_rates = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario, rng)
@@ -63,7 +64,7 @@ def _sell_ad_slots(
         block_ads, block_prices, block_rates = ads[index], prices[index], click_rates[index]
         sell_with_throttling(
             advertisers.bid, remaining, predicted, ad_counts[index], positions, calibration,
-            auction.format, auction.reserve_price, block_ads, block_prices, block_rates,
+            AUCTION_FORMATS.resolve(auction.format).code, auction.reserve_price, block_ads, block_prices, block_rates,
         )
         ads[index], prices[index], click_rates[index] = block_ads, block_prices, block_rates
     return ads, prices, click_rates

@@ -19,7 +19,7 @@ from simulator.market.ledger import split_exactly
 from simulator.market.outcomes import Allocation, Arrivals, Consumption, Settlement
 from simulator.market.populations import add_creators, retire_goods
 from simulator.market.state import MarketState
-from simulator.rules.payout import creator_weights, good_weights
+from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
 
 
@@ -28,6 +28,7 @@ def circulate(
     arrivals: Arrivals,
     allocation: Allocation,
     consumption: Consumption,
+    payout: PayoutRule,
     scenario: Scenario,
     rng: np.random.Generator,
 ) -> Settlement:
@@ -44,9 +45,8 @@ def circulate(
     update_clickbait_penalty(state, scenario)
     shown = allocation.exposures[allocation.exposures >= 0]
     exposure = np.bincount(goods.owner[shown], minlength=creators_born).astype(np.float64)
-    payout = scenario.circulation.creator_payout
-    per_good = good_weights(payout.rule, state, allocation, consumption, backward_discount=payout.backward_discount)
-    payouts = _pay_creators(state, per_good, take + ad_revenue, scenario)
+    per_good = good_weights(payout, state, allocation, consumption)
+    payouts = _pay_creators(state, payout, per_good, take + ad_revenue, scenario)
     _pay_attention_rewards(state, allocation, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
@@ -87,7 +87,7 @@ def _settle_purchases(
     return sales, int(take.sum())
 
 
-def _pay_creators(state: MarketState, per_good: np.ndarray, revenue: int, scenario: Scenario) -> np.ndarray:
+def _pay_creators(state: MarketState, rule: PayoutRule, per_good: np.ndarray, revenue: int, scenario: Scenario) -> np.ndarray:
     """The payout pool, floor(pool_share × this tick's revenue) but never more than the platform
     holds, split among alive creators by the payout rule; returns the payout per creator row.
     If no alive creator has positive weight, the platform keeps the pool."""
@@ -95,7 +95,7 @@ def _pay_creators(state: MarketState, per_good: np.ndarray, revenue: int, scenar
     ledger = state.ledger
     pool = min(int(np.floor(cfg.pool_share * revenue)), int(ledger.balances["platform"][0]))
     alive = state.creators.alive[: state.creators_born]
-    weights = creator_weights(cfg.rule, state, per_good)
+    weights = rule.creator_weights(state, per_good)
     payouts = split_exactly(pool, np.where(alive, weights, 0.0))
     paid = np.flatnonzero(payouts)
     ledger.transfer("creator_payouts", "platform", np.zeros(len(paid), dtype=np.int64), "creators", paid, payouts[paid])

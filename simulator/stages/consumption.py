@@ -19,7 +19,6 @@ from simulator.market.kernels import drift_toward_consumed, gathered_dots
 from simulator.market.outcomes import Allocation, Consumption
 from simulator.market.state import FLOAT, MarketState
 from simulator.market.values import match, position_click_factors
-from simulator.rules.allocation.feedback import record_outcomes
 from simulator.scenario.schema import Scenario
 
 
@@ -34,7 +33,8 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     good = shown.goods
     cos = gathered_dots(users.interest[rows], goods.key, exposures).ravel()[shown.flat]
     held = cfg.overload ** shown.column.astype(FLOAT) * (1.0 - users.fatigue[rows])[shown.user]
-    value = (held * goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
+    intrinsic = (goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
+    value = (held * intrinsic).astype(FLOAT)
     # Random utility: each exposure gets a logistic taste shock, and the user consumes when the
     # promised value plus the shock beats the outside option (a logit choice). Clickbait
     # promises more than it delivers; the user lives with the true value plus the shock.
@@ -55,12 +55,13 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
 
     _count_engagement(state, good, consumed, bought, value)
     consumed_matrix = shown.matrix(consumed)
-    record_outcomes(state, rows, exposures, exposures >= 0, consumed_matrix, scenario)
     _tire(state, rows, shown.counts(), ads_shown, cfg)
     _learn_from_consumption(state, rows, shown, consumed, scenario)
     _remember(state, rows, shown, consumed)
     churned = _churn(state, rows, utility, scenario)
-    return Consumption(rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned)
+    return Consumption(
+        rows, consumed_matrix, shown.matrix(value), shown.matrix(bought), clicked, utility, churned, shown.matrix(intrinsic)
+    )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from mesa.visualization.utils import update_counter
 from simulator.agents import Creator
 from simulator.metrics.table import METRICS
 from simulator.model import AttentionMarket
-from simulator.scenario.schema import ALLOCATION_RULES, AUCTION_FORMATS, PAYOUT_RULES, Scenario, load_scenario
+from simulator.registry import registry
+from simulator.scenario.schema import Scenario, load_scenario
 from simulator.viz.assets import SCENARIO_ENV
 
 LABELS = {metric.name: metric.label for metric in METRICS}
@@ -34,18 +35,18 @@ def controls(scenario: Scenario) -> dict[str, Any]:
     """SolaraViz model parameters: the knobs, starting at the scenario's values, plus the scenario itself."""
     alloc, circ = scenario.allocation, scenario.circulation
 
-    def select(label: str, value: str, values: tuple[str, ...]) -> dict[str, Any]:
-        return {"type": "Select", "label": label, "value": value, "values": list(values)}
+    def select(label: str, value: str, values: list[str]) -> dict[str, Any]:
+        return {"type": "Select", "label": label, "value": value, "values": values}
 
     def slider(label: str, value: float, low: float, high: float, step: float, kind: str = "SliderFloat") -> dict[str, Any]:
         return {"type": kind, "label": label, "value": value, "min": low, "max": high, "step": step}
 
     return {
         "scenario": scenario,
-        "allocation_rule": select("allocation rule", alloc.rule, ALLOCATION_RULES),
+        "allocation_rule": select("allocation rule", alloc.rule, registry("allocation").names()),
         "temperature": slider("temperature", alloc.temperature, 0.05, 5.0, 0.05),
-        "payout_rule": select("payout rule", circ.creator_payout.rule, PAYOUT_RULES),
-        "auction_format": select("auction format", circ.auction.format, AUCTION_FORMATS),
+        "payout_rule": select("payout rule", circ.creator_payout.rule, registry("payout").names()),
+        "auction_format": select("auction format", circ.auction.format, registry("auction").names()),
         "ad_slots": slider("ad slots", alloc.ad_slots, 0, 8, 1, kind="SliderInt"),
         "take_rate": slider("platform take rate", circ.platform_take_rate, 0.0, 0.9, 0.05),
         "fairness_floor": slider("fairness floor", alloc.fairness_floor, 0.0, 0.05, 0.0025),

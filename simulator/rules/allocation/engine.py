@@ -1,16 +1,12 @@
 """The attention-weight allocator: softmax(QKᵀ/√d / temperature) with masks, in bounded blocks.
 
-A rule is one small piece: it turns a block of users and the live catalogue into a score
-matrix (log-weights). The allocator does the rest the same way for every rule: masks goods a
-user already consumed, then splits each user's content budget into distinct exposures by
-sampling without replacement in proportion to softmax weights (or, for deterministic rules,
-taking the best k). Users are processed in blocks so no tick ever holds more than
-`allocation.block_elements` scores at once, however many users there are.
-
-The rules that keep state across ticks (`popularity`, `learned`) or select differently
-(`shapley`, with its outside option) live in `allocation_rules/`, as do the modifiers that
-compose with every rule (clickbait penalty, engagement weighting, fairness floor, creator
-cap); `allocate_exposures` applies them in one fixed order.
+A rule (`base.AllocationRule`, one class per rule, registered by name) turns a block of users
+and the live catalogue into a score matrix (log-weights). The engine does the rest the same way
+for every rule: the score modifiers (clickbait penalty, engagement weighting), masks of goods a
+user already consumed, the fairness floor's units, the rule's `select` (sampling without
+replacement in proportion to softmax weights, or the best k), and the creator cap
+(`modifiers.py`), in one fixed order. Users are processed in blocks so no tick ever holds more
+than `allocation.block_elements` scores at once, however many users there are.
 
 Large catalogues go to the candidate mode (`allocation.candidates`, `resolve_mode`): each user
 is scored against a candidate set from `candidates.py` through the rule's `candidate_scores`,
@@ -22,142 +18,30 @@ embeddings (norm √d), which makes it √d·cos(query, key).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 
-from simulator.market.catalogue import Catalogue, gathered_products
-from simulator.market.kernels import draw_without_replacement, mask_remembered
+from simulator.market.catalogue import Catalogue
+from simulator.market.kernels import mask_remembered
 from simulator.market.outcomes import AllocationMode
 from simulator.market.state import FLOAT, MarketState
-from simulator.market.values import expected_value
+from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.rules.allocation.candidates import CandidateBlock, index_for
 from simulator.rules.allocation.creators import CreatorSegments
-from simulator.rules.allocation.learned import LearnedRule
 from simulator.rules.allocation.modifiers import (
     CreatorCap,
     fairness_units,
     merge_feed,
     score_adjustment,
 )
-from simulator.rules.allocation.popularity import PopularityRule
-from simulator.rules.allocation.shapley import ShapleyRule
 from simulator.scenario.schema import Scenario
 
 
-class Rule(Protocol):
-    """Scores for a block of users over the catalogue; higher means more attention.
-
-    Optional extras, looked up with getattr: `prepare(state, scenario, rng)`, called once per
-    tick before any block (stateful rules refit there, e.g. `learned`); `pick(scores, counts,
-    segments, rng)`, which replaces the softmax sampling or top-k step (the `shapley` mediator);
-    `needs_creators = True` when `pick` needs the catalogue grouped by creator;
-    `candidate_scores(state, catalogue, users, positions)`, the scores of given catalogue
-    positions only — `positions` is (C,) shared by every user of the block or (b, C) per user
-    (every entry a valid position), the result is (b, C) — which lets the rule run in the
-    candidate mode (see simulator/candidates.py); `routing_vectors(state, users)`, the vectors
-    the candidate mode groups users by (default: the platform's profiles, `query`).
-    """
-
-    deterministic: bool
-
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(len(users), len(catalogue.rows)) float32 scores, written into `out` when given (the
-        allocator reuses one block buffer: a fresh 16 MB array per block costs page faults)."""
-        ...
-
-
-@dataclass(frozen=True)
-class QueryKeyRule:
-    """softmax(QKᵀ/√d / T) over the platform's profiles (queries) and goods' keys."""
-
-    temperature: float
-    deterministic: bool = False
-
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        dim = catalogue.keys.shape[1]
-        # Scale the block's queries (b × d), not the scores (b × g).
-        queries = state.users.query[users] * FLOAT(np.sqrt(dim) / self.temperature)
-        return np.matmul(queries, catalogue.keys.T, out=out)
-
-    def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """The same scores for `positions` only: one product for shared positions, a batched one per user."""
-        dim = catalogue.keys.shape[1]
-        queries = state.users.query[users] * FLOAT(np.sqrt(dim) / self.temperature)
-        return gathered_products(queries, catalogue.keys, positions)
-
-
-@dataclass(frozen=True)
-class UniformRule:
-    """Every eligible good equally likely."""
-
-    deterministic: bool = False
-
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        if out is None:
-            return np.zeros((len(users), len(catalogue.rows)), dtype=FLOAT)
-        out[...] = 0.0
-        return out
-
-
-@dataclass(frozen=True)
-class OracleRule:
-    """Softmax over users' true expected value of each good: what a perfect recommender knows.
-
-    The score is √d/T · log E[value] / max(sharpness, 1): with E[value] = quality ·
-    exp(sharpness·(cos − 1)) this is √d·cos(interest, key)/T plus a quality term, the same
-    scale as `attention_softmax` but with the truth in place of the platform's profiles.
-    """
-
-    temperature: float
-    sharpness: float
-    deterministic: bool = False
-
-    def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-
-        dim = catalogue.keys.shape[1]
-        value = expected_value(state.users.interest[users], catalogue.keys, catalogue.quality, self.sharpness, out=out)
-        with np.errstate(divide="ignore"):
-            scores = np.log(value, out=value)  # quality 0 gives -inf: worthless goods are never shown
-        scores *= FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
-        return scores
-
-    def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        dim = catalogue.keys.shape[1]
-        value = gathered_products(state.users.interest[users], catalogue.keys, positions)
-        value -= 1.0
-        value *= FLOAT(self.sharpness)
-        np.exp(value, out=value)
-        value *= catalogue.quality[positions] if positions.ndim == 2 else catalogue.quality[positions][None, :]
-        with np.errstate(divide="ignore"):
-            scores = np.log(value)
-        scores *= FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
-        return scores
-
-    def routing_vectors(self, state: MarketState, users: np.ndarray) -> np.ndarray:
-        return state.users.interest[users]
-
-
-RULES: dict[str, Callable[[Scenario], Rule]] = {
-    "attention_softmax": lambda s: QueryKeyRule(s.allocation.temperature),
-    "top_k": lambda s: QueryKeyRule(s.allocation.temperature, deterministic=True),
-    "random": lambda s: UniformRule(),
-    "oracle": lambda s: OracleRule(s.allocation.temperature, s.population.users.taste_sharpness),
-    "popularity": lambda s: PopularityRule(s.allocation.temperature, s.allocation.popularity_window),
-    "learned": lambda s: LearnedRule(
-        s.allocation.temperature,
-        s.allocation.learned.rank,
-        s.allocation.learned.regularization,
-        s.allocation.learned.iterations,
-        s.allocation.learned.retrain_every,
-    ),
-    "shapley": lambda s: ShapleyRule(s.allocation.temperature),
-}
-
-
-def make_rule(scenario: Scenario) -> Rule:
-    return RULES[scenario.allocation.rule](scenario)
+def make_rule(scenario: Scenario) -> AllocationRule:
+    """The allocation rule of a run: the registered class `allocation.rule` names, built with its params."""
+    cls = ALLOCATION_RULES.resolve(scenario.allocation.rule)
+    return cls.from_scenario(scenario, cls.Params.model_validate(scenario.allocation.params))
 
 
 def block_rows(goods: int, block_elements: int) -> int:
@@ -174,7 +58,7 @@ def mask_consumed(scores: np.ndarray, state: MarketState, catalogue: Catalogue, 
     mask_remembered(scores, users, state.users.history, state.uids.row_of, catalogue.position_of_row)
 
 
-def resolve_mode(scenario: Scenario, rule: Rule, live_goods: int) -> AllocationMode:
+def resolve_mode(scenario: Scenario, rule: AllocationRule, live_goods: int) -> AllocationMode:
     """The mode `allocation.candidates.mode` resolves to for this rule and catalogue size.
 
     `auto` picks ivf above `auto_above` live goods. The candidate mode needs the rule's
@@ -186,8 +70,8 @@ def resolve_mode(scenario: Scenario, rule: Rule, live_goods: int) -> AllocationM
         return AllocationMode("exact", "allocation.candidates.mode is exact")
     if mode == "auto" and live_goods <= cfg.candidates.auto_above:
         return AllocationMode("exact", f"{live_goods} live goods, not above allocation.candidates.auto_above ({cfg.candidates.auto_above})")
-    if getattr(rule, "candidate_scores", None) is None:
-        return AllocationMode("exact", f"the {cfg.rule} rule has no candidate scores; it always runs exact")
+    if not rule.candidate_mode:
+        return AllocationMode("exact", f"the {rule.name} rule has no candidate scores; it always runs exact")
     if cfg.fairness_floor > 0 or cfg.creator_cap < 1:
         return AllocationMode("exact", "the fairness floor and the creator cap run exact only")
     if mode == "ivf":
@@ -200,7 +84,7 @@ def allocate_exposures(
     catalogue: Catalogue,
     users: np.ndarray,
     counts: np.ndarray,
-    rule: Rule,
+    rule: AllocationRule,
     scenario: Scenario,
     rng: np.random.Generator,
     mode: str | None = None,
@@ -223,21 +107,19 @@ def allocate_exposures(
     if width == 0 or len(catalogue.rows) == 0:
         return exposures
     cfg = scenario.allocation
-    prepare = getattr(rule, "prepare", None)
-    if prepare is not None:
-        prepare(state, scenario, rng)
+    rule.prepare(state, scenario, rng)
     adjustment = score_adjustment(state, catalogue.rows, scenario)
     if mode is None:
         mode = resolve_mode(scenario, rule, len(catalogue.rows)).mode
     if mode == "ivf":
         allocate_candidates(state, catalogue, users, counts, rule, scenario, rng, adjustment, exposures)
         return exposures
-    needs_creators = getattr(rule, "needs_creators", False) or cfg.fairness_floor > 0 or cfg.creator_cap < 1
+    needs_creators = rule.needs_creators or cfg.fairness_floor > 0 or cfg.creator_cap < 1
     segments = CreatorSegments.of(state, catalogue) if needs_creators else None
     cap = CreatorCap(cfg.creator_cap, segments) if cfg.creator_cap < 1 else None
 
     def select(scores: np.ndarray, block_counts: np.ndarray) -> np.ndarray:
-        return select_positions(rule, scores, block_counts, segments, rng)
+        return rule.select(scores, block_counts, segments, rng)
 
     step = block_rows(len(catalogue.rows), cfg.block_elements)
     buffer = np.empty(min(step, len(users)) * len(catalogue.rows), dtype=FLOAT)
@@ -267,7 +149,7 @@ def allocate_candidates(
     catalogue: Catalogue,
     users: np.ndarray,
     counts: np.ndarray,
-    rule: Rule,
+    rule: AllocationRule,
     scenario: Scenario,
     rng: np.random.Generator,
     adjustment: np.ndarray | None,
@@ -275,7 +157,7 @@ def allocate_candidates(
 ) -> None:
     """The candidate mode: fill `exposures` with the rule's selection over each user's candidates."""
     for block, scores in candidate_scores(state, catalogue, users, rule, scenario, rng, adjustment):
-        picked = select_positions(rule, scores, counts[block.rows], None, rng)
+        picked = rule.select(scores, counts[block.rows], None, rng)
         positions = block.positions_at(picked)
         exposures[block.rows, : picked.shape[1]] = np.where(positions >= 0, catalogue.rows[np.maximum(positions, 0)], -1)
 
@@ -284,7 +166,7 @@ def candidate_scores(
     state: MarketState,
     catalogue: Catalogue,
     users: np.ndarray,
-    rule: Rule,
+    rule: AllocationRule,
     scenario: Scenario,
     rng: np.random.Generator,
     adjustment: np.ndarray | None,
@@ -298,8 +180,7 @@ def candidate_scores(
 
     cfg = scenario.allocation
     view = index_for(state, catalogue, scenario, rng).view(state, catalogue, scenario)
-    routing = getattr(rule, "routing_vectors", None)
-    vectors = routing(state, users) if routing is not None else state.users.query[users]
+    vectors = rule.routing_vectors(state, users)
     for block in view.blocks(vectors, rng, cfg.block_elements):
         members = users[block.rows]
         scores = np.full((len(members), block.width), -np.inf, dtype=FLOAT)
@@ -326,56 +207,3 @@ def candidate_scores(
             row, slot = np.nonzero(columns >= 0)
             scores[row, columns[row, slot]] = -np.inf
         yield block, scores
-
-
-def select_positions(
-    rule: Rule, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments | None, rng: np.random.Generator
-) -> np.ndarray:
-    """The rule's own selection of counts[i] positions per row: its `pick`, top-k or softmax sampling."""
-    pick = getattr(rule, "pick", None)
-    if pick is not None:
-        return pick(scores, counts, segments, rng)
-    if rule.deterministic:
-        return top_k_positions(scores, counts)
-    return sample_positions(scores, counts, rng)
-
-
-def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The counts[i] highest finite scores of each row, best first; ties to the lower index."""
-    rows, columns = scores.shape
-    width = min(int(counts.max(initial=0)), columns)
-    if width == 0:
-        return np.full((rows, 0), -1, dtype=np.int64)
-    if width < columns:
-        # Everything above the width-th score, then the lowest-index columns tied with it.
-        kth = -np.partition(-scores, width - 1, axis=1)[:, width - 1 : width]
-        above = scores > kth
-        tied = scores == kth
-        room = width - np.count_nonzero(above, axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
-        candidates = np.nonzero(chosen)[1].reshape(rows, width)
-    else:
-        candidates = np.broadcast_to(np.arange(columns), (rows, columns))
-    chosen_scores = np.take_along_axis(scores, candidates, axis=1)
-    order = np.lexsort((candidates, -chosen_scores), axis=1)
-    picked = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
-    picked_scores = np.take_along_axis(chosen_scores, order, axis=1)
-    keep = (np.arange(width) < counts[:, None]) & np.isfinite(picked_scores)
-    return np.where(keep, picked, -1)
-
-
-def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sample counts[i] distinct columns per row without replacement, P ∝ softmax(scores).
-
-    A compiled kernel (`simulator/kernels.py`) draws each row's exposures in feed order by
-    successive sampling. Each row's random stream comes from its own seed drawn here, so results
-    do not depend on how many draws the rows before it took. `scores` is left untouched.
-    """
-    rows, columns = scores.shape
-    width = int(counts.max(initial=0))
-    picked = np.full((rows, width), -1, dtype=np.int64)
-    if width == 0 or columns == 0:
-        return picked
-    seeds = rng.integers(0, 2**63, size=rows, dtype=np.int64).astype(np.uint64)
-    draw_without_replacement(np.ascontiguousarray(scores, dtype=FLOAT), counts.astype(np.int64), seeds, picked)
-    return picked

@@ -1,24 +1,24 @@
-"""The allocation rules beyond plain query-key scoring, and the modifiers that compose with any rule.
+"""What the platform records after consumption: the market's popularity window and the rule's own feedback.
 
-`simulator/allocator.py` runs every rule the same way (scores → masks → selection) and names
-them in its `RULES` registry; these modules hold the rules that keep state across ticks
-(`popularity`, `learned`), the Shapley mediator with its own selection (`shapley`), and the
-fairness floor, creator cap, engagement weighting and clickbait penalty (`modifiers`).
+The model calls `record_outcomes` once per tick, after the consumption stage: recent consumption
+counts are a market statistic (the `popularity` rule and the candidate mode's popular goods read
+them), and the allocation rule observes the tick's exposures and outcomes (`observe`; the
+`learned` rule logs them).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+from simulator.market.outcomes import Allocation, Consumption
 from simulator.market.state import MarketState
-from simulator.rules.allocation.learned import record_interactions
+from simulator.rules.allocation.base import AllocationRule, Feedback
 from simulator.rules.allocation.popularity import record_consumptions
 from simulator.scenario.schema import Scenario
 
 
 def record_outcomes(
-    state: MarketState, rows: np.ndarray, exposures: np.ndarray, shown: np.ndarray, consumed: np.ndarray, scenario: Scenario
+    state: MarketState, rule: AllocationRule, allocation: Allocation, consumption: Consumption, scenario: Scenario
 ) -> None:
-    """What the consumption stage tells the rules: the popularity window and the learned model's logs."""
-    record_consumptions(state, exposures[consumed], scenario.allocation.popularity_window)
-    record_interactions(state, rows, exposures, shown, consumed, scenario.allocation.learned.log_ticks)
+    """Record a tick's consumptions in the popularity window and show the rule what users did."""
+    consumed = consumption.consumed & (allocation.exposures >= 0)
+    record_consumptions(state, allocation.exposures[consumed], scenario.allocation.popularity_window)
+    rule.observe(state, Feedback(allocation.users, allocation.exposures, consumed))

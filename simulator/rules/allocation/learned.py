@@ -29,14 +29,18 @@ O(logged pairs × r²) plus O((users + goods) × r³); memory for the logs is bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sparse
+from pydantic import BaseModel
 
 from simulator.market.catalogue import Catalogue, gathered_products
-from simulator.market.state import FLOAT, LearnedModel, MarketState
-from simulator.scenario.schema import Scenario
+from simulator.market.state import FLOAT, MarketState
+from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule, Feedback
+from simulator.scenario.schema import LearnedConfig, Scenario
 
 PRIOR_SCALE = float(np.sqrt(0.5))  # a: priors predict a²·cos(query, key) above the mean rate
 SOLVE_BLOCK_ELEMENTS = 1 << 22  # largest stack of normal-equation entries solved at once
@@ -51,21 +55,6 @@ def prior_basis(dim: int, rank: int) -> np.ndarray:
     basis = np.sqrt(2.0 / size) * np.cos(np.pi * (2 * position + 1) * frequency / (2 * size))
     basis[0] /= np.sqrt(2.0)  # the orthonormal DCT-II matrix
     return basis[:dim, :rank] if rank >= dim else basis[:rank, :dim].T
-
-
-def record_interactions(
-    state: MarketState, rows: np.ndarray, exposures: np.ndarray, shown: np.ndarray, consumed: np.ndarray, log_ticks: int
-) -> None:
-    """Log this tick's exposures and outcomes, if the platform runs the learned model."""
-    model = state.learned
-    if model is None:
-        return
-    user_index, column = np.nonzero(shown)
-    model.log.append(
-        (state.tick, rows[user_index].astype(np.int64), state.goods.uid[exposures[user_index, column]], consumed[user_index, column])
-    )
-    while model.log and model.log[0][0] <= state.tick - log_ticks:
-        model.log.popleft()
 
 
 class _Pairs:
@@ -116,22 +105,88 @@ def _solve_side(
     return solved
 
 
-@dataclass(frozen=True)
-class LearnedRule:
-    """Scores from a matrix factorisation of the platform's own exposure logs."""
+@dataclass
+class LearnedModel:
+    """The `learned` rule's memory : the platform's interaction
+    logs of the last `allocation.learned.log_ticks` ticks, and the factors fitted to them."""
 
-    temperature: float
-    rank: int
-    regularization: float
-    iterations: int
-    retrain_every: int
-    deterministic: bool = False
+    log: deque = field(default_factory=deque)  # per tick: (tick, user rows, uids, consumed)
+    trained_tick: int = -1  # tick of the last refit, -1 before the first
+    mean: float = 0.0  # consumption rate over the logs at the last refit
+    user_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
+    user_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per row of user_rows
+    item_uids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
+    item_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per uid
+
+
+class Learned(AllocationRule):
+    """Scores from a matrix factorisation of the platform's own exposure logs (see the module doc)."""
+
+    name = "learned"
+    summary = "a matrix factorisation the platform fits to its own exposure logs (confounded by what it showed)"
+    candidate_mode = True
+
+    def __init__(self, temperature: float, config: LearnedConfig):
+        self.temperature = temperature
+        self.rank = config.rank
+        self.regularization = config.regularization
+        self.iterations = config.iterations
+        self.retrain_every = config.retrain_every
+        self.log_ticks = config.log_ticks
+        self.model = LearnedModel()
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, params: BaseModel) -> Learned:
+        return cls(scenario.allocation.temperature, scenario.allocation.learned)
+
+    def observe(self, state: MarketState, feedback: Feedback) -> None:
+        """Log this tick's exposures and whether each was consumed; forget ticks beyond `log_ticks`."""
+        model = self.model
+        user_index, column = np.nonzero(feedback.shown)
+        model.log.append(
+            (
+                state.tick,
+                feedback.users[user_index].astype(np.int64),
+                state.goods.uid[feedback.exposures[user_index, column]],
+                feedback.consumed[user_index, column],
+            )
+        )
+        while model.log and model.log[0][0] <= state.tick - self.log_ticks:
+            model.log.popleft()
+
+    def state_dict(self) -> dict[str, Any]:
+        model = self.model
+        return {
+            "log": [list(entry) for entry in model.log],
+            "trained_tick": model.trained_tick,
+            "mean": model.mean,
+            "user_rows": model.user_rows,
+            "user_factor": model.user_factor,
+            "item_uids": model.item_uids,
+            "item_factor": model.item_factor,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model = LearnedModel(
+            log=deque((int(tick), np.asarray(users), np.asarray(uids), np.asarray(consumed)) for tick, users, uids, consumed in state["log"]),
+            trained_tick=int(state["trained_tick"]),
+            mean=float(state["mean"]),
+            user_rows=np.asarray(state["user_rows"]),
+            user_factor=np.asarray(state["user_factor"]),
+            item_uids=np.asarray(state["item_uids"]),
+            item_factor=np.asarray(state["item_factor"]),
+        )
+
+    @classmethod
+    def state_bytes(cls, scenario: Scenario, users: int, goods: int) -> int:
+        """The logs (`log_ticks` ticks of exposures, 24 bytes each) and the factors of users and goods."""
+        config = scenario.allocation.learned
+        exposures_per_tick = users * scenario.population.users.budget.median
+        return int(config.log_ticks * exposures_per_tick * 24 + (users + goods) * (config.rank + 1) * 8 * 3)
 
     def prepare(self, state: MarketState, scenario: Scenario, rng: np.random.Generator) -> None:
         """Refit when the last fit is `retrain_every` ticks old (or there is none) and logs exist."""
-        if state.learned is None:
-            state.learned = LearnedModel()
-        model = state.learned
+        model = self.model
         if not any(len(entry[1]) for entry in model.log):
             return  # nothing logged yet: the priors stand
         if model.trained_tick >= 0 and state.tick - model.trained_tick < self.retrain_every:
@@ -140,8 +195,7 @@ class LearnedRule:
         model.trained_tick = state.tick
 
     def fit(self, state: MarketState, rng: np.random.Generator) -> None:
-        model = state.learned
-        assert model is not None
+        model = self.model
         users = np.concatenate([entry[1] for entry in model.log])
         uids = np.concatenate([entry[2] for entry in model.log])
         outcome = np.concatenate([entry[3] for entry in model.log]).astype(np.float64)
@@ -187,8 +241,8 @@ class LearnedRule:
     def _user_vectors(self, state: MarketState, users: np.ndarray) -> np.ndarray:
         basis = prior_basis(state.users.query.shape[1], self.rank)
         vectors = PRIOR_SCALE * (state.users.query[users].astype(np.float64) @ basis)
-        model = state.learned
-        if model is not None and len(model.user_rows) and model.user_factor.shape[1] == self.rank + 1:
+        model = self.model
+        if len(model.user_rows) and model.user_factor.shape[1] == self.rank + 1:
             position = np.minimum(np.searchsorted(model.user_rows, users), len(model.user_rows) - 1)
             fitted = model.user_rows[position] == users
             vectors[fitted] = model.user_factor[position[fitted], : self.rank]
@@ -201,8 +255,8 @@ class LearnedRule:
         rows = catalogue.rows if positions is None else catalogue.rows[positions]
         vectors = PRIOR_SCALE * (keys.astype(np.float64) @ basis)
         bias = np.zeros(len(rows))
-        model = state.learned
-        if model is not None and len(model.item_uids) and model.item_factor.shape[1] == self.rank + 1:
+        model = self.model
+        if len(model.item_uids) and model.item_factor.shape[1] == self.rank + 1:
             uids = state.goods.uid[rows]
             position = np.minimum(np.searchsorted(model.item_uids, uids), len(model.item_uids) - 1)
             fitted = model.item_uids[position] == uids
@@ -219,6 +273,12 @@ class LearnedRule:
         goods = np.hstack([items, bias[:, None]])
         return np.matmul(people.astype(FLOAT), goods.T.astype(FLOAT), out=out)
 
+    def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        """New goods have no logs: their vectors are their priors from the keys, their bias 0."""
+        scale = 2.0 * np.sqrt(keys.shape[1]) / self.temperature
+        goods = PRIOR_SCALE * (keys.astype(np.float64) @ prior_basis(keys.shape[1], self.rank))
+        return ((self._user_vectors(state, users) * scale) @ goods.T).astype(FLOAT)
+
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The same scores for given catalogue positions only (the candidate mode, see simulator/candidates.py)."""
 
@@ -229,3 +289,6 @@ class LearnedRule:
         items, bias = self._item_vectors(state, catalogue, distinct)
         goods = np.hstack([items, bias[:, None]]).astype(FLOAT)
         return gathered_products(people, goods, inverse.reshape(positions.shape))
+
+
+ALLOCATION_RULES.register(Learned)

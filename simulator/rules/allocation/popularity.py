@@ -10,12 +10,15 @@ consumption stage fills every tick (see `record_consumptions`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from simulator.market.catalogue import Catalogue, window_counts
+from pydantic import BaseModel
+
 from simulator.market.state import FLOAT, MarketState
+from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
+from simulator.scenario.schema import Scenario
 
 
 def record_consumptions(state: MarketState, consumed_rows: np.ndarray, window: int) -> None:
@@ -29,13 +32,19 @@ def record_consumptions(state: MarketState, consumed_rows: np.ndarray, window: i
         ticks.popleft()
 
 
-@dataclass(frozen=True)
-class PopularityRule:
+class Popularity(AllocationRule):
     """log(1 + recent consumption count) / T for every user alike."""
 
-    temperature: float
-    window: int
-    deterministic: bool = False
+    name = "popularity"
+    summary = "goods in proportion to (1 + recent consumptions)^(1/T), the same for every user"
+
+    def __init__(self, temperature: float, window: int):
+        self.temperature = temperature
+        self.window = window
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, params: BaseModel) -> Popularity:
+        return cls(scenario.allocation.temperature, scenario.allocation.popularity_window)
 
     def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         popular = np.log1p(window_counts(state, self.window)[catalogue.rows]).astype(FLOAT)
@@ -44,3 +53,10 @@ class PopularityRule:
             return np.tile(popular, (len(users), 1))
         out[...] = popular
         return out
+
+    def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        """A new good has no consumptions yet: log(1 + 0) = 0 for everyone."""
+        return np.zeros((len(users), len(keys)), dtype=FLOAT)
+
+
+ALLOCATION_RULES.register(Popularity)

@@ -27,18 +27,19 @@ the (users × creators) relevance matrix, and one argmax per (user, creator) dra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import BaseModel
 
 from simulator.market.catalogue import Catalogue
 from simulator.market.state import FLOAT, MarketState
+from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.rules.allocation.creators import (
     CreatorSegments,
     compact_rows,
     pick_in_segments,
     segment_max,
 )
+from simulator.scenario.schema import Scenario
 
 
 def mediator_probabilities(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,16 +60,29 @@ def mediator_probabilities(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return probability, 1.0 - ascending[:, -1]
 
 
-@dataclass(frozen=True)
-class ShapleyRule:
-    """The Shapley mediator: scores are log-relevances; `pick` draws creators, then their goods."""
+class ShapleyMediator(AllocationRule):
+    """The Shapley mediator: scores are log-relevances; `select` draws creators, then their goods."""
 
-    temperature: float
-    deterministic: bool = False
-    needs_creators: bool = True
+    name = "shapley"
+    summary = "the Shapley-value mediator over creators (Ben-Porat & Tennenholtz 2018): cloning a niche does not pay"
+    needs_creators = True
+    block_bytes_per_element = 18  # the creators' reduction and the draws
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, params: BaseModel) -> ShapleyMediator:
+        return cls(scenario.allocation.temperature)
 
     def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        relevance = np.matmul(state.users.query[users], catalogue.keys.T, out=out)  # the cosine, then in place
+        return self._log_relevance(np.matmul(state.users.query[users], catalogue.keys.T, out=out))
+
+    def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        return self._log_relevance(state.users.query[users] @ keys.T.astype(FLOAT))
+
+    def _log_relevance(self, relevance: np.ndarray) -> np.ndarray:
+        """log(((1 + cos) / 2)^(1/T)), in place over the cosines."""
         relevance += 1.0
         relevance *= FLOAT(0.5)
         np.clip(relevance, 0.0, 1.0, out=relevance)
@@ -77,7 +91,9 @@ class ShapleyRule:
         scores *= FLOAT(1.0 / self.temperature)
         return scores
 
-    def pick(self, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments, rng: np.random.Generator) -> np.ndarray:
+    def select(
+        self, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments | None, rng: np.random.Generator
+    ) -> np.ndarray:
         """(rows, max(counts)) catalogue positions in feed order, -1 padded; units lost to the
         outside option are simply missing, so a row may hold fewer than counts[i] goods."""
         rows = scores.shape[0]
@@ -100,3 +116,6 @@ class ShapleyRule:
         column = np.arange(len(draw_row)) - np.repeat(np.cumsum(counts) - counts, counts)
         feed[draw_row, column] = picked
         return compact_rows(feed)
+
+
+ALLOCATION_RULES.register(ShapleyMediator)
