@@ -6,6 +6,7 @@ the populations themselves live in numpy arrays (see `state.py`) so a tick is ve
 
 from __future__ import annotations
 
+import difflib
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import mesa
 import numpy as np
 import pandas as pd
+from mesa.agentset import AbstractAgentSet, _HardKeyAgentSet
 
+from simulator.agents import AGENT_TYPES, AgentViews, MarketAgent
 from simulator.market.outcomes import TickOutcome
 from simulator.market.populations import initial_state, spawn_streams
 from simulator.market.state import MarketState
@@ -30,7 +33,7 @@ from simulator.metrics.table import INTEGER_COLUMNS, METRIC_COLUMNS
 from simulator.rules import RuleSet
 from simulator.rules.allocation.base import AllocationRule
 from simulator.rules.allocation.feedback import record_outcomes
-from simulator.scenario.schema import Scenario, load_scenario, with_overrides
+from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, load_scenario
 from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
 from simulator.stages.allocation import allocate
@@ -62,18 +65,140 @@ def _latest_metric(model: AttentionMarket, name: str) -> float | int:
     return model.latest_metrics[name]
 
 
+# Constructor arguments that set a scenario key (what Mesa's batch_run and SolaraViz vary); any
+# other key goes through `overrides={dotted.key: value}`. docs/model.md lists them.
+ALIASES: dict[str, str] = {
+    "ticks": "ticks",
+    "users": "population.users.count",
+    "creators": "population.creators.count",
+    "goods": "population.goods.initial",
+    "advertisers": "population.advertisers.count",
+    "allocation_rule": "allocation.rule",
+    "temperature": "allocation.temperature",
+    "ad_slots": "allocation.ad_slots",
+    "fairness_floor": "allocation.fairness_floor",
+    "creator_cap": "allocation.creator_cap",
+    "payout_rule": "circulation.creator_payout.rule",
+    "pool_share": "circulation.creator_payout.pool_share",
+    "auction_format": "circulation.auction.format",
+    "bidding": "population.advertisers.bidding",
+    "take_rate": "circulation.platform_take_rate",
+}
+
+
+class _FromScenario:
+    """The default of `rng`: the scenario's own seed (pass rng=None for fresh entropy, as in Mesa)."""
+
+    def __repr__(self) -> str:
+        return "<the scenario's seed>"
+
+
+FROM_SCENARIO: Any = _FromScenario()
+MAX_SEED = 2**63 - 1  # the schema's bound on `seed`
+
+
+def _seed_from(rng: Any) -> int:
+    """An integer seed for Mesa's `rng` argument: an int as given, None fresh entropy, a generator one draw."""
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return int(rng)
+    return int(np.random.default_rng(rng).integers(MAX_SEED))
+
+
+def _resolve(scenario: Any, settings: dict[str, Any], overrides: dict[str, Any] | None) -> Scenario:
+    """The scenario with the constructor's aliases and overrides applied, validated like `--set`."""
+    if scenario is None:
+        scenario = Scenario()
+    if not isinstance(scenario, (Scenario, str, Path, dict)):
+        raise TypeError(
+            f"AttentionMarket(scenario): expected a simulator.Scenario, a path to a scenario YAML file or a dict, "
+            f"got {type(scenario).__module__}.{type(scenario).__qualname__}; other settings are keyword arguments"
+        )
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"AttentionMarket(overrides=...): expected a dict of dotted scenario keys, got {type(overrides).__name__}")
+    changes: dict[str, Any] = {}
+    origins: list[str] = []
+    for name, value in settings.items():
+        changes[ALIASES.get(name, name)] = value
+        origins.append(f"AttentionMarket({name}=...)")
+    for key, value in (overrides or {}).items():
+        if key in changes:
+            raise TypeError(f"AttentionMarket: {key} is set twice (by an argument and in overrides)")
+        changes[key] = value
+        origins.append(f"AttentionMarket(overrides[{key!r}])")
+    if not changes and isinstance(scenario, Scenario):
+        return scenario
+    source = scenario.model_dump() if isinstance(scenario, Scenario) else scenario
+    try:
+        return load_scenario(source, changes)
+    except ScenarioError as exc:
+        issues = [
+            ScenarioIssue(origins[issue.line - 1], 1, 1, issue.key, issue.message)
+            if issue.source == "--set" and 1 <= issue.line <= len(origins)
+            else issue
+            for issue in exc.issues
+        ]
+        raise ScenarioError(issues) from None
+
+
 class AttentionMarket(mesa.Model):
     """An attention-economy marketplace: users, creators, goods and advertisers under one platform.
 
-    `AttentionMarket(scenario)` takes a validated `Scenario`, a path to a YAML file or a dict;
-    `seed` overrides the scenario's seed. Each `step()` runs one tick and records its metrics.
+    `AttentionMarket(scenario)` takes a validated `Scenario`, a path to a YAML file or a dict
+    (default: every key at its default). Keyword arguments named in `ALIASES` (temperature,
+    payout_rule, ...) and `overrides={dotted.key: value}` change scenario keys, validated like
+    `attnsim run --set`. `rng` follows Mesa: an int seeds the run, None draws fresh entropy, a
+    generator gives one draw; left out, the scenario's seed is used. `seed` is the older name for
+    an int `rng` (None: the scenario's seed). The seed used is recorded as `model.config.seed`.
+    Each `step()` runs one tick and records its metrics; after the last tick it does nothing.
+    `model.agents` holds `User`, `Creator`, `Good` and `Advertiser` views (simulator/agents.py).
     """
 
-    def __init__(self, scenario: Scenario | str | Path | dict[str, Any], *, seed: int | None = None):
-        if not isinstance(scenario, Scenario):
-            scenario = load_scenario(scenario)
-        if seed is not None:
-            scenario = with_overrides(scenario, {"seed": seed})
+    def __init__(
+        self,
+        scenario: Scenario | str | Path | dict[str, Any] | None = None,
+        *,
+        rng: Any = FROM_SCENARIO,
+        overrides: dict[str, Any] | None = None,
+        ticks: int | None = None,
+        users: int | None = None,
+        creators: int | None = None,
+        goods: int | None = None,
+        advertisers: int | None = None,
+        allocation_rule: str | None = None,
+        temperature: float | None = None,
+        ad_slots: int | None = None,
+        fairness_floor: float | None = None,
+        creator_cap: float | None = None,
+        payout_rule: str | None = None,
+        pool_share: float | None = None,
+        auction_format: str | None = None,
+        bidding: str | None = None,
+        take_rate: float | None = None,
+        **unknown: Any,
+    ):
+        seed = unknown.pop("seed", None)  # not a named parameter: Mesa's batch_run would then pass seed=None, not rng
+        if unknown:
+            name = next(iter(unknown))
+            close = difflib.get_close_matches(name, [*ALIASES, "rng", "seed", "overrides"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"AttentionMarket() got an unexpected keyword argument {name!r}{hint} "
+                f"(scenario keys: {', '.join(ALIASES)}; any other key through overrides={{'dotted.key': value}})"
+            )
+        given = dict(
+            ticks=ticks, users=users, creators=creators, goods=goods, advertisers=advertisers,
+            allocation_rule=allocation_rule, temperature=temperature, ad_slots=ad_slots,
+            fairness_floor=fairness_floor, creator_cap=creator_cap, payout_rule=payout_rule,
+            pool_share=pool_share, auction_format=auction_format, bidding=bidding, take_rate=take_rate,
+        )  # fmt: skip
+        settings = {name: value for name, value in given.items() if value is not None}
+        if seed is not None and rng is not FROM_SCENARIO:
+            raise TypeError("AttentionMarket: pass either rng or seed, not both")
+        if seed is not None or rng is not FROM_SCENARIO:
+            if "seed" in (overrides or {}):
+                raise TypeError("AttentionMarket: the seed is set twice (by rng/seed and in overrides)")
+            settings["seed"] = seed if seed is not None else _seed_from(rng)
+        scenario = _resolve(scenario, settings, overrides)
         super().__init__(rng=scenario.seed)
         self.config = scenario
         self.market = initial_state(scenario, self.rng)
@@ -84,6 +209,46 @@ class AttentionMarket(mesa.Model):
             PanelRecorder(scenario, self.market) if scenario.metrics.agent_panels is not None else None
         )
         self.datacollector = self.new_datacollector()
+
+    # Mesa's `model.scenario` is its own (empty) parameter object; ours is `model.config`. Reading it
+    # raises rather than hand back an object that looks like the scenario and is not.
+    @property
+    def scenario(self) -> Any:
+        raise AttributeError(
+            "AttentionMarket keeps its scenario in model.config (a simulator.Scenario); "
+            "Mesa's model.scenario is not used"
+        )
+
+    @scenario.setter
+    def scenario(self, value: Any) -> None:
+        self._scenario = value  # Mesa's own, set by mesa.Model.__init__
+
+    # The agent views, made on the first read of `agents` (a run nobody inspects never has them).
+    _agent_views: AgentViews | None = None
+
+    def _synced_views(self) -> None:
+        if self._agent_views is None:
+            self._agent_views = AgentViews()
+        self._agent_views.sync(self)
+
+    @property
+    def agents(self) -> AbstractAgentSet:
+        """Every user, creator, good in the catalogue and advertiser, as Mesa agents (simulator/agents.py).
+
+        Brought up to date with the populations on each read (once per tick), never during a tick.
+        """
+        self._synced_views()
+        return super().agents
+
+    @property
+    def agents_by_type(self) -> dict[type[MarketAgent], AbstractAgentSet]:
+        """`agents` by type: `User`, `Creator`, `Good`, `Advertiser` (each present even when empty)."""
+        self._synced_views()
+        by_type = super().agents_by_type
+        for kind in AGENT_TYPES:
+            if kind not in by_type:
+                by_type[kind] = _HardKeyAgentSet([], random=self.random)
+        return by_type
 
     # Checked at the end of every tick (simulator/metrics/invariants.py); False skips the pass.
     check_invariants: bool = True
@@ -104,6 +269,9 @@ class AttentionMarket(mesa.Model):
         if self.replaying_clock:
             return
         market, scenario = self.market, self.config
+        if market.tick >= scenario.ticks:  # past the last tick: nothing happens (Mesa's clock still counts the call)
+            self.running = False
+            return
         tick = advance(market, scenario, self.rules, self.rng)
         mode = tick.allocation.mode
         self.allocation_mode, self.allocation_mode_reason = mode.mode, mode.reason

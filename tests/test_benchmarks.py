@@ -73,3 +73,16 @@ def test_sweep_benchmark_compares_two_workers_with_one():
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["two_over_one_worker_throughput"] > 0 and result["worker_threads"] == "1 (default)"
+
+
+def test_agent_views_benchmark_compares_the_untouched_tick_with_the_tick_before_views():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/agent_views.py", "--ticks", "3", "--set", "population.users.count=500",
+         "--set", "population.goods.initial=100", "--set", "population.creators.count=20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result["median_tick_seconds"]) == {"before", "untouched", "inspected"}
+    assert result["untouched_over_before"] > 0 and result["inspected_over_before"] > 0
+    assert result["agents_at_end"] > 500

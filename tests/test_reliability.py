@@ -7,7 +7,6 @@ random scenarios in test_properties.py.)
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 import tracemalloc
