@@ -33,7 +33,12 @@ from simulator.metrics.table import INTEGER_COLUMNS, METRIC_COLUMNS
 from simulator.rules import RuleSet
 from simulator.rules.allocation.base import AllocationRule
 from simulator.rules.allocation.feedback import record_outcomes
-from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, load_scenario
+from simulator.scenario.schema import (
+    Scenario,
+    ScenarioError,
+    ScenarioIssue,
+    load_scenario,
+)
 from simulator.stages.acquisition import acquire
 from simulator.stages.adaptation import adapt
 from simulator.stages.allocation import allocate

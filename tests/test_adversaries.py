@@ -18,7 +18,13 @@ from simulator.market.adversaries import is_sybil
 from simulator.market.outcomes import Allocation, Consumption
 from simulator.model import AttentionMarket
 from simulator.registry import RuleError, registry
-from simulator.rules.defences import DEFENCES, Defence, active, flag_clones, payable_creators
+from simulator.rules.defences import (
+    DEFENCES,
+    Defence,
+    active,
+    flag_clones,
+    payable_creators,
+)
 from simulator.rules.payout import make_payout_rule, payout_weights
 from simulator.scenario.schema import AuditConfig, ScenarioError, load_scenario
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_YAML, tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -28,13 +29,12 @@ from typer.testing import CliRunner
 import simulator
 from simulator.cli.main import app
 from simulator.model import AttentionMarket
+from simulator.rules.allocation.query_key import Uniform
 from simulator.runs import checkpoint as ckpt
 from simulator.runs import rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.snapshot import Decoder, SnapshotError
-from simulator.rules.allocation.query_key import Uniform
 from simulator.scenario.schema import load_scenario
-from conftest import TINY_YAML, tiny
 
 
 def frame(path: Path, payload: bytes, header_update: dict | None = None) -> None:

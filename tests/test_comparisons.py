@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import subprocess
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,25 +15,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import simulator
+from conftest import TINY_YAML
 from hypothesis import given
 from hypothesis import strategies as st
+from matplotlib.colors import to_hex
 from scipy.stats import t as student
 from typer.testing import CliRunner
 
-from simulator.analysis.comparison import CompareError, compare_runs, is_paired, mean_interval, metric_bounds, resolve_reference, sensitivity
+import simulator
+from simulator.analysis.comparison import (
+    CompareError,
+    compare_runs,
+    is_paired,
+    mean_interval,
+    metric_bounds,
+    resolve_reference,
+    sensitivity,
+)
 from simulator.cli.main import app
-from matplotlib.colors import to_hex
-
 from simulator.figures.compare import bars_figure, group_colors, timeseries_figure
 from simulator.figures.plots import band_frame
 from simulator.market.populations import spawn_streams
-from simulator.model import AttentionMarket
 from simulator.metrics.table import METRIC_COLUMNS
+from simulator.model import AttentionMarket
 from simulator.runs.rundir import source_revision
 from simulator.runs.sweep import derive_seed, load_sweep, plan, run_sweep
 from simulator.scenario.schema import ScenarioError, load_scenario
-from conftest import TINY_YAML
 
 PAYOUT_ARMS: dict[str, Any] = {
     "name": "arms",

@@ -14,7 +14,12 @@ from threadpoolctl import threadpool_info
 from simulator.market.kernels import _draw_rows, _draw_rows_parallel, _spans
 from simulator.model import AttentionMarket
 from simulator.rules.allocation.selection import top_k_positions
-from simulator.runs.threads import WORKER_THREADS_ENV, set_threads, worker_thread_limits, worker_threads
+from simulator.runs.threads import (
+    WORKER_THREADS_ENV,
+    set_threads,
+    worker_thread_limits,
+    worker_threads,
+)
 
 
 def numpy_top_k(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -10,7 +10,12 @@ import pytest
 from conftest import fresh_state, tiny
 
 from simulator.model import AttentionMarket
-from simulator.rules.allocation.privacy import MECHANISMS, gaussian_sigma, keep_probability, randomized_response
+from simulator.rules.allocation.privacy import (
+    MECHANISMS,
+    gaussian_sigma,
+    keep_probability,
+    randomized_response,
+)
 from simulator.runs.checkpoint import scenario_json
 from simulator.scenario.schema import ScenarioError, load_scenario
 

@@ -32,8 +32,7 @@ from simulator.metrics.invariants import (
 from simulator.model import AttentionMarket, advance
 from simulator.rules.allocation.learned import LearnedModel
 from simulator.runs import checkpoint as ckpt
-from simulator.runs import driver
-from simulator.runs import rundir
+from simulator.runs import driver, rundir
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.memory import (
     BASELINE_BYTES,

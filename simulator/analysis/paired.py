@@ -31,7 +31,13 @@ from scipy import stats
 
 from simulator.metrics.summary import summarize
 from simulator.model import AttentionMarket
-from simulator.scenario.schema import Scenario, ScenarioError, load_scenario, parse_override_value, with_overrides
+from simulator.scenario.schema import (
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_override_value,
+    with_overrides,
+)
 
 
 def grid_points(scenario: Scenario) -> list[dict[str, Any]]:

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from simulator import __version__
 from simulator.cli.main import (
-    SeedOpt,
     ScenarioArg,
+    SeedOpt,
     SetOpt,
     TicksOpt,
     _exit_bad_input,
@@ -20,8 +20,8 @@ from simulator.cli.main import (
     app,
     resolve_scenario,
 )
-from simulator.metrics.table import METRICS
 from simulator.metrics.intervals import interval_method
+from simulator.metrics.table import METRICS
 
 
 def _print_version(value: bool) -> None:

@@ -39,9 +39,13 @@ from rich.text import Text
 from simulator.metrics.table import RUN_SUMMARY, summary_label
 from simulator.model import AttentionMarket
 from simulator.runs import rundir
-from simulator.runs.checkpoint import CHECKPOINT, ResumeError, open_resume, read_run_scenario
+from simulator.runs.checkpoint import (
+    CHECKPOINT,
+    ResumeError,
+    open_resume,
+    read_run_scenario,
+)
 from simulator.runs.driver import RunOutcome, execute, finish_run, start_writer
-from simulator.runs.threads import use_threads
 from simulator.runs.memory import (
     available_memory,
     check_memory,
@@ -49,6 +53,7 @@ from simulator.runs.memory import (
     human,
     scenario_locator,
 )
+from simulator.runs.threads import use_threads
 from simulator.scenario.schema import (
     Scenario,
     ScenarioError,

@@ -19,7 +19,16 @@ from typing import Annotated
 import typer
 import yaml
 
-from simulator.cli.main import EXIT_OK, SeedOpt, SetOpt, TicksOpt, _exit_bad_input, _stdout, app, resolve_scenario
+from simulator.cli.main import (
+    EXIT_OK,
+    SeedOpt,
+    SetOpt,
+    TicksOpt,
+    _exit_bad_input,
+    _stdout,
+    app,
+    resolve_scenario,
+)
 from simulator.viz.assets import asset_cache, missing_assets, server_environment
 
 HOST = "127.0.0.1"  # the dashboard runs the simulation on this machine; never offer it to the network

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.market.adversaries import draw_bots, draw_creator_identities, draw_sybils_and_clients
+from simulator.market.adversaries import (
+    draw_bots,
+    draw_creator_identities,
+    draw_sybils_and_clients,
+)
 from simulator.market.ledger import Ledger
 from simulator.market.state import (
     FLOAT,
@@ -21,7 +25,6 @@ from simulator.market.state import (
     Users,
 )
 from simulator.scenario.schema import Scenario
-
 
 STREAM_ENTROPY_WORDS = 4  # 64-bit words drawn from the parent generator to seed a family of streams
 

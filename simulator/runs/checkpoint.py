@@ -44,21 +44,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import mesa
 import numpy as np
 
-from simulator.scenario.schema import Scenario, ScenarioError, ScenarioIssue, load_scenario
+from simulator import files
 from simulator.files import TMP_PREFIX, atomic_file
 from simulator.market.state import MarketState
 from simulator.model import AttentionMarket
 from simulator.rules.ruleset import RuleSet
-from simulator.runs.rundir import RunWriter
-from simulator.runs.snapshot import Decoder, Encoder, SnapshotError
-from simulator.runs.rundir import package_versions
 from simulator.runs import rundir
-from simulator.runs.rundir import MANIFEST
-import mesa
-
-
+from simulator.runs.rundir import MANIFEST, RunWriter, package_versions
+from simulator.runs.snapshot import Decoder, Encoder, SnapshotError
+from simulator.scenario.schema import (
+    Scenario,
+    ScenarioError,
+    ScenarioIssue,
+    load_scenario,
+)
 
 CHECKPOINT = "checkpoint.pkl"
 FORMAT = "attnsim-checkpoint"
@@ -612,7 +614,7 @@ def open_resume(
     except (KeyError, TypeError, ValueError):
         pass
     writer.checkpoint(model.metrics, panel_frames(model))
-    rundir.write_json(writer.manifest_path, writer.manifest)
+    files.write_json(writer.manifest_path, writer.manifest)
     return ResumePlan(writer, model, from_tick, str(previous), every, draw)
 
 

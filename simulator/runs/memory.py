@@ -38,11 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from simulator.rules.allocation.base import ALLOCATION_RULES
-from simulator.scenario.schema import Scenario, ScenarioIssue
 from simulator.market.state import Advertisers, Creators, Goods, Population, Users
 from simulator.metrics.table import METRIC_COLUMNS
-from simulator.scenario.schema import ScenarioError, _compose_with_positions
+from simulator.rules.allocation.base import ALLOCATION_RULES
+from simulator.scenario.schema import (
+    Scenario,
+    ScenarioError,
+    ScenarioIssue,
+    _compose_with_positions,
+)
 
 BASELINE_BYTES = 280 * 1024**2  # Python, numpy, scipy, pandas, pyarrow, mesa and the package, imported
 # Per element of the allocator's score block: the scores plus the selection's temporaries, as

@@ -24,23 +24,21 @@ import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
-from simulator.metrics.summary import summarize
-from simulator.scenario.schema import Scenario
-from simulator.metrics.panels import write_panels
-from simulator.figures.plots import save_plots
-from simulator.figures.plots import save_run_extras
-from simulator.metrics.panels import available
-from simulator.files import TMP_PREFIX, atomic_write_bytes, read_json, write_json
 import pyarrow as pa
 import pyarrow.parquet as pq
-from importlib import metadata
+
+from simulator.figures.plots import save_plots, save_run_extras
+from simulator.files import TMP_PREFIX, atomic_write_bytes, read_json, write_json
+from simulator.metrics.panels import available, write_panels
+from simulator.metrics.summary import summarize
+from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
+from simulator.scenario.schema import Scenario
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"

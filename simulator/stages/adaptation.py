@@ -29,7 +29,7 @@ import numpy as np
 
 from simulator.market.catalogue import Catalogue
 from simulator.market.outcomes import Allocation, Consumption, Settlement
-from simulator.market.populations import production_cost, unit_rows
+from simulator.market.populations import meets_quality_bar, production_cost, unit_rows
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules import RuleSet
 from simulator.rules.payout import Probe, contributions
@@ -191,4 +191,5 @@ class _AudienceModel:
         keep = 1.0 - self.scenario.circulation.platform_take_rate
         buys = (value * users_cfg.willingness_to_pay > goods_cfg.price.median) * consume
         sales = goods_cfg.product_share * goods_cfg.price.median * keep * (buys * exposure_weight).sum(axis=2)
-        return paid + sales - production_cost(self.scenario, quality)
+        # Under the minimum-quality bar a creator may not publish and is paid nothing from the pool.
+        return np.where(meets_quality_bar(self.scenario, quality), paid + sales - production_cost(self.scenario, quality), 0.0)

@@ -17,10 +17,22 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.market.ledger import split_exactly
-from simulator.market.outcomes import Allocation, Arrivals, Consumption, FraudTick, Settlement
+from simulator.market.outcomes import (
+    Allocation,
+    Arrivals,
+    Consumption,
+    FraudTick,
+    Settlement,
+)
 from simulator.market.populations import add_creators, meets_quality_bar, retire_goods
 from simulator.market.state import MarketState
-from simulator.rules.defences import filter_clicks, flag_clones, payable_creators, payable_goods, run_audits
+from simulator.rules.defences import (
+    filter_clicks,
+    flag_clones,
+    payable_creators,
+    payable_goods,
+    run_audits,
+)
 from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
 from simulator.stages.fraud import FarmWork, pay_click_farm
