@@ -134,7 +134,7 @@ def _resolve(scenario: Any, settings: dict[str, Any], overrides: dict[str, Any] 
         return scenario
     source = scenario.model_dump() if isinstance(scenario, Scenario) else scenario
     try:
-        return load_scenario(source, changes)
+        return load_scenario(source, changes, overrides_from="--set")  # located by position, then relabelled below
     except ScenarioError as exc:
         issues = [
             ScenarioIssue(origins[issue.line - 1], 1, 1, issue.key, issue.message)

@@ -104,7 +104,7 @@ def scenario_digest(scenario: Scenario | Mapping[str, Any]) -> str:
 # --- the model's state -------------------------------------------------------------------------------
 
 _MESA_ATTRIBUTES: frozenset[str] | None = None
-_REBUILT = frozenset({"config", "datacollector", "rules"})
+_REBUILT = frozenset({"config", "datacollector", "rules", "_agent_views"})  # the agent views are rebuilt on the next read
 _STATE_KEYS = frozenset({"attributes", "rule", "running", "steps", "time", "rng", "random", "model_vars"})
 
 
