@@ -62,8 +62,8 @@ import pandas as pd
 from rich.table import Table
 from scipy.stats import t, ttest_ind, ttest_rel
 
-from simulator import files
 from simulator.figures.compare import save_compare_plots
+from simulator.files import atomic_write_bytes, read_json
 from simulator.metrics.intervals import mean_interval as bounded_mean_interval
 from simulator.metrics.summary import summarize
 from simulator.metrics.table import HEADLINE, summary_figure, summary_label
@@ -707,7 +707,7 @@ def _design_factors(dirs: Sequence[str | Path]) -> list[str]:
     for entry in dirs:
         manifest_path = Path(entry) / "sweep.json"
         if _is_sweep(Path(entry)) and manifest_path.is_file():
-            for key in files.read_json(manifest_path).get("ranges") or {}:
+            for key in read_json(manifest_path).get("ranges") or {}:
                 if key not in factors:
                     factors.append(key)
     return factors
@@ -887,20 +887,20 @@ def write_comparison(result: Comparison, out: str | Path, *, plots: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     path = out / "compare.csv"
-    files.atomic_write_bytes(path, result.table.to_csv(index=False).encode("utf-8"))
+    atomic_write_bytes(path, result.table.to_csv(index=False).encode("utf-8"))
     written.append(path)
     path = out / "differences.csv"
-    files.atomic_write_bytes(path, result.differences.to_csv(index=False).encode("utf-8"))
+    atomic_write_bytes(path, result.differences.to_csv(index=False).encode("utf-8"))
     written.append(path)
     path = out / "pairs.csv"
-    files.atomic_write_bytes(path, result.pairs.to_csv(index=False).encode("utf-8"))
+    atomic_write_bytes(path, result.pairs.to_csv(index=False).encode("utf-8"))
     written.append(path)
     if not result.sensitivity.empty:
         path = out / "sensitivity.csv"
-        files.atomic_write_bytes(path, result.sensitivity.to_csv(index=False).encode("utf-8"))
+        atomic_write_bytes(path, result.sensitivity.to_csv(index=False).encode("utf-8"))
         written.append(path)
     path = out / "compare.md"
-    files.atomic_write_bytes(path, markdown(result).encode("utf-8"))
+    atomic_write_bytes(path, markdown(result).encode("utf-8"))
     written.append(path)
     if plots:
 

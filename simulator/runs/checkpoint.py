@@ -47,8 +47,7 @@ from typing import Any
 import mesa
 import numpy as np
 
-from simulator import files
-from simulator.files import TMP_PREFIX, atomic_file
+from simulator.files import TMP_PREFIX, atomic_file, write_json
 from simulator.market.state import MarketState
 from simulator.model import AttentionMarket
 from simulator.rules.ruleset import RuleSet
@@ -614,7 +613,7 @@ def open_resume(
     except (KeyError, TypeError, ValueError):
         pass
     writer.checkpoint(model.metrics, panel_frames(model))
-    files.write_json(writer.manifest_path, writer.manifest)
+    write_json(writer.manifest_path, writer.manifest)
     return ResumePlan(writer, model, from_tick, str(previous), every, draw)
 
 

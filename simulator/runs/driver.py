@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from simulator import files
+from simulator.files import read_json, write_json
 from simulator.metrics.invariants import InvariantViolation
 from simulator.metrics.summary import summarize
 from simulator.model import AttentionMarket
@@ -162,7 +162,7 @@ def execute(
             save(current)
             writer.checkpoint(current.metrics, panel_frames(current))
             writer.manifest["ticks_done"] = tick  # what a run killed now leaves, as its metrics say
-            files.write_json(writer.manifest_path, writer.manifest)
+            write_json(writer.manifest_path, writer.manifest)
             clock["last"] = time.monotonic()
         elif clock["first"] or now - clock["last"] >= checkpoint_seconds:
             writer.checkpoint(current.metrics, panel_frames(current))
@@ -220,7 +220,7 @@ def finish_run(writer: RunWriter, outcome: RunOutcome) -> dict[str, Any] | None:
     kept = writer.manifest.get("warnings", [])
     if outcome.warnings and not set(outcome.warnings) <= set(kept):  # finish() wrote its own list over ours
         writer.manifest["warnings"] = [*outcome.warnings, *kept]
-        files.write_json(writer.manifest_path, writer.manifest)
+        write_json(writer.manifest_path, writer.manifest)
     if outcome.status == rundir.COMPLETE:
         (writer.directory / CHECKPOINT).unlink(missing_ok=True)
     outcome.summary = summary
@@ -266,7 +266,7 @@ def resume_or_start(
             if manifest.get("status") == rundir.COMPLETE:
                 metrics = rundir.read_metrics(run_dir / rundir.METRICS)
                 summary_path = run_dir / rundir.SUMMARY
-                summary = files.read_json(summary_path) if summary_path.is_file() else None
+                summary = read_json(summary_path) if summary_path.is_file() else None
                 return RunOutcome(status=rundir.COMPLETE, metrics=metrics, summary=summary, skipped=True)
             plan = open_resume(run_dir, checkpoint_every=checkpoint_every, plots=plots, on_corrupt="restart")
             outcome = execute(

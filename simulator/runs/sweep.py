@@ -77,7 +77,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.stats import qmc
 
-from simulator import files
+from simulator.files import atomic_write_bytes, jsonable, read_json, write_json
 from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
 from simulator.model import AttentionMarket
@@ -123,7 +123,7 @@ class SweepError(ValueError):
 
 def canonical_json(value: Any) -> str:
     """`value` as compact JSON with sorted keys: the same value always gives the same text."""
-    return json.dumps(files.jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def fingerprint(scenario: Scenario) -> str:
@@ -193,7 +193,7 @@ def value_text(value: Any) -> str:
     if isinstance(value, str):
 
         return value if parse_override_value(value) == value else json.dumps(value)
-    return json.dumps(files.jsonable(value))
+    return json.dumps(jsonable(value))
 
 
 def point_label(point: Mapping[str, Any]) -> str:
@@ -251,7 +251,7 @@ def plan(scenario: Scenario, *, source: str = "<scenario>") -> list[RunSpec]:
                     run_id=run_id(grid_index, replication, len(points), replications),
                     grid_index=grid_index,
                     replication=replication,
-                    point=json.loads(json.dumps(files.jsonable(point))),  # the grid's key order
+                    point=json.loads(json.dumps(jsonable(point))),  # the grid's key order
                     seed=seed,
                     scenario=run_scenario_dict,
                 )
@@ -462,7 +462,7 @@ def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
             raise ValueError(f"a worker sent a file outside its run directory: {name!r}")
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        files.atomic_write_bytes(path, files[name])
+        atomic_write_bytes(path, files[name])
 
 
 def _column_type(values: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
@@ -556,7 +556,7 @@ def write_runs_table(path: Path, grid: Mapping[str, Sequence[Any]], runs: Iterab
         summary = summarize(rundir.normalize_metrics(metrics), fraction)
         rows.append({"run_id": spec.run_id, **{key: spec.point.get(key) for key in grid}, "replication": spec.replication, "seed": spec.seed, **summary})
     frame = pd.DataFrame(rows, columns=["run_id", *grid, "replication", "seed"] if not rows else None)
-    files.atomic_write_bytes(path, frame.to_parquet(index=False))
+    atomic_write_bytes(path, frame.to_parquet(index=False))
     return len(rows)
 
 
@@ -579,7 +579,7 @@ def load_sweep(directory: str | Path, *, long: bool = False) -> pd.DataFrame:
         frame = frame.melt(id_vars=identity, value_vars=[c for c in METRIC_COLUMNS if c != "tick" and c in frame.columns], var_name="metric", value_name="value")
         frame = frame.sort_values(["run_id", "tick"], kind="stable").reset_index(drop=True)
     manifest_path = directory / SWEEP_MANIFEST
-    frame.attrs["manifest"] = files.read_json(manifest_path) if manifest_path.is_file() else None
+    frame.attrs["manifest"] = read_json(manifest_path) if manifest_path.is_file() else None
     return frame
 
 
@@ -629,7 +629,7 @@ def check_sweep_dir(directory: Path, scenario: Scenario, *, force: bool) -> list
     if not manifest_path.is_file():
         return [f"{directory} exists, is not empty and holds no {SWEEP_MANIFEST}; choose another --out or pass --force to write into it"]
     try:
-        manifest = files.read_json(manifest_path)
+        manifest = read_json(manifest_path)
     except (OSError, ValueError) as exc:
         return [f"{manifest_path} cannot be read ({exc}); pass --force to start the sweep again there"]
     if manifest.get("fingerprint") != fingerprint(scenario):
@@ -882,7 +882,7 @@ class _SweepProgress:
             self.config, self.specs, self.records, self.started, status, self.backend, self.workers, self.address,
             self.scenario_file, self.overrides, self.warnings, ended=ended,
         )  # fmt: skip
-        files.write_json(self.directory / SWEEP_MANIFEST, manifest)
+        write_json(self.directory / SWEEP_MANIFEST, manifest)
         self.last_write = time.monotonic()
         return manifest
 
@@ -988,7 +988,7 @@ def _finish_sweep(progress: _SweepProgress, runs_dir: Path, reused: Mapping[str,
 
 def _previous_records(directory: Path) -> dict[str, dict[str, Any]]:
     try:
-        manifest = files.read_json(directory / SWEEP_MANIFEST)
+        manifest = read_json(directory / SWEEP_MANIFEST)
         return {run["run_id"]: run for run in manifest.get("runs", [])}
     except (OSError, ValueError, TypeError, KeyError):
         return {}
