@@ -150,7 +150,8 @@ def measure_simulator(
         name: [] for name in ("acquire", "allocate", "consume", "circulate", "adapt", "collect", "check_tick")
     }
     for name, seconds in stage_seconds.items():
-        timed(model_module, name, seconds)
+        # advance() reaches consumption through the fraud stage (bots and humans in one call)
+        timed(model_module, "consume_with_bots" if name == "consume" else name, seconds)
     content_seconds: list[float] = []
     content_calls: list[tuple] = []
     timed(allocation_stage, "allocate_exposures", content_seconds, content_calls)  # content only, as the baselines

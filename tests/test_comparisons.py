@@ -342,7 +342,7 @@ def test_set_problems_are_located_at_their_option_with_the_full_key(tmp_path):
     assert "--set:1:1: creators.count: unknown key (allowed keys are listed in docs/scenario.md)" in lines
     assert "--set:2:1: allocaton.rule: unknown key; did you mean 'allocation'?" in lines
     assert "--set:3:1: allocation.temprature: unknown key; did you mean 'temperature'?" in lines
-    assert any(line.startswith("--set:4:1: allocation.rule: unknown name 'top_kk'; did you mean 'top_k'?") for line in lines)
+    assert any(line.startswith("--set:4:1: allocation.rule: unknown allocation rule 'top_kk'; did you mean 'top_k'?") for line in lines)
     assert not any(str(scenario) in line for line in lines)
 
 

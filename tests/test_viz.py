@@ -61,7 +61,7 @@ def test_viz_refuses_a_bad_scenario_with_exit_2(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "--set:1:1: allocation.temperature: Input should be greater than 0 (got -1)" in done.stderr
+    assert "--set:1:1: allocation.temperature: Input should be greater than or equal to 0.000001 (got -1)" in done.stderr
 
 
 @pytest.mark.slow
