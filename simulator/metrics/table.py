@@ -142,6 +142,18 @@ def summary_label(key: str) -> str:
 
 
 # The rows of the end-of-run table (`attnsim run`) and the metrics `attnsim compare` shows by default.
+# The outcome figures both the end-of-run table (`attnsim run`) and `attnsim compare` show.
+_OUTCOMES: tuple[str, ...] = (
+    "exposure_gini_creators",
+    "top1pct_creator_exposure_share",
+    "creator_income_gini",
+    "final_active_creators",
+    "supply_diversity",
+    "homogenization",
+    "platform_revenue_total",
+    "creator_payouts_total",
+    "advertiser_roi_overall",
+)
 RUN_SUMMARY: tuple[str, ...] = (
     "user_utility_mean",
     "active_users",
@@ -149,30 +161,10 @@ RUN_SUMMARY: tuple[str, ...] = (
     "consumptions_total",
     "purchases_total",
     "ad_clicks_total",
-    "exposure_gini_creators",
-    "top1pct_creator_exposure_share",
-    "creator_income_gini",
-    "final_active_creators",
-    "supply_diversity",
-    "homogenization",
-    "platform_revenue_total",
-    "creator_payouts_total",
-    "advertiser_roi_overall",
+    *_OUTCOMES,
     "max_abs_money_conservation_error",
 )
-HEADLINE: tuple[str, ...] = (
-    "user_utility_mean",
-    "final_alive_users",
-    "exposure_gini_creators",
-    "top1pct_creator_exposure_share",
-    "creator_income_gini",
-    "final_active_creators",
-    "supply_diversity",
-    "homogenization",
-    "platform_revenue_total",
-    "creator_payouts_total",
-    "advertiser_roi_overall",
-)
+HEADLINE: tuple[str, ...] = ("user_utility_mean", "final_alive_users", *_OUTCOMES)
 # Time series `attnsim compare` draws with replication bands.
 TIMESERIES: tuple[str, ...] = ("user_utility_mean", "exposure_gini_creators", "active_creators", "platform_revenue")
 
