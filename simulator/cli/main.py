@@ -235,11 +235,12 @@ def _memory_digest(scenario: Scenario) -> str:
 
 class StopRequest:
     """SIGINT / SIGTERM handler: the first signal asks the run to stop at the next tick boundary,
-    a second one (while `hard` is allowed) stops at once with KeyboardInterrupt."""
+    a second one (while `hard` is allowed) stops at once with KeyboardInterrupt; with hard=False
+    every signal only records itself (sweeps, whose pool must never see an exception raised)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hard: bool = True) -> None:
         self.signum: int | None = None
-        self.hard = True
+        self.hard = hard
         self.announced = False
         self._previous: dict[int, Any] = {}
 

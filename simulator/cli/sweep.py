@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +37,7 @@ from simulator.cli.main import (
     ScenarioArg,
     SeedOpt,
     SetOpt,
+    StopRequest,
     TicksOpt,
     _exit_bad_input,
     _memory_problems,
@@ -49,34 +49,6 @@ from simulator.cli.main import (
 from simulator.runs.sweep import SWEEP_TABLE, SweepError, default_sweep_dir, run_sweep
 from simulator.runs.threads import WORKER_THREADS_ENV
 from simulator.scenario.schema import ScenarioError
-
-
-class StopFlag:
-    """SIGINT / SIGTERM handler that only records the signal: the sweep polls `requested()` and
-    stops between results. Raising from a handler could land inside the process pool's locks
-    (a SIGTERM during its shutdown deadlocked the sweep) or after the last run (sweep.json left
-    `running`)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __call__(self, signum: int, _frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self)
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
 
 
 @app.command()
@@ -170,7 +142,9 @@ def sweep(
             progress.console.print(f"run {record['run_id']} failed: {record.get('error')}", markup=False, soft_wrap=True)
         progress.update(task, advance=1, failed=f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "")
 
-    stop = StopFlag()
+    # A signal only records itself: the sweep polls it between results. Raising from a handler could land
+    # inside the process pool's locks (a SIGTERM during its shutdown deadlocked the sweep).
+    stop = StopRequest(hard=False)
     stop.install()
     started = time.monotonic()
     result = None

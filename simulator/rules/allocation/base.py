@@ -89,7 +89,7 @@ class AllocationRule(ABC):
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The scores of catalogue `positions` only: (C,) shared by the block or (b, C) per user
         (every entry valid); (b, C). Rules with `candidate_mode = True` implement it."""
-        raise NotImplementedError(f"the {self.name} rule has no candidate scores")
+        raise TypeError(f"the {self.name} rule has no candidate scores (candidate_mode is False): it runs exact only")
 
     def routing_vectors(self, state: MarketState, users: np.ndarray) -> np.ndarray:
         """The vectors the candidate mode groups users by: the platform's profiles."""
