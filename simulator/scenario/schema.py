@@ -197,6 +197,8 @@ class CreatorsConfig(Strict):
     """Spread of quality across creators."""
     topic_spread: NonNegativeFloat = 0.6
     """How far creators' niches scatter around their topic cluster's centre."""
+    niches: Literal["clustered", "random"] = "clustered"
+    """Where creators' niches start (entrants' too, unless they imitate): clustered, scattered by `topic_spread` around a topic centre drawn by `topics.creator_weights`; random, uniform on the unit sphere, belonging to no cluster (as in exposure-game setups where creators start anywhere)."""
     clickbait_share: Probability = 0.1
     """Share of creators whose goods oversell themselves (clickbait)."""
     clickbait_boost: NonNegativeFloat = 0.6
@@ -270,11 +272,35 @@ class PopulationConfig(Strict):
     """Advertisers."""
 
 
+WEIGHTS_SUM_TOLERANCE = 1e-6  # topic weights written with a few decimals sum to 1 up to rounding
+
+
 class TopicsConfig(Strict):
     """The world's topic structure."""
 
     clusters: int = Field(8, ge=1, le=100_000)
     """Topic centres around which interests, niches and targeting cluster."""
+    weights: list[NonNegativeFloat] | None = None
+    """Users' shares per topic cluster, one per cluster (≥ 0, summing to 1), e.g. `[0.55, 0.25, 0.12, 0.08]`: each user (arrivals too) joins cluster c with probability weights[c]; null (the default) is uniform."""
+    creator_weights: list[NonNegativeFloat] | None = None
+    """Creators' shares per topic cluster, as `weights` (entrants that do not imitate too); null is uniform. Needs `population.creators.niches: clustered`."""
+    advertiser_weights: list[NonNegativeFloat] | None = None
+    """Advertisers' shares per topic cluster, as `weights`; null is uniform."""
+    geometry: Literal["random", "orthogonal", "simplex"] = "random"
+    """Where the topic centres lie: random, independent uniform unit vectors (the default); orthogonal, mutually orthogonal unit vectors (a random orthonormal set: needs clusters ≤ embedding_dim); simplex, the vertices of a regular simplex centred at the origin, every pair at cosine −1/(clusters − 1), randomly rotated (needs clusters ≤ embedding_dim + 1)."""
+
+    @field_validator("weights", "creator_weights", "advertiser_weights")
+    @classmethod
+    def _shares_per_cluster(cls, weights: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        clusters = info.data.get("clusters")
+        if weights is None or clusters is None:
+            return weights
+        if len(weights) != clusters:
+            raise ValueError(f"{len(weights)} weights for {clusters} topics.clusters; give one share per cluster")
+        total = sum(weights)
+        if abs(total - 1.0) > WEIGHTS_SUM_TOLERANCE:
+            raise ValueError(f"the weights sum to {total:g}; shares of the population must sum to 1")
+        return weights
 
 
 class LearnedConfig(Strict):
@@ -641,6 +667,32 @@ class Scenario(Strict):
     """The platform's defences against them (off by default)."""
     privacy: PrivacyConfig = PrivacyConfig()
     """Differential privacy of the platform's learning inputs (off by default)."""
+
+    @field_validator("topics")
+    @classmethod
+    def _geometry_fits_the_dimension(cls, topics: TopicsConfig, info: ValidationInfo) -> TopicsConfig:
+        dim = info.data.get("embedding_dim")
+        room = {"orthogonal": dim, "simplex": dim + 1} if dim is not None else {}
+        if topics.geometry in room and topics.clusters > room[topics.geometry]:
+            raise PydanticCustomError(
+                "geometry_exceeds_dimension",
+                "{clusters} {geometry} topic centres need embedding_dim ≥ {needed} (it is {dim}); lower topics.clusters or raise embedding_dim",
+                {"clusters": topics.clusters, "geometry": topics.geometry, "dim": dim,
+                 "needed": topics.clusters - (topics.geometry == "simplex"), "subkey": "geometry"},
+            )
+        return topics
+
+    @field_validator("population")
+    @classmethod
+    def _niches_use_the_creator_weights(cls, population: PopulationConfig, info: ValidationInfo) -> PopulationConfig:
+        topics = info.data.get("topics")
+        if topics is not None and topics.creator_weights is not None and population.creators.niches == "random":
+            raise PydanticCustomError(
+                "random_niches_with_weights",
+                "random niches belong to no topic cluster, so topics.creator_weights would be ignored; use niches: clustered or drop the weights",
+                {"subkey": "creators.niches"},
+            )
+        return population
 
     @field_validator("adversaries")
     @classmethod

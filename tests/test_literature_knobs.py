@@ -1,0 +1,165 @@
+"""The knobs published setups need (issue 15): topic weights and geometry, creators' starting
+niches, the choice among what is shown, viability exits and pay per exposure. Each does what it
+says, refuses bad input at its key, and leaves the default scenario's results as they were."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY, fresh_state, tiny
+from scipy import stats
+from typer.testing import CliRunner
+
+from simulator.cli.main import app
+from simulator.market.populations import draw_clusters, topic_centres
+from simulator.scenario.schema import ScenarioError, load_scenario
+
+# --- topics.weights, creator_weights, advertiser_weights -------------------------------------------------
+
+SKEWED = [0.55, 0.25, 0.12, 0.08]
+
+
+def issues_of(source, overrides=None):
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(source, overrides)
+    return caught.value.issues
+
+
+def nearest_cluster(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.argmax(vectors @ centres.T, axis=1)
+
+
+def test_drawn_clusters_follow_the_weights_by_a_chi_square_test():
+    drawn = draw_clusters(200_000, 4, SKEWED, np.random.default_rng(1))
+    counts = np.bincount(drawn, minlength=4)
+    assert stats.chisquare(counts, np.asarray(SKEWED) * len(drawn)).pvalue > 1e-3
+    # and a skew as small as 0.01 of a share is detected: the test has power
+    shifted = np.bincount(draw_clusters(200_000, 4, [0.54, 0.26, 0.12, 0.08], np.random.default_rng(1)), minlength=4)
+    assert stats.chisquare(shifted, np.asarray(SKEWED) * len(drawn)).pvalue < 1e-6
+
+
+def test_realised_shares_of_users_creators_and_advertisers_follow_their_weights():
+    # Orthogonal centres and tight spreads: each agent's nearest centre is its cluster.
+    scenario = tiny(
+        {
+            "embedding_dim": 8,
+            "topics.clusters": 4,
+            "topics.geometry": "orthogonal",
+            "topics.weights": SKEWED,
+            "topics.creator_weights": [0.1, 0.2, 0.3, 0.4],
+            "topics.advertiser_weights": [0.0, 0.0, 1.0, 0.0],
+            "population.users.count": 20_000,
+            "population.users.interest_spread": 0.1,
+            "population.creators.count": 4_000,
+            "population.creators.topic_spread": 0.1,
+            "population.advertisers.count": 50,
+            "population.advertisers.targeting_spread": 0.1,
+        }
+    )
+    state = fresh_state(scenario)
+    users = np.bincount(nearest_cluster(state.users.interest[: state.users_born], state.topic_centres), minlength=4)
+    creators = np.bincount(nearest_cluster(state.creators.topic[: state.creators_born], state.topic_centres), minlength=4)
+    advertisers = np.bincount(nearest_cluster(state.advertisers.targeting, state.topic_centres), minlength=4)
+    np.testing.assert_allclose(users / users.sum(), SKEWED, atol=0.01)
+    np.testing.assert_allclose(creators / creators.sum(), [0.1, 0.2, 0.3, 0.4], atol=0.02)
+    assert advertisers.tolist() == [0, 0, 50, 0]
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ([0.5, 0.5, 0.1, -0.1], "greater than or equal to 0"),
+        ([0.5, 0.3, 0.1, 0.05], "sum to 0.95"),
+        ([0.5, 0.5], "2 weights for 4 topics.clusters"),
+    ],
+)
+@pytest.mark.parametrize("key", ["weights", "creator_weights", "advertiser_weights"])
+def test_bad_weights_are_refused_at_their_key(tmp_path, key, weights, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"topics:\n  clusters: 4\n  {key}: {weights}\n")
+    (issue,) = issues_of(path)
+    assert issue.key.startswith(f"topics.{key}") and message in issue.message
+    assert (issue.source, issue.line) == (str(path), 3)
+
+
+def test_bad_weights_exit_2_with_a_located_error_on_the_command_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ntopics:\n  clusters: 3\n  weights: [0.6, 0.3, 0.3]\n")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:4:3: topics.weights: the weights sum to 1.2" in result.stderr
+
+
+def test_weights_written_with_decimals_that_round_are_accepted():
+    scenario = tiny({"topics.clusters": 3, "topics.weights": [0.1, 0.2, 0.7]})  # sums to 0.9999999999999999
+    assert scenario.topics.weights == [0.1, 0.2, 0.7]
+
+
+# --- topics.geometry, population.creators.niches ---------------------------------------------------------
+
+
+def centres_of(overrides: dict) -> np.ndarray:
+    return topic_centres(tiny(overrides), np.random.default_rng(5))
+
+
+@pytest.mark.parametrize(("clusters", "dim"), [(1, 4), (3, 8), (8, 8), (5, 16)])
+def test_orthogonal_centres_are_orthonormal(clusters, dim):
+    centres = centres_of({"embedding_dim": dim, "topics.clusters": clusters, "topics.geometry": "orthogonal"})
+    np.testing.assert_allclose(centres @ centres.T, np.eye(clusters), atol=1e-5)
+
+
+@pytest.mark.parametrize(("clusters", "dim"), [(2, 4), (4, 8), (9, 8), (6, 16)])
+def test_simplex_centres_are_equiangular_at_minus_one_over_k_minus_one(clusters, dim):
+    centres = centres_of({"embedding_dim": dim, "topics.clusters": clusters, "topics.geometry": "simplex"})
+    gram = centres @ centres.T
+    expected = np.full((clusters, clusters), -1.0 / (clusters - 1))
+    np.fill_diagonal(expected, 1.0)
+    np.testing.assert_allclose(gram, expected, atol=1e-5)
+    np.testing.assert_allclose(centres.sum(axis=0), 0.0, atol=1e-5)  # centred at the origin
+
+
+def test_random_centres_are_today_s_draw():
+    scenario = tiny({"topics.clusters": 5})
+    rng = np.random.default_rng(5)
+    expected = np.random.default_rng(5).standard_normal((5, scenario.embedding_dim))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(topic_centres(scenario, rng), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("geometry", "clusters", "needed"), [("orthogonal", 9, 9), ("simplex", 10, 9)])
+def test_geometry_that_does_not_fit_the_dimension_is_refused_at_its_key(tmp_path, geometry, clusters, needed):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"embedding_dim: 8\ntopics:\n  clusters: {clusters}\n  geometry: {geometry}\n")
+    (issue,) = issues_of(path)
+    assert issue.key == "topics.geometry" and (issue.line, issue.column) == (4, 3)
+    assert f"need embedding_dim ≥ {needed} (it is 8)" in issue.message
+
+
+def test_a_misspelt_geometry_names_the_choices():
+    (issue,) = issues_of(dict(TINY, topics={"geometry": "orthogonl"}))
+    assert issue.key == "topics.geometry" and "did you mean 'orthogonal'" in issue.message
+
+
+def test_random_niches_ignore_the_topic_centres_and_clustered_ones_follow_them():
+    overrides = {
+        "embedding_dim": 8,
+        "topics.clusters": 2,
+        "topics.geometry": "orthogonal",
+        "population.creators.count": 4_000,
+        "population.creators.topic_spread": 0.1,
+    }
+    clustered = fresh_state(tiny(overrides))
+    spread = fresh_state(tiny({**overrides, "population.creators.niches": "random"}))
+    best_cos = lambda state: (state.creators.topic[: state.creators_born] @ state.topic_centres.T).max(axis=1)  # noqa: E731
+    assert best_cos(clustered).min() > 0.9
+    random_best = best_cos(spread)
+    assert np.median(random_best) < 0.6
+    # uniform on the sphere: the cosine with any fixed direction has mean 0 and variance 1/d
+    cos = spread.creators.topic[: spread.creators_born] @ spread.topic_centres[0]
+    assert abs(cos.mean()) < 0.02 and abs(cos.var() - 1 / 8) < 0.01
+    np.testing.assert_allclose(np.linalg.norm(spread.creators.topic[: spread.creators_born], axis=1), 1.0, atol=1e-5)
+
+
+def test_random_niches_with_creator_weights_are_refused():
+    (issue,) = issues_of(dict(TINY, topics={"clusters": 2, "creator_weights": [0.5, 0.5]}), {"population.creators.niches": "random"})
+    assert issue.key == "population.creators.niches" and "creator_weights" in issue.message
