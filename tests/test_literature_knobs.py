@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY, fresh_state, tiny
+from conftest import TINY, fresh_state, run_stages, tiny
 from scipy import stats
 from typer.testing import CliRunner
 
 from simulator.cli.main import app
 from simulator.market.populations import draw_clusters, topic_centres
+from simulator.model import AttentionMarket
 from simulator.scenario.schema import ScenarioError, load_scenario
+from simulator.stages.circulation import _settle_creators, viability_shares
 
 # --- topics.weights, creator_weights, advertiser_weights -------------------------------------------------
 
 SKEWED = [0.55, 0.25, 0.12, 0.08]
+
+
+def run_metrics(scenario):
+    """The metrics frame of a whole run (the model checks the invariants every tick)."""
+    model = AttentionMarket(scenario)
+    for _ in range(scenario.ticks):
+        model.step()
+    return model.metrics
 
 
 def issues_of(source, overrides=None):
@@ -163,3 +173,75 @@ def test_random_niches_ignore_the_topic_centres_and_clustered_ones_follow_them()
 def test_random_niches_with_creator_weights_are_refused():
     (issue,) = issues_of(dict(TINY, topics={"clusters": 2, "creator_weights": [0.5, 0.5]}), {"population.creators.niches": "random"})
     assert issue.key == "population.creators.niches" and "creator_weights" in issue.message
+
+
+# --- population.creators.exit: viability by engagement or exposure share ---------------------------------
+
+
+def settle_ticks(scenario, shares: np.ndarray, ticks: int) -> list[set[int]]:
+    """Settle `ticks` ticks with the same per-creator shares and zero profit; the rows alive after each."""
+    state = fresh_state(scenario)
+    alive = []
+    for _ in range(ticks):
+        _settle_creators(state, np.zeros(state.creators_born), scenario, shares)
+        alive.append(set(np.flatnonzero(state.creators.alive[: state.creators_born]).tolist()))
+    return alive
+
+
+@pytest.mark.parametrize("rule", ["engagement_share", "exposure_share"])
+def test_a_creator_just_below_the_threshold_leaves_after_patience_and_one_just_above_never(rule):
+    nu, patience = 0.05, 4
+    scenario = tiny({"population.creators.exit": {"rule": rule, "min_share": nu, "patience": patience, "smoothing": 0.3},
+                     "population.goods.initial": 400})  # every creator has goods on offer
+    count = scenario.population.creators.count
+    shares = np.full(count, (1.0 - nu - 1e-4 - (nu - 1e-4)) / (count - 2))
+    shares[0], shares[1] = nu + 1e-4, nu - 1e-4
+    alive = settle_ticks(scenario, shares, 3 * patience)
+    assert all(0 in tick for tick in alive)
+    assert [1 in tick for tick in alive] == [True] * (patience - 1) + [False] * (2 * patience + 1)
+
+
+def test_the_smoothed_share_forgives_a_short_dip_but_not_a_lasting_one():
+    scenario = tiny({"population.creators.exit": {"rule": "engagement_share", "min_share": 0.04, "patience": 3, "smoothing": 0.5},
+                     "population.goods.initial": 400})
+    state = fresh_state(scenario)
+    count = state.creators_born
+    share = np.full(count, 1.0 / count)  # 0.05 each
+    dip = share.copy()
+    dip[0] = 0.02  # one bad tick: 0.05 -> 0.035 < 0.04, then back above: 0.0425
+    for shares in [share, dip, share, share, share]:
+        _settle_creators(state, np.zeros(count), scenario, shares)
+    assert state.creators.alive[0]
+    for _ in range(3):  # a lasting collapse: three ticks below
+        _settle_creators(state, np.zeros(count), scenario, np.where(np.arange(count) == 0, 0.0, share))
+    assert not state.creators.alive[0]
+
+
+def test_viability_shares_are_each_creator_s_share_of_the_tick():
+    scenario = tiny()
+    state = fresh_state(scenario)
+    outcome = run_stages(state, scenario, np.random.default_rng(3))
+    allocation, consumption = outcome.allocation, outcome.consumption
+    engaged = viability_shares(state, allocation, consumption, "engagement_share")
+    exposed = viability_shares(state, allocation, consumption, "exposure_share")
+    assert viability_shares(state, allocation, consumption, "profit") is None
+    assert engaged.sum() == pytest.approx(1.0) and exposed.sum() == pytest.approx(1.0)
+    owners = state.goods.owner[allocation.exposures[consumption.consumed]]
+    assert engaged[3] == pytest.approx(np.count_nonzero(owners == 3) / len(owners))
+
+
+def test_a_viability_exit_rule_in_a_run_removes_the_creators_below_the_threshold():
+    def exits(exit_cfg):
+        return int(run_metrics(tiny({"ticks": 12, "population.creators.exit": exit_cfg}))["creator_exits"].sum())
+
+    strict = exits({"rule": "exposure_share", "min_share": 0.06, "patience": 3})  # 20 creators: 0.05 is an equal share
+    lenient = exits({"rule": "exposure_share", "min_share": 0.0, "patience": 3})
+    assert strict >= 8 > lenient
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_a_threshold_outside_0_1_is_refused_at_its_key(tmp_path, value):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"population:\n  creators:\n    exit:\n      rule: engagement_share\n      min_share: {value}\n")
+    (issue,) = issues_of(path)
+    assert issue.key == "population.creators.exit.min_share" and issue.line == 5

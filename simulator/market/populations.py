@@ -134,6 +134,7 @@ def add_creators(
     creators.alive[rows] = True
     creators.profit_ema[rows] = 0.0
     creators.loss_streak[rows] = 0
+    creators.share_ema[rows] = -1.0
     creators.born_tick[rows] = state.tick
     draw_creator_identities(state, rows, scenario)
     state.creators_born += count

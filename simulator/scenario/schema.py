@@ -152,12 +152,16 @@ class UsersConfig(Strict):
 
 
 class ExitConfig(Strict):
-    """Creators leave after `patience` consecutive ticks of negative smoothed profit."""
+    """Creators leave after `patience` consecutive failing ticks: negative smoothed profit (`profit`) or a smoothed share of engagement or exposure below `min_share` (viability exits), or nothing on offer."""
 
+    rule: Literal["profit", "engagement_share", "exposure_share"] = "profit"
+    """What makes a tick a failing one: profit, negative smoothed profit (income − costs); engagement_share, a smoothed share of the tick's consumptions below `min_share`; exposure_share, the same with exposures (the provider-viability exits of Mladenov et al., ICML 2020). Under either share rule losses alone do not make a creator leave (a creator that cannot pay to publish ends up with nothing on offer, which does)."""
+    min_share: Probability = 0.0
+    """The viability threshold ν of the share rules, in [0, 1]: a creator whose smoothed share of all consumptions (or exposures) of the tick, over every creator, is below it fails the tick (0: only nothing on offer fails)."""
     patience: int = Field(10, ge=1)
-    """Consecutive ticks of negative smoothed profit before a creator leaves with its goods."""
+    """Consecutive failing ticks before a creator leaves with its goods."""
     smoothing: Probability = 0.3
-    """Weight of the latest tick in the exponential moving average of profit."""
+    """Weight of the latest tick in the exponential moving average of profit (or of the share, which starts at the creator's first tick's share)."""
 
 
 class EntryConfig(Strict):
