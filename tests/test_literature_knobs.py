@@ -11,10 +11,15 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from simulator.cli.main import app
+from simulator.market.ledger import split_exactly
 from simulator.market.populations import draw_clusters, topic_centres
-from simulator.model import AttentionMarket
-from simulator.scenario.schema import ScenarioError, load_scenario
+from simulator.model import AttentionMarket, advance
+from simulator.rules import RuleSet
+from simulator.rules.payout import contributions
+from simulator.scenario.schema import ScenarioError, load_scenario, with_overrides
+from simulator.stages.adaptation import _AudienceModel
 from simulator.stages.circulation import _settle_creators, viability_shares
+from simulator.stages.exposure_pay import effective_rates
 
 # --- topics.weights, creator_weights, advertiser_weights -------------------------------------------------
 
@@ -245,3 +250,108 @@ def test_a_threshold_outside_0_1_is_refused_at_its_key(tmp_path, value):
     path.write_text(f"population:\n  creators:\n    exit:\n      rule: engagement_share\n      min_share: {value}\n")
     (issue,) = issues_of(path)
     assert issue.key == "population.creators.exit.min_share" and issue.line == 5
+
+
+# --- circulation.exposure_pay: a direct pay-per-exposure source -------------------------------------------
+
+
+def test_pay_per_exposure_and_engagement_is_exact_and_conserves_money():
+    rate, engaged_rate = 7, 11
+    scenario = tiny({"circulation.exposure_pay": {"per_exposure": rate, "per_engagement": engaged_rate}, "population.goods.initial": 200})
+    state = fresh_state(scenario)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        wallets_before = state.ledger.balances["creators"][: state.creators_born].copy()
+        outcome = run_stages(state, scenario, rng)
+        flows = state.ledger.take_flows()
+        allocation, consumption = outcome.allocation, outcome.consumption
+        exposures = np.count_nonzero(allocation.exposures >= 0)
+        consumptions = np.count_nonzero(consumption.consumed)
+        assert flows["exposure_pay"] == rate * exposures + engaged_rate * consumptions
+        assert state.ledger.conservation_error() == 0
+        # every creator's pay is its own goods' exposures and consumptions at the rates
+        owners = state.goods.owner
+        expected = rate * np.bincount(owners[allocation.exposures[allocation.exposures >= 0]], minlength=len(wallets_before))
+        expected += engaged_rate * np.bincount(owners[allocation.exposures[consumption.consumed]], minlength=len(wallets_before))
+        assert (outcome.settlement.creator_income[: len(wallets_before)] >= expected).all()
+        assert outcome.settlement.exposure_pay_fill == 1.0
+
+
+def test_a_binding_budget_is_paid_in_full_and_split_pro_rata_exactly():
+    scenario = tiny({"circulation.exposure_pay": {"per_exposure": 50, "budget_per_tick": 1_001}})
+    state = fresh_state(scenario)
+    outcome = run_stages(state, scenario, np.random.default_rng(4))
+    assert state.ledger.take_flows()["exposure_pay"] == 1_001
+    owed = outcome.settlement.exposure_owed
+    fill = outcome.settlement.exposure_pay_fill
+    assert fill == pytest.approx(1_001 / owed.sum())
+    per_creator = np.bincount(state.goods.owner[np.flatnonzero(owed)], weights=owed[np.flatnonzero(owed)], minlength=state.creators_born)
+    paid = split_exactly(1_001, per_creator)
+    assert paid.sum() == 1_001 and np.all(np.abs(paid - per_creator * fill) < 1)
+    assert state.ledger.conservation_error() == 0
+
+
+def test_pay_per_exposure_is_off_by_default_and_its_metric_is_recorded():
+    default = run_metrics(tiny({"ticks": 3}))
+    paid = run_metrics(tiny({"ticks": 3, "circulation.exposure_pay.per_exposure": 5}))
+    assert (default["exposure_pay"] == 0).all()
+    assert (paid["exposure_pay"] == 5 * paid["attention_allocated"] - 5 * paid["ad_impressions"]).all()
+    assert (paid["money_conservation_error"] == 0).all()
+
+
+def test_clones_and_creators_under_the_quality_bar_earn_no_pay_per_exposure():
+    scenario = tiny({"circulation.exposure_pay.per_exposure": 5, "circulation.min_quality": 0.5, "population.goods.initial": 200})
+    state = fresh_state(scenario)
+    outcome = run_stages(state, scenario, np.random.default_rng(2))
+    under = state.creators.quality[: state.creators_born] < 0.5
+    assert under.any()
+    earned = np.bincount(state.goods.owner[np.flatnonzero(outcome.settlement.exposure_owed)], minlength=state.creators_born)
+    assert not earned[under].any() and earned[~under].any()
+
+
+def market_model(scenario, per_exposure: int):
+    """The adapting creators' market model after one tick of `scenario`, paid `per_exposure`."""
+    scenario = with_overrides(scenario, {"circulation.exposure_pay.per_exposure": per_exposure})
+    state = fresh_state(scenario)
+    rules = RuleSet.of(scenario)
+    outcome = advance(state, scenario, rules, np.random.default_rng(6))
+    settlement = outcome.settlement
+    rates = effective_rates(scenario.circulation.exposure_pay, settlement.exposure_pay_fill)
+    rows = np.flatnonzero(state.creators.alive[: state.creators_born])
+    owners, values = contributions(state, outcome.allocation, outcome.consumption)
+    users = outcome.allocation.users
+    return state, rows, _AudienceModel(state, rows, users, (owners, values), len(users), 0.0, rules, scenario, rates)
+
+
+def test_an_adapting_creator_s_expected_gain_rises_with_per_exposure():
+    scenario = tiny({"population.creators.adaptation.rule": "best_response"})
+    gains = []
+    for rate in (0, 5, 20):
+        state, rows, model = market_model(scenario, rate)
+        topics = state.creators.topic[rows][:, None, :]
+        quality = state.creators.quality[rows][:, None].astype(np.float64)
+        gains.append(model.expected_profit(topics, quality)[:, 0])
+    exposures = (gains[1] - gains[0]) / 5
+    assert (exposures > 0).all()  # every creator expects some exposure
+    np.testing.assert_allclose(gains[2] - gains[0], 20 * exposures, rtol=1e-6)  # linear in the rate
+
+
+def test_best_responding_creators_raise_effort_when_paid_per_engagement():
+    """The incentive reaches the agents: paid per consumption (which rises with quality), creators
+    that best-respond with no payout pool choose more effort than unpaid ones."""
+
+    def mean_quality(per_engagement):
+        overrides = {"ticks": 8, "population.creators.adaptation.rule": "best_response", "circulation.creator_payout.pool_share": 0.0,
+                     "circulation.exposure_pay.per_engagement": per_engagement}
+        model = AttentionMarket(tiny(overrides))
+        for _ in range(8):
+            model.step()
+        creators, born = model.market.creators, model.market.creators_born
+        return float(creators.quality[:born][creators.alive[:born]].mean())
+
+    assert mean_quality(1_000) > mean_quality(0) + 0.05
+
+
+def test_a_budget_without_a_rate_is_refused():
+    (issue,) = issues_of(dict(TINY, circulation={"exposure_pay": {"budget_per_tick": 100}}))
+    assert issue.key == "circulation.exposure_pay.budget_per_tick" and "pays nothing" in issue.message

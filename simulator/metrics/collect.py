@@ -135,6 +135,7 @@ def collect(
         "ad_budget_spent_share": ad_spend / budgets if budgets else 0.0,
         "ad_free_deliveries": settlement.ad_free_deliveries,
         "attention_rewards": flows.get("attention_rewards", 0),
+        "exposure_pay": flows.get("exposure_pay", 0),
         "penalised_goods": int(np.count_nonzero(state.goods.live & (state.goods.penalty < 1.0))),
         **fraud_metrics(state, consumption, settlement, flows, bots),
     }

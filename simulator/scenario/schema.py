@@ -431,6 +431,25 @@ class ClickbaitPenaltyConfig(Strict):
     """Lifetime exposures a good needs before the penalty judges it."""
 
 
+class ExposurePayConfig(Strict):
+    """A direct creator income source: money paid to a creator per exposure and per consumption of its goods, as in exposure-game papers whose producers are paid per exposure. Funded from outside the economy (a creator fund, injected into the ledger like user income), under the payout pool's eligibility (alive, at the quality bar, admitted by the defences); adapting creators count it in their expected profit."""
+
+    per_exposure: Money = 0
+    """Paid per exposure of a creator's goods this tick; 0 (with `per_engagement` 0, the default) turns the source off."""
+    per_engagement: Money = 0
+    """Paid per consumption of a creator's goods this tick."""
+    budget_per_tick: Money | None = None
+    """Most paid in one tick: when what is owed exceeds it, the budget is split pro rata to what each creator is owed, exactly (largest remainders); null (the default) is uncapped."""
+
+    @model_validator(mode="after")
+    def _budget_needs_a_rate(self) -> ExposurePayConfig:
+        if self.budget_per_tick is not None and self.per_exposure == 0 and self.per_engagement == 0:
+            raise PydanticCustomError(
+                "budget_without_rate", "a budget with per_exposure and per_engagement both 0 pays nothing; set a rate", {"subkey": "budget_per_tick"}
+            )
+        return self
+
+
 class CirculationConfig(Strict):
     """How money moves."""
 
@@ -446,6 +465,8 @@ class CirculationConfig(Strict):
     """Minimum-quality bar, the creator programme's eligibility: creators whose quality (effort) is below it may not publish and are paid nothing from the payout pool (see docs/rules/market_rules.md); 0 turns it off."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
+    exposure_pay: ExposurePayConfig = ExposurePayConfig()
+    """Pay per exposure or engagement of creators' goods (off by default), e.g. `{per_exposure: 5, budget_per_tick: 20000}`."""
     auction: AuctionConfig = AuctionConfig()
     """The ad auction."""
 

@@ -5,7 +5,8 @@ take); ad payments (advertiser → platform, per click, never beyond the adverti
 the tick); the clickbait penalty is re-judged from the goods' lifetime counters; the creator
 payout pool (a share of the platform's revenue this tick, capped at what the platform holds,
 split by the payout rule); attention rewards (platform → users, per unit of attention spent,
-pro rata to what the platform still holds); production costs out. Pool first, then rewards:
+pro rata to what the platform still holds); pay per exposure and engagement (injected from a
+creator fund, `stages/exposure_pay.py`); production costs out. Pool first, then rewards:
 creators' share of this tick's revenue is never eaten by the rewards, which are funded from
 the platform's initial wallet and retained earnings. Then creators update their smoothed
 profit: sustained losses (or, under a viability exit rule, a smoothed share of engagement or exposure below
@@ -36,6 +37,7 @@ from simulator.rules.defences import (
 )
 from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
+from simulator.stages.exposure_pay import pay_for_exposure
 from simulator.stages.fraud import FarmWork, pay_click_farm
 
 
@@ -76,13 +78,14 @@ def circulate(
         per_good = np.where(payable, per_good, 0.0)
     payouts = _pay_creators(state, payout, per_good, pool_revenue, scenario, payable_creators(state, scenario.defences.identity_gate))
     rewards = _pay_attention_rewards(state, allocation, scenario)
+    exposure_paid, exposure_owed, exposure_fill = pay_for_exposure(state, allocation, consumption, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
     charged = np.flatnonzero(costs)
     ledger.remove("production_costs", "creators", charged, costs[charged])
     audits = run_audits(state, scenario.defences.audits, ledger.balances["creators"][:creators_born], rng)
 
-    income = sales + payouts
+    income = sales + payouts + exposure_paid
     charges = audits.fines_per_creator(creators_born)
     if farms is not None:
         charges = charges + farms.fees[:creators_born]
@@ -114,6 +117,8 @@ def circulate(
             creator_charges=np.pad(charges, (0, entries)),
             bot_attention_rewards=int(rewards[consumption.bots].sum()) if consumption.bots is not None else 0,
         ),
+        exposure_owed,
+        exposure_fill,
     )
 
 
