@@ -5,8 +5,11 @@ says, refuses bad input at its key, and leaves the default scenario's results as
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import TINY, fresh_state, run_stages, tiny
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -16,8 +19,10 @@ from simulator.market.populations import draw_clusters, topic_centres
 from simulator.model import AttentionMarket, advance
 from simulator.rules import RuleSet
 from simulator.rules.payout import contributions
-from simulator.scenario.schema import ScenarioError, load_scenario, with_overrides
+from simulator.scenario.schema import ChoiceConfig, ScenarioError, load_scenario, with_overrides
+from simulator.stages import consumption as consumption_stage
 from simulator.stages.adaptation import _AudienceModel
+from simulator.stages.choice import choose
 from simulator.stages.circulation import _settle_creators, viability_shares
 from simulator.stages.exposure_pay import effective_rates
 
@@ -355,3 +360,99 @@ def test_best_responding_creators_raise_effort_when_paid_per_engagement():
 def test_a_budget_without_a_rate_is_refused():
     (issue,) = issues_of(dict(TINY, circulation={"exposure_pay": {"budget_per_tick": 100}}))
     assert issue.key == "circulation.exposure_pay.budget_per_tick" and "pays nothing" in issue.message
+
+
+# --- population.users.choice: independent or top n of the shown, with a position bias ------------------------
+
+
+def top_n(n: int, bias: float) -> ChoiceConfig:
+    return ChoiceConfig(model="top_n", n=n, position_bias=bias)
+
+
+def feeds(users: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user, column) of full feeds, flat in user-then-position order, as the consumption stage has them."""
+    return np.repeat(np.arange(users), length), np.tile(np.arange(length), users)
+
+
+def test_independent_choice_is_the_original_expression():
+    rng = np.random.default_rng(0)
+    utility = rng.normal(0.25, 0.3, size=5_000).astype(np.float32)
+    user, column = feeds(500, 10)
+    chosen = choose(utility, 0.25, user, column, 500, ChoiceConfig())
+    np.testing.assert_array_equal(chosen, utility > 0.25)
+
+
+def test_the_default_run_is_the_original_code_path_byte_for_byte(monkeypatch):
+    """The default choice model changes no number: a run equals one whose choice is the original
+    line, `promised − price + taste > outside_option`."""
+    scenario = tiny({"ticks": 4, "population.creators.adaptation.rule": "best_response"})
+    new = run_metrics(scenario)
+    monkeypatch.setattr(consumption_stage, "choose", lambda utility, outside, *rest: utility > outside)
+    old = run_metrics(scenario)
+    pd.testing.assert_frame_equal(new, old)
+
+
+@given(
+    utility=st.lists(st.floats(-1.0, 2.0, width=32), min_size=1, max_size=60),
+    length=st.integers(1, 8),
+    n=st.integers(1, 8),
+    bias=st.floats(0.0, 3.0),
+)
+def test_top_n_takes_at_most_n_each_beating_the_outside_option_and_the_best_by_weighted_surplus(utility, length, n, bias):
+    users = -(-len(utility) // length)
+    user, column = feeds(users, length)
+    user, column = user[: len(utility)], column[: len(utility)]
+    values = np.asarray(utility, dtype=np.float32)
+    chosen = choose(values, 0.25, user, column, users, top_n(n, bias))
+    assert np.bincount(user[chosen], minlength=users).max(initial=0) <= n
+    assert (values[chosen] > 0.25).all()
+    score = (values.astype(np.float64) - 0.25) * (column + 1.0) ** -bias
+    for u in range(users):
+        mine = user == u
+        eligible = mine & (values > 0.25)
+        assert chosen[mine].sum() == min(n, eligible.sum())
+        if chosen[mine].any() and (eligible & ~chosen).any():
+            assert score[chosen & mine].min() >= score[eligible & ~chosen].max()
+
+
+def test_at_equal_utility_higher_positions_are_chosen_more():
+    rng = np.random.default_rng(3)
+    users, length = 20_000, 8
+    user, column = feeds(users, length)
+    # equal expected utility at every position: only the taste shock differs
+    utility = (0.3 + rng.logistic(0.0, 0.1, size=users * length)).astype(np.float32)
+    biased = np.bincount(column[choose(utility, 0.25, user, column, users, top_n(2, 1.0))], minlength=length)
+    assert (np.diff(biased) < 0).all()  # each position chosen less than the one above it
+    assert biased[0] > 2 * biased[-1]
+    flat = np.bincount(column[choose(utility, 0.25, user, column, users, top_n(2, 0.0))], minlength=length)
+    assert stats.chisquare(flat).pvalue > 1e-3  # no bias: positions chosen alike
+    tied = np.full(users * length, np.float32(0.5))
+    first = choose(tied, 0.25, user, column, users, top_n(1, 0.0))
+    assert (column[first] == 0).all()  # exact ties go to the higher position
+
+
+def test_a_top_n_run_keeps_choices_within_n_and_every_invariant():
+    scenario = tiny({"ticks": 3, "population.users.choice": {"model": "top_n", "n": 2, "position_bias": 1.0},
+                     "population.goods.product_share": 0.6, "population.users.willingness_to_pay": 60_000})
+    state = fresh_state(scenario)
+    rng = np.random.default_rng(8)
+    for _ in range(scenario.ticks):
+        outcome = run_stages(state, scenario, rng)
+        consumed = outcome.consumption.consumed
+        blocked = outcome.consumption.blocked
+        assert (consumed.sum(axis=1) + blocked.sum(axis=1) <= 2).all()  # chosen: consumed, or a product the wallet did not cover
+        assert (outcome.consumption.bought <= consumed).all()
+        assert state.ledger.conservation_error() == 0
+    metrics = run_metrics(scenario)  # the model checks its invariants every tick
+    independent = run_metrics(tiny({"ticks": 3, "population.goods.product_share": 0.6, "population.users.willingness_to_pay": 60_000}))
+    assert metrics["consumptions"].sum() < independent["consumptions"].sum()
+    assert (metrics["purchases"] > 0).any()
+
+
+def test_a_choice_count_larger_than_the_feed_is_refused_at_its_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("population:\n  users:\n    budget_max: 10\n    choice: {model: top_n, n: 11}\n")
+    (issue,) = issues_of(path)
+    assert issue.key == "population.users.choice.n" and issue.line == 4
+    assert "at most 10 (budget_max)" in issue.message
+    load_scenario({"population": {"users": {"budget_max": 10, "choice": {"model": "independent", "n": 11}}}})  # n is top_n's only

@@ -100,6 +100,17 @@ class ChurnConfig(Strict):
     """Weight of the latest tick in the exponential moving average of utility."""
 
 
+class ChoiceConfig(Strict):
+    """How a user chooses among the goods it is shown (see docs/model.md, "Choice among what is shown")."""
+
+    model: Literal["independent", "top_n"] = "independent"
+    """independent: each exposure is taken on its own when its promised value less its price plus the taste shock beats the outside option (the default); top_n: of the exposures that beat the outside option, the user takes at most `n`, those with the largest surplus (what they beat it by, taste shock included) × position weight rank^−`position_bias` (rank 1 is the top of the feed), as in T-RECS and Chaney et al."""
+    n: int = Field(1, ge=1, le=1024)
+    """top_n: most goods a user takes in a tick; at most `budget_max` (the longest feed)."""
+    position_bias: NonNegativeFloat = 1.0
+    """top_n: a, the exponent of the position weight rank^−a (0: position does not matter beyond the attention it holds)."""
+
+
 class UsersConfig(Strict):
     """Users: the attention supply."""
 
@@ -149,6 +160,20 @@ class UsersConfig(Strict):
     """Utility lost per ad shown."""
     churn: ChurnConfig = ChurnConfig()
     """The churn rule."""
+    choice: ChoiceConfig = ChoiceConfig()
+    """The choice among what is shown: independent per exposure (the default) or the top n by surplus and position."""
+
+    @field_validator("choice")
+    @classmethod
+    def _choice_fits_the_feed(cls, choice: ChoiceConfig, info: ValidationInfo) -> ChoiceConfig:
+        cap = info.data.get("budget_max")
+        if choice.model == "top_n" and cap is not None and choice.n > cap:
+            raise PydanticCustomError(
+                "choice_exceeds_feed",
+                "a user may take {n} goods but is shown at most {cap} (budget_max): n larger than the feed never binds; lower n or raise budget_max",
+                {"n": choice.n, "cap": cap, "subkey": "n"},
+            )
+        return choice
 
 
 class ExitConfig(Strict):

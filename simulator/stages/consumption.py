@@ -23,6 +23,7 @@ from simulator.market.populations import refresh_homogenization_pairs
 from simulator.market.state import FLOAT, MarketState
 from simulator.market.values import match, position_click_factors
 from simulator.scenario.schema import Scenario
+from simulator.stages.choice import choose
 
 
 def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> Consumption:
@@ -45,7 +46,7 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     price = goods.price[good]
     price_in_value = (price / max(cfg.willingness_to_pay, 1)).astype(FLOAT)
     taste = rng.logistic(0.0, cfg.choice_noise, size=len(good)).astype(FLOAT)
-    chosen = promised - price_in_value + taste > cfg.outside_option
+    chosen = choose(promised - price_in_value + taste, cfg.outside_option, shown.user, shown.column, shown.shape[0], cfg.choice)
     is_product = goods.is_product[good]
     bought = _purchases(state, rows, shown, chosen & is_product, price)
     # A product yields its value only if bought; content is free.
