@@ -45,8 +45,8 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms > 0, norms, 1.0)).astype(FLOAT)
 
 
-def around(centres: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit vectors scattered around `centres` (one per row); `spread` ~ the angle's scale."""
+def around(centres: np.ndarray, spread: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unit vectors scattered around `centres` (one per row); `spread` ~ the angle's scale (a scalar, or a column per row)."""
     noise = rng.standard_normal(centres.shape) / np.sqrt(centres.shape[1])
     return unit_rows(centres + spread * noise)
 
