@@ -143,6 +143,11 @@ SMALL_KNOBS: dict[str, st.SearchStrategy] = {
     "circulation.auction.reserve_price": st.integers(0, 50),
     "population.creators.adaptation.candidates": st.integers(1, 4),
     "metrics.homogenization_pairs": st.integers(1, 16),
+    "population.users.choice.n": st.integers(1, 4),
+    "population.users.choice.position_bias": st.sampled_from([0.0, 1.0, 2.5]),
+    "population.creators.exit.min_share": st.sampled_from([0.0, 0.1, 0.5]),
+    "circulation.exposure_pay.per_exposure": st.integers(0, 5),
+    "circulation.exposure_pay.per_engagement": st.integers(0, 20),
 }
 SMALL_KNOBS = {key: value for key, value in SMALL_KNOBS.items() if key in LEAVES}  # keys renamed elsewhere drop out
 
@@ -167,6 +172,9 @@ def valid_scenarios(draw: st.DrawFn, fixed: dict[str, Any] | None = None) -> dic
     flat.setdefault("ticks", 3)
     # The budget's median may not exceed its cap.
     flat["population.users.budget"] = {"median": float(min(4, flat.get("population.users.budget_max", 32))), "sigma": 0.5}
+    # Orthogonal centres need clusters ≤ embedding_dim (a simplex one more).
+    if flat["topics.geometry"] != "random":
+        flat["topics.clusters"] = min(flat.get("topics.clusters", 8), flat["embedding_dim"])
     return nested(flat)
 
 
