@@ -187,9 +187,10 @@ def test_popularity_window_ignores_recycled_rows():
     state.tick = 1
     record_consumptions(state, np.array([row, row, row]), window=10)
     from simulator.market.populations import publish, retire_goods
+    from simulator.market.streams import EntityDraws
 
     retire_goods(state, np.array([row]))
-    new = publish(state, np.array([0]), scenario, np.random.default_rng(0), np.array([5]))
+    new = publish(state, np.array([0]), scenario, EntityDraws(0), np.array([5]))
     assert new[0] == row  # the row was recycled for a new good
     state.tick = 2
     assert window_counts(state, 10)[row] == 0

@@ -36,6 +36,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from simulator.cli.helptext import CleanHelpGroup
 from simulator.metrics.table import RUN_SUMMARY, summary_label
 from simulator.model import AttentionMarket
 from simulator.runs import rundir
@@ -70,6 +71,7 @@ DEFAULT_CHECKPOINT_SECONDS = 5.0
 
 app = typer.Typer(
     name="attnsim",
+    cls=CleanHelpGroup,
     help="attention-market: simulate attention-economy marketplaces and compare incentive rules.",
     add_completion=False,
     no_args_is_help=True,

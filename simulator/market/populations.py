@@ -24,6 +24,7 @@ from simulator.market.state import (
     UidIndex,
     Users,
 )
+from simulator.market.streams import EntityDraws, serials
 from simulator.scenario.schema import Scenario
 
 STREAM_ENTROPY_WORDS = 4  # 64-bit words drawn from the parent generator to seed a family of streams
@@ -153,8 +154,11 @@ def production_cost(scenario: Scenario, quality: np.ndarray) -> np.ndarray:
     return (cfg.cost_per_good + np.rint(cfg.effort_cost * quality.astype(np.float64) ** 2)).astype(np.int64)
 
 
-def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, rng: np.random.Generator, lifetimes: np.ndarray) -> np.ndarray:
-    """Place one new good per entry of `owners` into free catalogue rows; returns the rows."""
+def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, draws: EntityDraws, lifetimes: np.ndarray) -> np.ndarray:
+    """Place one new good per entry of `owners` into free catalogue rows; returns the rows.
+
+    A good's traits are drawn keyed by its serial (`streams.serials`), so a creator's k-th good of
+    a tick is the same good in every arm, whatever the other creators published."""
     cfg = scenario.population.goods
     goods = state.goods
     count = len(owners)
@@ -164,12 +168,17 @@ def publish(state: MarketState, owners: np.ndarray, scenario: Scenario, rng: np.
         goods.ensure_capacity(start + count - len(free))
         free = np.flatnonzero(~goods.live)
     rows = free[:count]
+    serial = serials(owners, state.tick)
+    dim = goods.key.shape[1]
     goods.live[rows] = True
     goods.owner[rows] = owners
-    goods.key[rows] = around(state.creators.topic[owners], cfg.key_noise, rng)
-    goods.quality[rows] = np.clip(state.creators.quality[owners] + 0.05 * rng.standard_normal(count), 0.0, 1.0)
-    goods.is_product[rows] = rng.random(count) < cfg.product_share
-    goods.price[rows] = np.where(goods.is_product[rows], lognormal_int(cfg.price.median, cfg.price.sigma, count, rng), 0)
+    goods.serial[rows] = serial
+    key_noise = draws.stream("good_key").normal(serial[:, None], np.arange(dim)[None, :]) / np.sqrt(dim)
+    goods.key[rows] = unit_rows(state.creators.topic[owners] + cfg.key_noise * key_noise)
+    goods.quality[rows] = np.clip(state.creators.quality[owners] + 0.05 * draws.stream("good_quality").normal(serial), 0.0, 1.0)
+    goods.is_product[rows] = draws.stream("good_is_product").uniform(serial) < cfg.product_share
+    price = np.maximum(1, np.rint(cfg.price.median * np.exp(cfg.price.sigma * draws.stream("good_price").normal(serial)))).astype(np.int64)
+    goods.price[rows] = np.where(goods.is_product[rows], price, 0)
     goods.expires[rows] = state.tick + lifetimes
     goods.clickbait[rows] = state.creators.clickbait[owners]
     goods.exposures[rows] = 0
@@ -233,7 +242,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         # Staggered ages so the catalogue does not expire all at once; each initial good is
         # visible for 1..lifetime ticks (a good leaves at the start of its expiry tick).
         lifetimes = goods_rng.integers(2, pop.goods.lifetime + 2, size=pop.goods.initial)
-        publish(state, owners, scenario, goods_rng, lifetimes)
+        publish(state, owners, scenario, EntityDraws.of(goods_rng), lifetimes)
 
     metrics = scenario.metrics
     state.homogenization = HomogenizationSample(

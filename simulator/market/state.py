@@ -102,6 +102,7 @@ class Goods(Population):
 
     live: np.ndarray = _slot(False, np.bool_)
     uid: np.ndarray = _slot(-1, np.int64)
+    serial: np.ndarray = _slot(-1, np.int64)  # the good's name for keyed draws (`streams.serials`), the same in every arm
     owner: np.ndarray = _slot(-1, np.int32)
     key: np.ndarray = _vector()
     quality: np.ndarray = _slot(0.0, FLOAT)

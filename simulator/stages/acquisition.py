@@ -17,11 +17,15 @@ from simulator.market.populations import (
     retire_goods,
 )
 from simulator.market.state import MarketState
+from simulator.market.streams import EntityDraws
 from simulator.rules.bidding import BiddingStrategy, set_bids
 from simulator.scenario.schema import Scenario
 
 
 def acquire(state: MarketState, bidding: BiddingStrategy, scenario: Scenario, rng: np.random.Generator) -> Arrivals:
+    # Publishing is keyed by creator and good (market/streams.py): the key is the stream's first
+    # draw, so it is the same in every arm whichever creators are alive.
+    draws = EntityDraws.of(rng)
     users_cfg = scenario.population.users
     new_users = np.zeros(0, dtype=np.int64)
     arriving = int(rng.poisson(users_cfg.arrivals_per_tick)) if users_cfg.arrivals_per_tick else 0
@@ -37,7 +41,7 @@ def acquire(state: MarketState, bidding: BiddingStrategy, scenario: Scenario, rn
     show_up = users.activity[:born] * (1.0 - users.fatigue[:born])
     active = np.flatnonzero(users.alive[:born] & (rng.random(born) < show_up))
 
-    published, costs = _publish_goods(state, scenario, rng)
+    published, costs = _publish_goods(state, scenario, draws)
     set_bids(state, bidding, scenario, rng)
     ad_budgets = np.minimum(state.advertisers.budget_per_tick, state.ledger.balances["advertisers"][: state.advertisers.capacity()])
     return Arrivals(
@@ -61,7 +65,7 @@ def publishing_response(profit: np.ndarray, rate: np.ndarray, unit_cost: np.ndar
     return np.clip(1.0 + elasticity * profit.astype(np.float64) / spending, 0.1, 2.0)
 
 
-def _publish_goods(state: MarketState, scenario: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _publish_goods(state: MarketState, scenario: Scenario, draws: EntityDraws) -> tuple[np.ndarray, np.ndarray]:
     """Each alive creator publishes a Poisson number of goods, its rate scaled by its expected
     profit (`publishing_response`), as many as its wallet can pay for; creators below the
     minimum-quality bar (`circulation.min_quality`) publish nothing."""
@@ -71,10 +75,11 @@ def _publish_goods(state: MarketState, scenario: Scenario, rng: np.random.Genera
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     unit_cost = production_cost(scenario, creators.quality[rows])
-    wanted = rng.poisson(creators.publish_rate[rows] * publishing_response(creators.profit_ema[rows], creators.publish_rate[rows], unit_cost, scenario))
+    rate = creators.publish_rate[rows] * publishing_response(creators.profit_ema[rows], creators.publish_rate[rows], unit_cost, scenario)
+    wanted = draws.stream("publish_count").poisson(rate, rows)
     affordable = state.ledger.balances["creators"][rows] // np.maximum(unit_cost, 1)
     count = np.minimum(wanted, affordable)
     owners = np.repeat(rows, count)
     lifetimes = np.full(len(owners), scenario.population.goods.lifetime, dtype=np.int32)
-    published = publish(state, owners, scenario, rng, lifetimes)
+    published = publish(state, owners, scenario, draws, lifetimes)
     return published, np.repeat(unit_cost, count)

@@ -32,6 +32,7 @@ from simulator.market.catalogue import Catalogue
 from simulator.market.outcomes import Allocation, Consumption, Settlement
 from simulator.market.populations import meets_quality_bar, production_cost, unit_rows
 from simulator.market.state import FLOAT, MarketState
+from simulator.market.streams import EntityDraws
 from simulator.rules import RuleSet
 from simulator.rules.payout import Probe, contributions
 from simulator.scenario.schema import Scenario
@@ -57,7 +58,8 @@ def adapt(
     total_activity = activity.sum()
     # What one unit of a payout weight paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
-    sample = rng.choice(len(allocation.users), size=min(AUDIENCE_SAMPLE, len(allocation.users)), replace=False)
+    # The audience: the active users with the smallest keyed uniforms, so the same users in every arm that has them active.
+    sample = np.argsort(EntityDraws.of(rng).stream("audience").uniform(allocation.users), kind="stable")[:AUDIENCE_SAMPLE]
     owners, values = contributions(state, allocation, consumption)
     market = _AudienceModel(
         state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario,

@@ -13,6 +13,7 @@ from simulator.market.catalogue import Catalogue
 from simulator.market.kernels import NonFiniteScores
 from simulator.market.outcomes import Allocation, Arrivals
 from simulator.market.state import MarketState
+from simulator.market.streams import EntityDraws
 from simulator.market.values import match, position_click_factors
 from simulator.metrics.invariants import InvariantViolation
 from simulator.rules.allocation.base import AllocationRule
@@ -27,15 +28,18 @@ from simulator.scenario.schema import Scenario
 
 
 def allocate(state: MarketState, arrivals: Arrivals, rule: AllocationRule, scenario: Scenario, rng: np.random.Generator) -> Allocation:
+    # Keyed by user and good (market/streams.py); the key is the stream's first draw, the same in
+    # every arm whoever showed up.
+    draws = EntityDraws.of(rng)
     slots = scenario.allocation.ad_slots if state.advertisers.capacity() else 0
     ad_counts = np.minimum(slots, np.maximum(arrivals.budgets - 1, 0))
-    ads, prices, click_rates = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario, rng)
+    ads, prices, click_rates = _sell_ad_slots(state, arrivals, ad_counts, slots, scenario, draws)
     # Attention for slots no advertiser bought goes back to content.
     content_counts = arrivals.budgets - np.count_nonzero(ads >= 0, axis=1)
     catalogue = Catalogue.of(state)
     mode = resolve_mode(scenario, rule, len(catalogue.rows))
     try:
-        exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng, mode=mode.mode)
+        exposures = allocate_exposures(state, catalogue, arrivals.active, content_counts, rule, scenario, rng, mode=mode.mode, draws=draws)
     except NonFiniteScores as exc:
         raise InvariantViolation(
             state.tick, "finite_floats", f"{exc} (the {scenario.allocation.rule} rule at temperature {scenario.allocation.temperature:g})"
@@ -44,10 +48,10 @@ def allocate(state: MarketState, arrivals: Arrivals, rule: AllocationRule, scena
 
 
 def _sell_ad_slots(
-    state: MarketState, arrivals: Arrivals, ad_counts: np.ndarray, slots: int, scenario: Scenario, rng: np.random.Generator
+    state: MarketState, arrivals: Arrivals, ad_counts: np.ndarray, slots: int, scenario: Scenario, draws: EntityDraws
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Auction every user's ad positions, users in random order, taking each advertiser out of
-    the auctions once its expected spend reaches its budget for the tick."""
+    """Auction every user's ad positions, users in random order (keyed by user), taking each
+    advertiser out of the auctions once its expected spend reaches its budget for the tick."""
     users = arrivals.active
     ads = np.full((len(users), slots), -1, dtype=np.int64)
     prices = np.zeros((len(users), slots), dtype=np.int64)
@@ -63,7 +67,7 @@ def _sell_ad_slots(
     # per impression, the charge is the predicted click rate's, whatever the clicks.
     per_click = auction.pricing == "per_click"
     calibration = advertisers.click_calibration if per_click else np.ones(advertisers.capacity())
-    order = rng.permutation(len(users))
+    order = np.argsort(draws.stream("ad_auction_order").uniform(users), kind="stable")
     step = block_rows(advertisers.capacity(), scenario.allocation.block_elements)
     for start in range(0, len(users), step):
         index = order[start : start + step]

@@ -28,6 +28,7 @@ from simulator.market.outcomes import (
 )
 from simulator.market.populations import add_creators, meets_quality_bar, retire_goods
 from simulator.market.state import MarketState
+from simulator.market.streams import EntityDraws
 from simulator.rules.defences import (
     filter_clicks,
     flag_clones,
@@ -52,6 +53,7 @@ def circulate(
     farms: FarmWork | None = None,
 ) -> Settlement:
     """`farms` is what engagement farms delivered this tick (its fees are part of creators' costs)."""
+    draws = EntityDraws.of(rng)  # ad billing order and entry, keyed (market/streams.py) under the stream's first draw
     ledger = state.ledger
     creators_born = state.creators_born
     goods = state.goods
@@ -61,7 +63,7 @@ def circulate(
 
     sales, take = _settle_purchases(state, allocation, consumption, scenario)
     ad_revenue, advertiser_value, ad_free_deliveries, (advertiser, charge, by_bot) = _settle_ads(
-        state, arrivals, allocation, consumption, scenario, rng
+        state, arrivals, allocation, consumption, scenario, draws
     )
     click_filter = scenario.defences.click_filter
     refunds = filter_clicks(state, click_filter, advertiser, charge, by_bot, rng)
@@ -92,7 +94,7 @@ def circulate(
     in_tick = state.creators.alive[:creators_born].copy()
     shares = viability_shares(state, allocation, consumption, scenario.population.creators.exit.rule)
     exits = _settle_creators(state, income - costs - charges, scenario, shares)
-    entries = _admit_creators(state, (income - costs - charges)[in_tick], scenario, rng)
+    entries = _admit_creators(state, (income - costs - charges)[in_tick], scenario, draws)
     # Entrants joined after the money moved: no exposure, no income, not part of this tick.
     return Settlement(
         np.pad(exposure, (0, entries)),
@@ -223,10 +225,10 @@ def _settle_ads(
     allocation: Allocation,
     consumption: Consumption,
     scenario: Scenario,
-    rng: np.random.Generator,
+    draws: EntityDraws,
 ) -> tuple[int, int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Charge billable ad events (clicks, or impressions at their expected click cost) in random
-    order until each advertiser's budget for the tick runs out.
+    order (keyed by user and slot) until each advertiser's budget for the tick runs out.
 
     Events beyond the budget are delivered free: the platform absorbs the overdelivery, so no
     advertiser ever pays a minor unit more than its budget. Returns (revenue, value of clicks
@@ -241,7 +243,7 @@ def _settle_ads(
     price = allocation.ad_prices[user_index, slot]
     if scenario.circulation.auction.pricing == "per_impression":
         price = np.ceil(price * allocation.ad_click_rates[user_index, slot] - 1e-9).astype(np.int64)
-    order = np.lexsort((rng.random(len(advertiser)), advertiser))
+    order = np.lexsort((draws.stream("ad_billing_order").uniform(allocation.users[user_index], slot), advertiser))
     advertiser, price = advertiser[order], price[order]
     by_bot = consumption.bots[user_index[order]] if consumption.bots is not None else np.zeros(len(order), dtype=bool)
     spent_before = np.cumsum(price) - price
@@ -303,8 +305,9 @@ def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario,
     return len(leaving)
 
 
-def _admit_creators(state: MarketState, profits: np.ndarray, scenario: Scenario, rng: np.random.Generator) -> int:
-    """While creating pays, newcomers arrive; some imitate a profitable niche.
+def _admit_creators(state: MarketState, profits: np.ndarray, scenario: Scenario, draws: EntityDraws) -> int:
+    """While creating pays, newcomers arrive; some imitate a profitable niche. Draws are keyed by
+    the entrant's row (its count by inversion), so arms with nearby incumbents admit alike.
 
     The signal is this tick's mean profit over every creator that took part, those leaving now
     included (`profits`): an entrant's expected profit. The mean over survivors alone would be
@@ -316,15 +319,18 @@ def _admit_creators(state: MarketState, profits: np.ndarray, scenario: Scenario,
         return 0
     if profits.mean() <= 0:
         return 0
-    count = int(rng.poisson(cfg.entry.rate * len(rows)))
+    count = int(draws.stream("entry_count").poisson(cfg.entry.rate * len(rows), 0))
     if count == 0:
         return 0
     profit = creators.profit_ema[rows]
     gains = np.maximum(profit, 0.0).astype(np.float64)
     if gains.sum() <= 0:
         gains = np.ones(len(rows))
-    models = rng.choice(rows, size=count, p=gains / gains.sum())
-    imitate = np.where(rng.random(count) < cfg.entry.imitation, models, -1)
-    new = add_creators(state, count, scenario, rng, imitate=imitate)
+    entrants = np.arange(state.creators_born, state.creators_born + count)
+    cumulative = np.cumsum(gains)
+    # A model drawn ∝ gains by inversion of the entrant's own uniform.
+    models = rows[np.minimum(np.searchsorted(cumulative, draws.stream("entry_model").uniform(entrants) * cumulative[-1], side="right"), len(rows) - 1)]
+    imitate = np.where(draws.stream("entry_imitation").uniform(entrants) < cfg.entry.imitation, models, -1)
+    new = add_creators(state, count, scenario, draws.generator("entrant_traits"), imitate=imitate)
     state.ledger.inject("creator_entry_capital", "creators", new, cfg.initial_wallet)
     return count

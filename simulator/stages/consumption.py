@@ -21,6 +21,7 @@ from simulator.market.kernels import drift_toward_consumed, gathered_dots
 from simulator.market.outcomes import Allocation, Consumption
 from simulator.market.populations import refresh_homogenization_pairs
 from simulator.market.state import FLOAT, MarketState
+from simulator.market.streams import EntityDraws
 from simulator.market.values import match, position_click_factors
 from simulator.scenario.schema import Scenario
 from simulator.stages.choice import choose
@@ -45,7 +46,8 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     promised = value * (1.0 + scenario.population.creators.clickbait_boost * goods.clickbait[good])
     price = goods.price[good]
     price_in_value = (price / max(cfg.willingness_to_pay, 1)).astype(FLOAT)
-    taste = rng.logistic(0.0, cfg.choice_noise, size=len(good)).astype(FLOAT)
+    # Keyed by (user, good) (market/streams.py): a user's shock for a good is the same in every arm that shows it.
+    taste = EntityDraws.of(rng).stream("taste").logistic(cfg.choice_noise, rows[shown.user], goods.serial[good]).astype(FLOAT)
     chosen = choose(promised - price_in_value + taste, cfg.outside_option, shown.user, shown.column, shown.shape[0], cfg.choice)
     is_product = goods.is_product[good]
     bought = _purchases(state, rows, shown, chosen & is_product, price)
@@ -147,7 +149,7 @@ def _ad_clicks(state: MarketState, rows: np.ndarray, allocation: Allocation, sce
         match(state.users.interest[rows], advertisers.targeting), np.maximum(ads, 0), axis=1
     )
     probability = scenario.population.advertisers.click_rate * true_match * position_click_factors(scenario)[None, : ads.shape[1]]
-    return (ads >= 0) & (rng.random(ads.shape) < probability)
+    return (ads >= 0) & (EntityDraws.of(rng).stream("ad_click").uniform(rows[:, None], np.arange(ads.shape[1])[None, :]) < probability)
 
 
 def _tire(state: MarketState, rows: np.ndarray, exposures: np.ndarray, ads: np.ndarray, cfg) -> None:

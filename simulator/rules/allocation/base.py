@@ -35,9 +35,10 @@ from pydantic import BaseModel, ConfigDict
 
 from simulator.market.catalogue import Catalogue
 from simulator.market.state import MarketState
+from simulator.market.streams import keyed_sample
 from simulator.registry import define_kind
 from simulator.rules.allocation.creators import CreatorSegments
-from simulator.rules.allocation.selection import sample_positions, top_k_positions
+from simulator.rules.allocation.selection import SelectionKeys, sample_positions, top_k_positions
 from simulator.scenario.schema import Scenario
 
 
@@ -99,11 +100,19 @@ class AllocationRule(ABC):
         """Called once per tick before any block (stateful rules refit here)."""
 
     def select(
-        self, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments | None, rng: np.random.Generator
+        self,
+        scores: np.ndarray,
+        counts: np.ndarray,
+        segments: CreatorSegments | None,
+        rng: np.random.Generator,
+        keys: SelectionKeys | None = None,
     ) -> np.ndarray:
-        """counts[i] catalogue positions per row, in feed order, -1 padded."""
+        """counts[i] catalogue positions per row, in feed order, -1 padded. With `keys` (the exact
+        mode) the sampling noise is keyed by user and good (common random numbers across arms)."""
         if self.deterministic:
             return top_k_positions(scores, counts)
+        if keys is not None:
+            return keyed_sample(scores, counts, keys.draws, keys.users, keys.goods)
         return sample_positions(scores, counts, rng)
 
     def observe(self, state: MarketState, feedback: Feedback) -> None:

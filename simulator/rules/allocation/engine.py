@@ -26,6 +26,7 @@ from simulator.market.catalogue import Catalogue
 from simulator.market.kernels import mask_remembered
 from simulator.market.outcomes import AllocationMode
 from simulator.market.state import FLOAT, MarketState
+from simulator.market.streams import EntityDraws
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.rules.allocation.candidates import CandidateBlock, index_for
 from simulator.rules.allocation.creators import CreatorSegments
@@ -35,6 +36,7 @@ from simulator.rules.allocation.modifiers import (
     merge_feed,
     score_adjustment,
 )
+from simulator.rules.allocation.selection import SelectionKeys
 from simulator.scenario.schema import Scenario
 
 
@@ -88,6 +90,7 @@ def allocate_exposures(
     scenario: Scenario,
     rng: np.random.Generator,
     mode: str | None = None,
+    draws: EntityDraws | None = None,
 ) -> np.ndarray:
     """Exposures for `users`: a (len(users), max(counts)) matrix of catalogue rows, -1 padded.
 
@@ -100,13 +103,16 @@ def allocate_exposures(
     selection for the rest, and the creator cap (see allocation_rules/modifiers.py).
 
     `mode` is `exact` or `ivf` (the candidate mode, `allocate_candidates`); None resolves
-    `allocation.candidates.mode` with `resolve_mode`.
+    `allocation.candidates.mode` with `resolve_mode`. In the exact mode a sampling rule's noise
+    is keyed by user and good under `draws` (default: one draw of `rng`), see market/streams.py;
+    the candidate mode draws its candidates, and their noise, in order from `rng`.
     """
     width = int(counts.max(initial=0))
     exposures = np.full((len(users), width), -1, dtype=np.int64)
     if width == 0 or len(catalogue.rows) == 0:
         return exposures
     cfg = scenario.allocation
+    draws = EntityDraws.of(rng) if draws is None else draws
     rule.prepare(state, scenario, rng)
     adjustment = score_adjustment(state, catalogue.rows, scenario)
     if mode is None:
@@ -118,14 +124,18 @@ def allocate_exposures(
     segments = CreatorSegments.of(state, catalogue) if needs_creators else None
     cap = CreatorCap(cfg.creator_cap, segments) if cfg.creator_cap < 1 else None
 
-    def select(scores: np.ndarray, block_counts: np.ndarray) -> np.ndarray:
-        return rule.select(scores, block_counts, segments, rng)
+    serials = state.goods.serial[catalogue.rows]
+    block_keys = SelectionKeys(draws.stream("allocation"), users[:0], serials)
+
+    def select(scores: np.ndarray, block_counts: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return rule.select(scores, block_counts, segments, rng, keys=block_keys if rows is None else block_keys.of_rows(rows))
 
     step = block_rows(len(catalogue.rows), cfg.block_elements)
     buffer = np.empty(min(step, len(users)) * len(catalogue.rows), dtype=FLOAT)
     for start in range(0, len(users), step):
         block = users[start : start + step]
         block_counts = counts[start : start + step]
+        block_keys = SelectionKeys(block_keys.draws, block, serials)
         scores = rule.scores(state, catalogue, block, out=buffer[: len(block) * len(catalogue.rows)].reshape(len(block), -1))
         if adjustment is not None:
             scores += adjustment[None, :]

@@ -34,7 +34,8 @@ from simulator.rules.allocation.creators import (
 )
 from simulator.scenario.schema import Scenario
 
-Select = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (scores, counts) -> positions in feed order
+# (scores, counts, the block rows they are for or None for all) -> positions in feed order
+Select = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 
 def score_adjustment(state: MarketState, rows: np.ndarray, scenario: Scenario) -> np.ndarray | None:
@@ -144,7 +145,7 @@ class CreatorCap:
             held = feed[users]
             held_row, held_place = np.nonzero(held >= 0)
             sub_scores[held_row, held[held_row, held_place]] = -np.inf
-            refill = select(sub_scores, freed)
+            refill = select(sub_scores, freed, users)
             merged = np.concatenate([compact_rows(held), np.full((len(users), refill.shape[1]), -1, dtype=np.int64)], axis=1)
             kept = (held >= 0).sum(axis=1)
             refill_row, refill_place = np.nonzero(refill >= 0)

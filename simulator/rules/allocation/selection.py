@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from simulator.market.kernels import draw_without_replacement, top_k_rows
 from simulator.market.state import FLOAT
+from simulator.market.streams import EntityDraws
 
 
 def top_k_positions(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -42,3 +45,16 @@ def sample_positions(scores: np.ndarray, counts: np.ndarray, rng: np.random.Gene
     seeds = rng.integers(0, 2**63, size=rows, dtype=np.int64).astype(np.uint64)
     draw_without_replacement(np.ascontiguousarray(scores, dtype=FLOAT), counts.astype(np.int64), seeds, picked)
     return picked
+
+
+@dataclass(frozen=True)
+class SelectionKeys:
+    """Who a block's rows and columns are, for keyed sampling (`streams.keyed_sample`): the user
+    row of each score row and the serial of each column's good, under the tick's key."""
+
+    draws: EntityDraws
+    users: np.ndarray  # (rows,) user rows
+    goods: np.ndarray  # (columns,) good serials
+
+    def of_rows(self, index: np.ndarray) -> SelectionKeys:
+        return SelectionKeys(self.draws, self.users[index], self.goods)

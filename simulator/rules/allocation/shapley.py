@@ -39,6 +39,7 @@ from simulator.rules.allocation.creators import (
     pick_in_segments,
     segment_max,
 )
+from simulator.rules.allocation.selection import SelectionKeys
 from simulator.scenario.schema import Scenario
 
 
@@ -92,10 +93,16 @@ class ShapleyMediator(AllocationRule):
         return scores
 
     def select(
-        self, scores: np.ndarray, counts: np.ndarray, segments: CreatorSegments | None, rng: np.random.Generator
+        self,
+        scores: np.ndarray,
+        counts: np.ndarray,
+        segments: CreatorSegments | None,
+        rng: np.random.Generator,
+        keys: SelectionKeys | None = None,
     ) -> np.ndarray:
         """(rows, max(counts)) catalogue positions in feed order, -1 padded; units lost to the
-        outside option are simply missing, so a row may hold fewer than counts[i] goods."""
+        outside option are simply missing, so a row may hold fewer than counts[i] goods. The
+        mediator's lottery is over creators, drawn in order from `rng` (`keys` is not used)."""
         rows = scores.shape[0]
         width = int(counts.max(initial=0))
         if width == 0 or len(segments) == 0:

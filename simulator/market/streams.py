@@ -1,0 +1,169 @@
+"""Entity-keyed random numbers: each draw is named by whom it is for, not by when it is drawn.
+
+A generator hands out numbers in order, so when one rule shows a user one more good, every draw
+after it in that tick goes to someone else, and two arms of a sweep that share a seed stop
+sharing their shocks at the first difference in who is shown what, who publishes or who leaves.
+Here a draw is a hash of (key, entity ids): a user's taste shock for a good is the same number in
+every arm that shows it to them, whatever else was shown, and a creator's publishing draw is the
+same whichever creators left. This is the synchronisation of common random numbers (Law,
+Simulation Modeling and Analysis, ch. 11): the arms differ only where their rules make them.
+
+The hash is the splitmix64 finaliser (Steele, Lea & Flood 2014) chained over the ids, written by
+hand because it must run vectorised in numpy and inside numba kernels with identical bits
+(numpy's counter-based Philox takes one key per generator, not one per array element). A stage
+takes its `EntityDraws` key as the first draw of its own per-tick stream, so keys are fixed by the
+run's seed and the tick, the same in every arm, and need no state across ticks or threads.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.special
+import scipy.stats
+from numba import njit
+
+from simulator.market.kernels import NonFiniteScores
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX_2 = np.uint64(0x94D049BB133111EB)
+UNIT = 2.0**-53  # a 53-bit integer times this is a double in [0, 1)
+
+
+def mix(bits: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 values (wrapping arithmetic): a bijection whose output
+    bits each depend on every input bit."""
+    with np.errstate(over="ignore"):
+        bits = (bits ^ (bits >> np.uint64(30))) * MIX_1
+        bits = (bits ^ (bits >> np.uint64(27))) * MIX_2
+    return bits ^ (bits >> np.uint64(31))
+
+
+def keyed_bits(key: int, *ids: np.ndarray | int) -> np.ndarray:
+    """64 random bits per element of the broadcast `ids`, a function of (key, ids) only."""
+    bits = np.asarray(np.uint64(key))
+    for part in ids:
+        with np.errstate(over="ignore"):
+            bits = mix(bits ^ mix(np.asarray(part).astype(np.int64).astype(np.uint64) + GOLDEN))
+    return np.asarray(bits, dtype=np.uint64)
+
+
+def bits_to_uniform(bits: np.ndarray) -> np.ndarray:
+    """Uniforms strictly inside (0, 1): the top 53 bits, centred in their interval."""
+    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * UNIT
+
+
+@dataclass(frozen=True)
+class EntityDraws:
+    """Draws keyed by entity ids under one 63-bit key; `stream(purpose)` gives a key of its own to
+    each kind of draw, so a user's taste shock and its ad click never share a number."""
+
+    key: int
+
+    @classmethod
+    def of(cls, rng: np.random.Generator) -> EntityDraws:
+        """Keys taken as one draw of `rng`: take it where the stream is still common to every arm
+        (the first draw of a stage's fresh per-tick stream)."""
+        return cls(int(rng.integers(0, 2**63, dtype=np.int64)))
+
+    def stream(self, purpose: str) -> EntityDraws:
+        return EntityDraws(int(keyed_bits(self.key, zlib.crc32(purpose.encode())) >> np.uint64(1)))
+
+    def uniform(self, *ids: np.ndarray | int) -> np.ndarray:
+        return bits_to_uniform(keyed_bits(self.key, *ids))
+
+    def normal(self, *ids: np.ndarray | int) -> np.ndarray:
+        """Standard normals by inversion (monotone in the uniform, so nearby arms stay nearby)."""
+        return scipy.special.ndtri(self.uniform(*ids))
+
+    def logistic(self, scale: float, *ids: np.ndarray | int) -> np.ndarray:
+        uniform = self.uniform(*ids)
+        return scale * (np.log(uniform) - np.log1p(-uniform))
+
+    def poisson(self, mean: np.ndarray, *ids: np.ndarray | int) -> np.ndarray:
+        """Poisson counts by inversion: a creator whose rate moves a little keeps its count unless
+        its uniform sits at the edge, instead of every later creator's count changing."""
+        return scipy.stats.poisson.ppf(self.uniform(*ids), np.asarray(mean, dtype=np.float64)).astype(np.int64)
+
+    def generator(self, purpose: str) -> np.random.Generator:
+        """An ordinary generator for draws made in a fixed order among a fixed set (say, the
+        traits of this tick's entrants): keyed like the rest, so earlier draws cannot shift it."""
+        return np.random.default_rng(self.stream(purpose).key)
+
+
+def serials(owner: np.ndarray, tick: int) -> np.ndarray:
+    """Names for goods published at `tick`: a hash of (owner, tick, the good's rank among its
+    owner's goods of this call), so the k-th good a creator publishes in a tick carries the same
+    name in every arm, whichever goods the other creators published (uids count every good)."""
+    order = np.argsort(owner, kind="stable")
+    ordered = owner[order]
+    rank = np.empty(len(owner), dtype=np.int64)
+    rank[order] = np.arange(len(owner)) - np.searchsorted(ordered, ordered, side="left")
+    return (keyed_bits(0, owner, tick, rank) >> np.uint64(1)).astype(np.int64)
+
+
+@njit(cache=True, inline="always")
+def _mix_scalar(bits):
+    bits = (bits ^ (bits >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    bits = (bits ^ (bits >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return bits ^ (bits >> np.uint64(31))
+
+
+@njit(cache=True)
+def _keyed_gumbel_top_k(scores, counts, key, users, goods, out, best_scores, best_columns):
+    """out[i, :counts[i]] = the columns of the largest scores[i, j] + Gumbel(key, users[i], goods[j]),
+    best first; -inf columns are never taken. The Gumbel-top-k trick: the same law as successive
+    softmax sampling without replacement (Kool et al. 2019), with each (user, good) noise fixed."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    for row in range(scores.shape[0]):
+        wanted = counts[row]
+        if wanted <= 0:
+            continue
+        user_bits = _mix_scalar(np.uint64(key) ^ _mix_scalar(np.uint64(users[row]) + golden))
+        kept = 0
+        for column in range(scores.shape[1]):
+            score = scores[row, column]
+            if not score > -np.inf:
+                continue
+            bits = _mix_scalar(user_bits ^ _mix_scalar(np.uint64(goods[column]) + golden))
+            uniform = (np.float64(bits >> np.uint64(11)) + 0.5) * 1.1102230246251565e-16
+            noisy = np.float64(score) - np.log(-np.log(uniform))
+            if kept == wanted:
+                if not noisy > best_scores[wanted - 1]:
+                    continue
+                slot = wanted - 1
+            else:
+                slot = kept
+                kept += 1
+            while slot > 0 and best_scores[slot - 1] < noisy:
+                best_scores[slot] = best_scores[slot - 1]
+                best_columns[slot] = best_columns[slot - 1]
+                slot -= 1
+            best_scores[slot] = noisy
+            best_columns[slot] = column
+        for slot in range(kept):
+            out[row, slot] = best_columns[slot]
+
+
+def keyed_sample(scores: np.ndarray, counts: np.ndarray, draws: EntityDraws, users: np.ndarray, goods: np.ndarray) -> np.ndarray:
+    """counts[i] distinct columns per row, P ∝ softmax(scores[i]) without replacement, in feed
+    order, -1 padded; the noise of (user, good) is keyed by `users` (one id per row) and `goods`
+    (one name per column), so a good added or dropped elsewhere changes no other pick's odds."""
+    rows, columns = scores.shape
+    width = min(int(counts.max(initial=0)), columns)
+    picked = np.full((rows, width), -1, dtype=np.int64)
+    if width == 0:
+        return picked
+    with np.errstate(invalid="ignore"):
+        top = scores.max(axis=1)  # NaN propagates, +inf is the maximum: one pass finds both
+    bad = np.flatnonzero(np.isnan(top) | (top == np.inf))
+    if len(bad):
+        raise NonFiniteScores(bad)
+    _keyed_gumbel_top_k(
+        np.ascontiguousarray(scores), np.minimum(counts, width).astype(np.int64), np.uint64(draws.key),
+        users.astype(np.int64), goods.astype(np.int64), picked, np.empty(width), np.empty(width, dtype=np.int64),
+    )  # fmt: skip
+    return picked

@@ -1,0 +1,146 @@
+"""Entity-keyed draws (simulator/market/streams.py): the synchronised common random numbers
+that keep two arms of a sweep on the same shocks wherever their rules leave them alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+from conftest import tiny
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.market.kernels import NonFiniteScores
+from simulator.market.populations import retire_goods
+from simulator.market.streams import EntityDraws, keyed_bits, keyed_sample, serials
+from simulator.model import AttentionMarket, advance
+
+
+def test_keyed_draws_depend_on_the_key_and_the_ids_only():
+    draws = EntityDraws(12345)
+    ids = np.arange(1000)
+    np.testing.assert_array_equal(draws.uniform(ids), EntityDraws(12345).uniform(ids))
+    # an entity's draw does not depend on which other entities are drawn with it, nor their order
+    np.testing.assert_array_equal(draws.uniform(ids[::-7]), draws.uniform(ids)[::-7])
+    assert draws.uniform(ids[500:501])[0] == draws.uniform(ids)[500]
+    assert not np.array_equal(draws.uniform(ids), EntityDraws(12346).uniform(ids))
+    assert not np.array_equal(draws.stream("taste").uniform(ids), draws.stream("click").uniform(ids))
+    # two id dimensions are not interchangeable
+    assert draws.uniform(3, 5) != draws.uniform(5, 3)
+
+
+def test_keyed_uniforms_normals_and_logistics_follow_their_laws():
+    draws = EntityDraws(2024).stream("law")
+    users, goods = np.meshgrid(np.arange(400), np.arange(250), indexing="ij")
+    uniform = draws.uniform(users, goods).ravel()
+    assert 0.0 < uniform.min() and uniform.max() < 1.0
+    assert scipy.stats.kstest(uniform, "uniform").pvalue > 1e-3
+    assert scipy.stats.kstest(draws.normal(users, goods).ravel(), "norm").pvalue > 1e-3
+    assert scipy.stats.kstest(draws.logistic(0.5, users, goods).ravel(), "logistic", args=(0.0, 0.5)).pvalue > 1e-3
+    # neighbouring ids are not correlated
+    assert abs(np.corrcoef(uniform[:-1], uniform[1:])[0, 1]) < 0.01
+
+
+@given(st.floats(0.0, 30.0), st.floats(0.0, 30.0))
+@settings(max_examples=30, deadline=None)
+def test_keyed_poisson_counts_are_monotone_in_the_mean(low, high):
+    """Inversion couples counts: a creator whose rate rises never publishes fewer goods."""
+    low, high = sorted((low, high))
+    draws = EntityDraws(9).stream("count")
+    ids = np.arange(500)
+    assert (draws.poisson(np.full(500, low), ids) <= draws.poisson(np.full(500, high), ids)).all()
+
+
+def test_keyed_poisson_counts_have_the_poisson_law():
+    counts = EntityDraws(5).poisson(np.full(50_000, 2.5), np.arange(50_000))
+    assert abs(counts.mean() - 2.5) < 0.05 and abs(counts.var() - 2.5) < 0.08
+
+
+def test_the_compiled_sampler_adds_the_numpy_keyed_gumbel_noise():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(30, 40)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    users, goods = rng.integers(0, 10**6, 30), rng.integers(0, 2**62, 40)
+    counts = rng.integers(0, 8, 30)
+    draws = EntityDraws(77)
+    noisy = scores.astype(np.float64) - np.log(-np.log(draws.uniform(users[:, None], goods[None, :])))
+    expected = np.argsort(-noisy, axis=1, kind="stable")
+    picked = keyed_sample(scores, counts, draws, users, goods)
+    for row in range(30):
+        take = min(counts[row], int(np.isfinite(scores[row]).sum()))
+        np.testing.assert_array_equal(picked[row, :take], expected[row, :take])
+        assert (picked[row, take:] == -1).all()
+
+
+def test_keyed_sampling_draws_in_proportion_to_the_softmax():
+    """The first pick of a row follows softmax(scores), the later ones sampling without replacement."""
+    with np.errstate(divide="ignore"):
+        scores = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 0.0]], dtype=np.float32))
+    picks = np.array([keyed_sample(scores, np.array([2]), EntityDraws(seed), np.array([1]), np.arange(5))[0] for seed in range(6000)])
+    assert (picks[:, 0] != picks[:, 1]).all() and (picks != 4).all()  # a zero weight is never drawn
+    first = np.bincount(picks[:, 0], minlength=5)[:4]
+    assert scipy.stats.chisquare(first, 6000 * np.array([0.5, 0.3, 0.15, 0.05])).pvalue > 1e-3
+    # P(second = 1 | first = 0) = 0.3 / 0.5
+    second = picks[picks[:, 0] == 0, 1]
+    assert abs((second == 1).mean() - 0.6) < 0.04
+
+
+def test_keyed_sampling_refuses_non_finite_scores():
+    with pytest.raises(NonFiniteScores):
+        keyed_sample(np.array([[0.0, np.nan]], dtype=np.float32), np.array([1]), EntityDraws(1), np.array([0]), np.arange(2))
+
+
+def test_removing_a_good_changes_only_the_feeds_that_held_it():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(200, 50)).astype(np.float32)
+    counts = np.full(200, 5)
+    users, goods = np.arange(200), rng.integers(0, 2**62, 50)
+    before = goods[keyed_sample(scores, counts, EntityDraws(3), users, goods)]
+    keep = np.arange(50) != 17
+    after = goods[keep][keyed_sample(scores[:, keep], counts, EntityDraws(3), users, goods[keep])]
+    untouched = ~(before == goods[17]).any(axis=1)
+    assert 100 < untouched.sum() < 200
+    np.testing.assert_array_equal(before[untouched], after[untouched])
+
+
+def test_a_goods_serial_names_its_owner_tick_and_rank_whatever_else_is_published():
+    alone = serials(np.array([4, 4, 9]), tick=3)
+    crowded = serials(np.array([1, 4, 2, 9, 4, 1]), tick=3)
+    np.testing.assert_array_equal(alone, crowded[[1, 4, 3]])
+    assert len(set(crowded.tolist())) == 6 and (crowded >= 0).all()
+    assert serials(np.array([4]), tick=4)[0] != alone[0]
+
+
+def _tick(model: AttentionMarket):
+    return advance(model.market, model.config, model.rules, model.rng)
+
+
+def test_one_creator_leaving_moves_no_other_agents_draws():
+    """The synchronisation that pairs arms: remove one creator (and its goods) from an arm at tick 0.
+
+    Every other creator then publishes the same goods, and every user whose feed held none of the
+    removed creator's goods is shown the same goods and takes the same ones with the same utility.
+    Drawn in order from one generator, the first difference shifted every later draw of the tick."""
+    scenario = tiny({"population.creators.adaptation.rule": "static"})
+    whole, without = AttentionMarket(scenario), AttentionMarket(scenario)
+    gone = 3
+    without.market.creators.alive[gone] = False
+    retire_goods(without.market, np.flatnonzero(without.market.goods.live & (without.market.goods.owner == gone)))
+
+    first, second = _tick(whole), _tick(without)
+    goods_a, goods_b = whole.market.goods, without.market.goods
+    published_a = {int(s): (int(goods_a.owner[r]), float(goods_a.quality[r]), int(goods_a.price[r])) for s, r in zip(goods_a.serial[first.arrivals.published], first.arrivals.published)}
+    published_b = {int(s): (int(goods_b.owner[r]), float(goods_b.quality[r]), int(goods_b.price[r])) for s, r in zip(goods_b.serial[second.arrivals.published], second.arrivals.published)}
+    assert {s: v for s, v in published_a.items() if v[0] != gone} == published_b
+    np.testing.assert_array_equal(first.allocation.users, second.allocation.users)
+
+    def feeds(outcome, goods):
+        exposures = outcome.allocation.exposures
+        return np.where(exposures >= 0, goods.serial[np.maximum(exposures, 0)], -1), np.where(exposures >= 0, goods.owner[np.maximum(exposures, 0)], -1)
+
+    (serial_a, owner_a), (serial_b, _) = feeds(first, goods_a), feeds(second, goods_b)
+    untouched = ~(owner_a == gone).any(axis=1)
+    assert 0.5 < untouched.mean() < 1.0
+    np.testing.assert_array_equal(serial_a[untouched], serial_b[untouched])
+    np.testing.assert_array_equal(first.consumption.consumed[untouched], second.consumption.consumed[untouched])
+    np.testing.assert_allclose(first.consumption.utility[untouched], second.consumption.utility[untouched], rtol=0, atol=1e-6)
