@@ -314,28 +314,33 @@ def test_clones_and_creators_under_the_quality_bar_earn_no_pay_per_exposure():
     assert not earned[under].any() and earned[~under].any()
 
 
-def market_model(scenario, per_exposure: int):
-    """The adapting creators' market model after one tick of `scenario`, paid `per_exposure`."""
-    scenario = with_overrides(scenario, {"circulation.exposure_pay.per_exposure": per_exposure})
+def market_models(scenario, rates: tuple[int, ...]):
+    """The adapting creators' market model after one tick of `scenario`, once per pay rate: one
+    market, only the rate differs (a run paid otherwise would settle, exit and admit differently)."""
+    scenario = with_overrides(scenario, {"circulation.exposure_pay.per_exposure": max(rates)})
     state = fresh_state(scenario)
     rules = RuleSet.of(scenario)
     outcome = advance(state, scenario, rules, np.random.default_rng(6))
-    settlement = outcome.settlement
-    rates = effective_rates(scenario.circulation.exposure_pay, settlement.exposure_pay_fill)
+    fill = outcome.settlement.exposure_pay_fill
     rows = np.flatnonzero(state.creators.alive[: state.creators_born])
     owners, values = contributions(state, outcome.allocation, outcome.consumption)
     users = outcome.allocation.users
-    return state, rows, _AudienceModel(state, rows, users, (owners, values), len(users), 0.0, rules, scenario, rates)
+    models = [
+        _AudienceModel(
+            state, rows, users, (owners, values), len(users), 0.0, rules, scenario,
+            effective_rates(scenario.circulation.exposure_pay.model_copy(update={"per_exposure": rate}), fill),
+        )
+        for rate in rates
+    ]
+    return state, rows, models
 
 
 def test_an_adapting_creator_s_expected_gain_rises_with_per_exposure():
     scenario = tiny({"population.creators.adaptation.rule": "best_response"})
-    gains = []
-    for rate in (0, 5, 20):
-        state, rows, model = market_model(scenario, rate)
-        topics = state.creators.topic[rows][:, None, :]
-        quality = state.creators.quality[rows][:, None].astype(np.float64)
-        gains.append(model.expected_profit(topics, quality)[:, 0])
+    state, rows, models = market_models(scenario, (0, 5, 20))
+    topics = state.creators.topic[rows][:, None, :]
+    quality = state.creators.quality[rows][:, None].astype(np.float64)
+    gains = [model.expected_profit(topics, quality)[:, 0] for model in models]
     exposures = (gains[1] - gains[0]) / 5
     assert (exposures > 0).all()  # every creator expects some exposure
     np.testing.assert_allclose(gains[2] - gains[0], 20 * exposures, rtol=1e-6)  # linear in the rate
