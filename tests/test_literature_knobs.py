@@ -14,6 +14,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from simulator.cli.main import app
+from simulator.figures.plots import money_flow_frame
 from simulator.market.ledger import split_exactly
 from simulator.market.populations import draw_clusters, topic_centres
 from simulator.model import AttentionMarket, advance
@@ -473,3 +474,10 @@ def test_adapting_creators_predict_the_consumptions_a_top_n_cap_allows(n):
     assert (predicted <= n + 1e-9).all()
     uncapped = beats.sum()
     assert realised.sum() < 0.9 * uncapped  # the cap binds: the independent model would over-predict
+
+
+def test_the_money_flows_figure_shows_pay_per_exposure_only_when_paid():
+    paid = run_metrics(tiny({"ticks": 2, "circulation.exposure_pay.per_exposure": 5}))
+    flows = money_flow_frame(paid)
+    assert "exposure_pay" in flows.columns and (flows["exposure_pay"] == paid["exposure_pay"]).all()
+    assert "exposure_pay" not in money_flow_frame(run_metrics(tiny({"ticks": 2}))).columns
