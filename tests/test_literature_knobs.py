@@ -14,6 +14,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from simulator.cli.main import app
+from simulator.figures.plots import money_flow_frame
 from simulator.market.ledger import split_exactly
 from simulator.market.populations import draw_clusters, topic_centres
 from simulator.model import AttentionMarket, advance
@@ -21,8 +22,8 @@ from simulator.rules import RuleSet
 from simulator.rules.payout import contributions
 from simulator.scenario.schema import ChoiceConfig, ScenarioError, load_scenario, with_overrides
 from simulator.stages import consumption as consumption_stage
-from simulator.stages.adaptation import _AudienceModel
-from simulator.stages.choice import choose
+from simulator.stages.adaptation import _AudienceModel, _beats_per_user
+from simulator.stages.choice import choose, chosen_share
 from simulator.stages.circulation import _settle_creators, viability_shares
 from simulator.stages.exposure_pay import effective_rates
 
@@ -461,3 +462,27 @@ def test_a_choice_count_larger_than_the_feed_is_refused_at_its_key(tmp_path):
     assert issue.key == "population.users.choice.n" and issue.line == 4
     assert "at most 10 (budget_max)" in issue.message
     load_scenario({"population": {"users": {"budget_max": 10, "choice": {"model": "independent", "n": 11}}}})  # n is top_n's only
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_adapting_creators_predict_the_consumptions_a_top_n_cap_allows(n):
+    """The cap reaches the creators' market model: its mean-field share of the goods beating the
+    outside option that users take matches the simulator's choices, in total over a tick."""
+    scenario = tiny({"population.users.choice": {"model": "top_n", "n": n, "position_bias": 1.0}, "population.users.outside_option": 0.1,
+                     "population.users.count": 2_000})
+    state = fresh_state(scenario)
+    outcome = run_stages(state, scenario, np.random.default_rng(9))
+    beats = _beats_per_user(state, outcome.allocation, outcome.consumption, scenario)
+    predicted = beats * chosen_share(beats, scenario.population.users.choice)
+    realised = (outcome.consumption.consumed | outcome.consumption.blocked).sum(axis=1)
+    assert predicted.sum() == pytest.approx(realised.sum(), rel=0.1)
+    assert (predicted <= n + 1e-9).all()
+    uncapped = beats.sum()
+    assert realised.sum() < 0.9 * uncapped  # the cap binds: the independent model would over-predict
+
+
+def test_the_money_flows_figure_shows_pay_per_exposure_only_when_paid():
+    paid = run_metrics(tiny({"ticks": 2, "circulation.exposure_pay.per_exposure": 5}))
+    flows = money_flow_frame(paid)
+    assert "exposure_pay" in flows.columns and (flows["exposure_pay"] == paid["exposure_pay"]).all()
+    assert "exposure_pay" not in money_flow_frame(run_metrics(tiny({"ticks": 2}))).columns

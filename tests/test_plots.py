@@ -25,6 +25,7 @@ def metrics_frame(ticks: int = 6, seed: int = 0) -> pd.DataFrame:
     frame["creator_sales"] = rng.integers(0, 500, ticks)
     frame["user_spend"] = frame["creator_sales"] + rng.integers(0, 200, ticks)
     frame["attention_rewards"] = 0
+    frame["exposure_pay"] = 0  # off unless `circulation.exposure_pay` is set
     return frame
 
 

@@ -402,25 +402,26 @@ MONEY_FLOWS: tuple[tuple[str, str], ...] = (
     ("ad_spend", "advertisers → platform (ad spend)"),
     ("creator_payouts", "platform → creators (payout pool)"),
     ("attention_rewards", "platform → users (attention rewards)"),
+    ("exposure_pay", "creator fund → creators (pay per exposure)"),
 )
+OPTIONAL_FLOWS = ("attention_rewards", "exposure_pay")  # drawn only when some tick has any
 
 
 def money_flow_frame(metrics: pd.DataFrame) -> pd.DataFrame:
     """The tick's money flows from a metrics frame: `tick` and the columns of `MONEY_FLOWS`
     (`platform_take` = `user_spend` − `creator_sales`), in minor units per tick. Several runs'
-    rows for the same tick (a sweep's table) are averaged per tick. `attention_rewards` is kept
-    only when some tick has any."""
+    rows for the same tick (a sweep's table) are averaged per tick. `attention_rewards` and
+    `exposure_pay` are kept only when some tick has any."""
     data = pd.DataFrame({"tick": metrics["tick"].to_numpy()})
     data["creator_sales"] = metrics["creator_sales"].to_numpy(dtype=np.float64)
     data["platform_take"] = (metrics["user_spend"] - metrics["creator_sales"]).to_numpy(dtype=np.float64)
     data["ad_spend"] = metrics["ad_spend"].to_numpy(dtype=np.float64)
     data["creator_payouts"] = metrics["creator_payouts"].to_numpy(dtype=np.float64)
-    if "attention_rewards" in metrics.columns:
-        data["attention_rewards"] = metrics["attention_rewards"].to_numpy(dtype=np.float64)
+    for column in OPTIONAL_FLOWS:
+        if column in metrics.columns:
+            data[column] = metrics[column].to_numpy(dtype=np.float64)
     flows = data.groupby("tick", sort=True).mean().reset_index()
-    if "attention_rewards" in flows.columns and not (flows["attention_rewards"] != 0).any():
-        flows = flows.drop(columns="attention_rewards")
-    return flows
+    return flows.drop(columns=[column for column in OPTIONAL_FLOWS if column in flows.columns and not (flows[column] != 0).any()])
 
 
 def money_flows(metrics: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Axes:

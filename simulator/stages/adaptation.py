@@ -16,7 +16,8 @@ raise its own expected profit under the current rules (`creators.adaptation.rule
 The market model (`_AudienceModel`) asks the rules in force, never their names: over a sample of
 this tick's active users, a candidate good's share of each user's attention is the allocation
 rule's softmax weight for it (`audience_scores`) against the rule's scores of this tick's
-catalogue; users consume it by their logit choice; what it earns per exposure is the payout
+catalogue; users consume it by their logit choice (under `users.choice: top_n`, scaled by the
+share of the goods beating the outside option each user took, `choice.chosen_share`); what it earns per exposure is the payout
 rule's own `marginal` (for the user-game rules, the candidate inserted into each sampled user's
 game of this tick, with the same rank weights as the real split) times what a unit of payout
 weight paid this tick; plus sales and the pay per exposure and engagement (`circulation.exposure_pay`,
@@ -36,6 +37,7 @@ from simulator.market.streams import EntityDraws
 from simulator.rules import RuleSet
 from simulator.rules.payout import Probe, contributions
 from simulator.scenario.schema import Scenario
+from simulator.stages.choice import chosen_share, expected_beats
 from simulator.stages.exposure_pay import effective_rates
 
 AUDIENCE_SAMPLE = 256  # users whose profiles a best-responding creator models the market with
@@ -64,6 +66,7 @@ def adapt(
     market = _AudienceModel(
         state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario,
         effective_rates(scenario.circulation.exposure_pay, settlement.exposure_pay_fill),
+        chosen_share(_beats_per_user(state, allocation, consumption, scenario)[sample], scenario.population.users.choice),
     )
     if cfg.rule == "gradient":
         earnings = payout_rate * activity + _sales_per_good(state, allocation, consumption, scenario)
@@ -73,6 +76,20 @@ def adapt(
         _effort_step(state, rows, market, scenario)
     else:
         _best_response(state, rows, market, scenario, rng)
+
+
+def _beats_per_user(state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario) -> np.ndarray:
+    """Per active user: the expected number of this tick's shown exposures that beat the outside
+    option (the logit probability of each, from its realised value, clickbait and price)."""
+    users_cfg = scenario.population.users
+    goods = state.goods
+    if users_cfg.choice.model == "independent":  # the count only scales choices under a cap
+        return np.zeros(len(allocation.users))
+    shown = allocation.exposures >= 0
+    rows = np.maximum(allocation.exposures, 0)
+    promised = consumption.value * (1.0 + scenario.population.creators.clickbait_boost * goods.clickbait[rows])
+    surplus = promised - goods.price[rows] / max(users_cfg.willingness_to_pay, 1) - users_cfg.outside_option
+    return np.where(shown, expected_beats(surplus, users_cfg.choice_noise), 0.0).sum(axis=1)
 
 
 def _sales_per_good(state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario) -> np.ndarray:
@@ -157,8 +174,10 @@ class _AudienceModel:
         rules: RuleSet,
         scenario: Scenario,
         exposure_rates: tuple[float, float] = (0.0, 0.0),
+        choice_share: np.ndarray | None = None,
     ):
         self.state = state
+        self.choice_share = choice_share  # per audience user: share of the goods beating the outside option it takes (`users.choice`)
         self.exposure_rates = exposure_rates  # pay per exposure and per consumption (`circulation.exposure_pay`), the cap included
         self.creators = creators  # the adapting creators, in the order of expected_profit's rows
         self.incumbents = incumbents  # (owners, contributions) of the audience's games this tick
@@ -192,7 +211,9 @@ class _AudienceModel:
         cos = np.einsum("cmd,ud->cmu", topics, self.queries)
         intrinsic = quality[:, :, None] * np.exp(users_cfg.taste_sharpness * (cos - 1.0))
         value = intrinsic * users_cfg.overload
-        consume = 1.0 / (1.0 + np.exp(-(value - users_cfg.outside_option) / users_cfg.choice_noise))
+        consume = expected_beats(value - users_cfg.outside_option, users_cfg.choice_noise)
+        if self.choice_share is not None:
+            consume = consume * self.choice_share[None, None, :]
         probe = Probe(self.creators, consume, intrinsic, quality, *self.incumbents)
         exposure_weight = share * self.budgets[None, None, :] * self.scale
         paid = self.payout_rate * (self.rules.payout.marginal(probe) * exposure_weight).sum(axis=2)

@@ -39,3 +39,19 @@ def choose(utility: np.ndarray, outside: float, user: np.ndarray, column: np.nda
     chosen = np.zeros(len(utility), dtype=bool)
     chosen[order] = beats[order] & (rank < cfg.n)
     return chosen
+
+
+def expected_beats(promised_surplus: np.ndarray, noise: float) -> np.ndarray:
+    """Probability that each exposure beats the outside option under the logistic taste shock,
+    given its surplus before the shock (promised value − price − outside option); any shape."""
+    return 1.0 / (1.0 + np.exp(-promised_surplus.astype(np.float64) / noise))
+
+
+def chosen_share(beats_per_user: np.ndarray, cfg: ChoiceConfig) -> np.ndarray:
+    """Per user, the share of the exposures that beat the outside option that the user takes, in
+    expectation: 1 under `independent`; under `top_n`, min(1, n / expected number that beat it), a
+    mean-field estimate that ignores which positions they hold (what adapting creators use to
+    predict a new good's consumption when the cap binds)."""
+    if cfg.model == "independent":
+        return np.ones(len(beats_per_user))
+    return np.minimum(1.0, cfg.n / np.maximum(beats_per_user, 1e-12))
