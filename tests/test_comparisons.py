@@ -170,8 +170,11 @@ def test_paired_differences_are_narrower_than_welch_and_match_the_formula():
     assert row["difference"] == pytest.approx(d.mean())
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
     assert row["distinguishable"] and pairs.iloc[0]["test"] == "paired t"
+    a, b = np.array([0.2, 0.9, 0.5, 0.7]), np.array([0.2, 0.9, 0.5, 0.7]) + 0.1 + 0.01 * (np.arange(1, 5) % 2)
+    assert row["correlation"] == pytest.approx(np.corrcoef(a, b)[0, 1]) and row["correlation"] > 0.99
     welch = compare_runs(runs, ["user_utility_mean"], groups=["a", "b"], paired=False)[2].iloc[0]
     assert welch["test"] == "Welch" and welch["half_width"] > 20 * row["half_width"] and not welch["distinguishable"]
+    assert math.isnan(welch["correlation"])
 
 
 def test_runs_without_shared_seeds_are_compared_with_welch():

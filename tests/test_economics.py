@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import fresh_state, tiny
 
+from simulator.market.streams import EntityDraws
 from simulator.metrics.collect import homogenization
 from simulator.model import AttentionMarket, advance
 from simulator.rules import RuleSet
@@ -303,8 +304,8 @@ def test_defect_9_entry_follows_every_creators_profit_not_the_survivors():
     state = fresh_state(scenario)
     state.creators.profit_ema[:20] = 10.0
     losing_tick = np.r_[np.full(15, 10), np.full(5, -500)]
-    assert _admit_creators(state, losing_tick.astype(np.int64), scenario, np.random.default_rng(0)) == 0
-    assert _admit_creators(state, np.full(20, 10, dtype=np.int64), scenario, np.random.default_rng(0)) > 0
+    assert _admit_creators(state, losing_tick.astype(np.int64), scenario, EntityDraws(0)) == 0
+    assert _admit_creators(state, np.full(20, 10, dtype=np.int64), scenario, EntityDraws(0)) > 0
 
 
 def test_defect_9_creators_publish_less_while_they_lose_money():
@@ -315,11 +316,11 @@ def test_defect_9_creators_publish_less_while_they_lose_money():
         state.ledger.balances["creators"][:20] = 10**8
         state.creators.profit_ema[:20] = profit
         state.tick += 1
-        published, _ = _publish_goods(state, scenario, np.random.default_rng(5))
+        published, _ = _publish_goods(state, scenario, EntityDraws(5))
         counts[profit] = len(published)
     assert counts[-10_000.0] < counts[0.0] < counts[10_000.0], counts
     fixed = with_overrides(scenario, {"population.creators.publish_elasticity": 0.0})
     state = fresh_state(fixed)
     state.creators.profit_ema[:20] = -10_000.0
     state.tick += 1
-    assert len(_publish_goods(state, fixed, np.random.default_rng(5))[0]) == counts[0.0]
+    assert len(_publish_goods(state, fixed, EntityDraws(5))[0]) == counts[0.0]

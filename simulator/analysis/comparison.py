@@ -155,6 +155,17 @@ def paired_test(a: Sequence[float | None], b: Sequence[float | None], level: flo
     return {"n": n, "t": float(result.statistic), "df": float(result.df), "p": float(result.pvalue), "ci_low": float(interval.low), "ci_high": float(interval.high)}
 
 
+def pair_correlation(pairs: Sequence[tuple[float, float]]) -> float:
+    """Pearson's r between the two arms over the pairs: what pairing buys, since the paired
+    variance of the difference is var(a) + var(b) − 2r·sd(a)·sd(b) (NaN under 3 pairs or no spread)."""
+    if len(pairs) < 3:
+        return float("nan")
+    a, b = np.array(pairs, dtype=np.float64).T
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (NaN stays NaN and is not counted in the family)."""
     p = np.asarray(p_values, dtype=np.float64)
@@ -642,8 +653,10 @@ def compare_runs(
             if paired:
                 pairs_used = [(a, b) for a, b in zip(_by_seed(runs, group, metric, seeds), _by_seed(runs, reference, metric, seeds)) if a is not None and b is not None]
                 difference = float(np.mean([a - b for a, b in pairs_used])) if pairs_used else float("nan")
+                correlation = pair_correlation(pairs_used)
             else:
                 difference = stats[group]["mean"] - stats[reference]["mean"]
+                correlation = float("nan")
             difference_rows.append(
                 {
                     "metric": metric,
@@ -657,6 +670,7 @@ def compare_runs(
                     "ci_low": result["ci_low"],
                     "ci_high": result["ci_high"],
                     "half_width": (result["ci_high"] - result["ci_low"]) / 2,
+                    "correlation": correlation,
                     "t": result["t"],
                     "df": result["df"],
                     "p": result["p"],
@@ -669,7 +683,7 @@ def compare_runs(
     table["n"] = table["n"].astype(np.int64)
     pair_columns = ["metric", "group_a", "group_b", "mean_a", "mean_b", "difference", "test", "t", "df", "p", "p_holm", "distinguishable"]
     pairs_frame = pd.DataFrame(pair_rows, columns=pair_columns)
-    difference_columns = ["metric", "group", "reference", "test", "n", "mean", "mean_reference", "difference", "ci_low", "ci_high", "half_width", "t", "df", "p", "p_holm", "distinguishable"]
+    difference_columns = ["metric", "group", "reference", "test", "n", "mean", "mean_reference", "difference", "ci_low", "ci_high", "half_width", "correlation", "t", "df", "p", "p_holm", "distinguishable"]
     differences = pd.DataFrame(difference_rows, columns=difference_columns)
     method = PAIRED_METHOD if paired else METHOD
     table.attrs.update(level=level, method=method, paired=paired, reference=reference)
