@@ -760,10 +760,19 @@ def _dask_client(address: str | None, client: Any) -> tuple[Any, bool]:
         return client, False
     try:
         from distributed import Client  # optional heavy dependency: the [dask] extra
+        from distributed.comm import get_address_host_port  # the same dependency, its address parser
     except ImportError:
         raise SweepError(
             "--backend:1:1: backend: the dask backend needs dask.distributed: pip install 'attention-market[dask]'"
         ) from None
+    # A malformed address must be refused before Client(): a Client that fails to parse it is left
+    # half-built, and its __del__ then waits 40 s for a loop that never ran and prints a traceback.
+    try:
+        host, port = get_address_host_port(str(address))
+    except (ValueError, TypeError) as exc:
+        raise SweepError(f"--address:1:1: address: not a Dask scheduler address ({exc}); write tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786") from None
+    if not host or not 0 < port < 65536:
+        raise SweepError(f"--address:1:1: address: not a Dask scheduler address {address!r}: it needs a host and a port in 1..65535, e.g. tcp://127.0.0.1:8786")
     try:
         return Client(address, timeout="20s", set_as_default=False), True
     except Exception as exc:  # noqa: BLE001 - any connection problem is a bad --address
