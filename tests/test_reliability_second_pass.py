@@ -64,3 +64,62 @@ def test_a_malformed_dask_address_exits_2_at_once_without_a_client_traceback(tmp
     assert_bad_input(result, "--address:1:1: address:", "not a Dask scheduler address")
     assert "Client.__del__" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- defect 9: compare on a damaged sweep directory ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """A small complete sweep (2 runs of 3 ticks), run once for the module."""
+    base = tmp_path_factory.mktemp("sweep")
+    result = invoke("sweep", write_sweep(base), "--workers", "1", "--out", base / "out")
+    assert result.exit_code == 0, result.output
+    return base / "out"
+
+
+def _damaged_copy(source: Path, target: Path, name: str, content: bytes) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    (target / name).write_bytes(content)
+    return target
+
+
+def _parquet_without_run_ids() -> bytes:
+    import io
+
+    import pandas as pd
+
+    buffer = io.BytesIO()
+    pd.DataFrame({"x": [1, 2]}).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where", "fragment"),
+    [
+        ("sweep.parquet", b"PAR1 not really", "sweep.parquet:1:1: <file>:", "not a readable Parquet table"),
+        ("sweep.parquet", b"", "sweep.parquet:1:1: <file>:", "not a readable Parquet table"),
+        ("sweep.parquet", _parquet_without_run_ids(), "sweep.parquet:1:1: <file>:", "not a sweep table"),
+        ("sweep.json", b'{"runs": [\n', "sweep.json:2:1: <file>:", "not valid JSON"),
+        ("sweep.json", b"[1, 2]", "sweep.json:1:1: <root>:", "not a JSON object"),
+        ("sweep.json", b'{"runs": 5}', "sweep.json:1:1: runs:", "expected a JSON array"),
+        ("sweep.json", b'{"runs": [7]}', "sweep.json:1:1: runs[0]:", "run_id"),
+        ("sweep.json", b"\xff\xfe\x00", "sweep.json:1:1: <file>:", "cannot read the sweep manifest"),
+    ],
+)
+def test_compare_on_a_damaged_sweep_file_exits_2_located(finished_sweep, tmp_path, name, content, where, fragment):
+    damaged = _damaged_copy(finished_sweep, tmp_path / "damaged", name, content)
+    result = invoke("compare", damaged, "--no-plots")
+    assert_bad_input(result, f"{damaged}/{where}", fragment)
+
+
+def test_compare_on_a_damaged_run_directory_exits_2_located(finished_sweep, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_sweep / "runs", runs)
+    (runs / "g000-r00" / "metrics.parquet").write_bytes(b"garbage")
+    result = invoke("compare", runs, "--no-plots")
+    assert_bad_input(result, f"{runs / 'g000-r00'}:1:1: <dir>:", "a damaged run directory")

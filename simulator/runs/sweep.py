@@ -573,14 +573,52 @@ def load_sweep(directory: str | Path, *, long: bool = False) -> pd.DataFrame:
     table_path = directory / SWEEP_TABLE
     if not table_path.is_file():
         raise FileNotFoundError(f"{directory} is not a sweep directory (it has no {SWEEP_TABLE})")
-    frame = pd.read_parquet(table_path)
+    try:
+        frame = pd.read_parquet(table_path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise SweepError(f"{table_path}:1:1: <file>: not a readable Parquet table ({type(exc).__name__}: {_first_line(exc)}); run the sweep again to rebuild it") from None
+    missing = [column for column in ("run_id", "tick") if column not in frame.columns]
+    if missing:
+        raise SweepError(f"{table_path}:1:1: <file>: not a sweep table (no column {', '.join(missing)}); run the sweep again to rebuild it")
     if long:
         identity = [column for column in frame.columns if column not in METRIC_COLUMNS or column == "tick"]
         frame = frame.melt(id_vars=identity, value_vars=[c for c in METRIC_COLUMNS if c != "tick" and c in frame.columns], var_name="metric", value_name="value")
         frame = frame.sort_values(["run_id", "tick"], kind="stable").reset_index(drop=True)
     manifest_path = directory / SWEEP_MANIFEST
-    frame.attrs["manifest"] = read_json(manifest_path) if manifest_path.is_file() else None
+    frame.attrs["manifest"] = read_sweep_manifest(manifest_path) if manifest_path.is_file() else None
     return frame
+
+
+# The keys of sweep.json that readers rely on, with the JSON type each must have.
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {"runs": (list,), "grid_keys": (list,), "ranges": (dict,), "scenario": (dict,), "name": (str,), "fingerprint": (str,)}
+
+
+def read_sweep_manifest(path: str | Path) -> dict[str, Any]:
+    """sweep.json, checked for the shape its readers rely on; SweepError (located) when damaged."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{path}:1:1: <file>: cannot read the sweep manifest ({type(exc).__name__}: {_first_line(exc)})") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SweepError(f"{path}:{exc.lineno}:{exc.colno}: <file>: the sweep manifest is not valid JSON: {exc.msg}") from None
+    if not isinstance(manifest, dict):
+        raise SweepError(f"{path}:1:1: <root>: the sweep manifest is not a JSON object")
+    for key, types in _MANIFEST_TYPES.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], types):
+            raise SweepError(f"{path}:1:1: {key}: expected a JSON {'array' if list in types else 'object' if dict in types else 'string'}, got {type(manifest[key]).__name__}")
+    for index, run in enumerate(manifest.get("runs") or []):
+        if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+            raise SweepError(f"{path}:1:1: runs[{index}]: expected an object with a run_id string")
+    return manifest
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only and at most 200 characters."""
+    text = (str(exc).splitlines() or [""])[0]
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # --- running a sweep (the client) ----------------------------------------------------------------
