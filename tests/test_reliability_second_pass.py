@@ -42,7 +42,7 @@ def assert_bad_input(result, location: str, fragment: str) -> list[str]:
     stderr = result.stderr
     assert (result.returncode if hasattr(result, "returncode") else result.exit_code) == 2, stderr
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("note: ")]
     assert lines and all(ISSUE_LINE.match(line) for line in lines), stderr
     assert any(line.startswith(location) and fragment in line for line in lines), stderr
     return lines
@@ -57,7 +57,7 @@ def write_sweep(tmp_path: Path, text: str = SWEEP_YAML) -> Path:
 # --- defect 7: a malformed Dask address -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("address", ["foo", "tcp://host:notaport", "tcp://:8786"])
+@pytest.mark.parametrize("address", ["foo", "tcp://host:notaport", "tcp://:8786", "bogus://host:1"])
 def test_a_malformed_dask_address_exits_2_at_once_without_a_client_traceback(tmp_path, address):
     pytest.importorskip("distributed")
     result = cli("sweep", write_sweep(tmp_path), "--backend", "dask", "--address", address, "--out", tmp_path / "out", timeout=30)
@@ -123,3 +123,164 @@ def test_compare_on_a_damaged_run_directory_exits_2_located(finished_sweep, tmp_
     (runs / "g000-r00" / "metrics.parquet").write_bytes(b"garbage")
     result = invoke("compare", runs, "--no-plots")
     assert_bad_input(result, f"{runs / 'g000-r00'}:1:1: <dir>:", "a damaged run directory")
+
+
+# --- defect 11: a read-only sweep --out ---------------------------------------------------------------
+
+
+def test_a_sweep_out_that_cannot_be_created_exits_2_like_run(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for command in ("sweep", "run"):
+        result = invoke(command, write_sweep(tmp_path), "--out", blocker / "sub", *(["--workers", "1"] if command == "sweep" else []))
+        assert_bad_input(result, "--out:1:1: out:", "cannot")
+        assert "keeps the finished runs" not in result.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux" or __import__("os").geteuid() == 0, reason="root writes through file modes")
+def test_a_read_only_sweep_out_exits_2(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        result = invoke("sweep", write_sweep(tmp_path), "--workers", "1", "--out", out)
+    finally:
+        out.chmod(0o755)
+    assert_bad_input(result, "--out:1:1: out:", "cannot write the sweep directory")
+    assert "keeps the finished runs" not in result.stderr
+
+
+# --- defect 12: one writer per directory ----------------------------------------------------------------
+
+
+def test_a_locked_run_directory_refuses_a_second_run_and_resume_naming_the_holder(tmp_path):
+    import json
+    import os
+
+    from simulator.runs.lock import LOCK_FILE, DirectoryLock
+
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=2))
+    out = tmp_path / "run"
+    assert invoke("run", scenario, "--out", out, "--no-plots").exit_code == 0
+    assert not (out / LOCK_FILE).exists(), "the lock outlived its run"
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["status"] = "interrupted"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with DirectoryLock(out, "attnsim run"):
+        holder = f"being written by process {os.getpid()}"
+        assert_bad_input(invoke("run", scenario, "--out", out, "--force", "--no-plots"), "--out:1:1: out:", holder)
+        assert_bad_input(invoke("resume", out, "--force"), f"{out}:1:1: <dir>:", holder)
+        assert {path.name: path.read_bytes() for path in out.iterdir() if path.name != LOCK_FILE} == before
+    assert invoke("resume", out, "--no-plots").exit_code == 0  # the lock is gone with its holder
+
+
+def test_a_locked_sweep_directory_refuses_a_second_sweep(tmp_path):
+    import os
+
+    from simulator.runs.lock import DirectoryLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with DirectoryLock(out, "attnsim sweep"):
+        result = invoke("sweep", write_sweep(tmp_path), "--workers", "1", "--out", out)
+    lines = assert_bad_input(result, "--out:1:1: out:", f"being written by process {os.getpid()}")
+    assert not any("holds no sweep.json" in line for line in lines)
+    assert sorted(path.name for path in out.iterdir()) == []
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_again(tmp_path):
+    from simulator.runs.lock import LOCK_FILE, DirectoryLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from simulator.runs.lock import DirectoryLock; DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Exception, match=f"process {holder.pid}"):
+            DirectoryLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / LOCK_FILE).exists()  # SIGKILL left the file, not the lock
+    with DirectoryLock(tmp_path):
+        pass
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_second_sweep_started_into_a_running_ones_out_is_refused_by_pid(tmp_path):
+    long_sweep = write_sweep(tmp_path, SWEEP_YAML.replace("ticks: 3", "ticks: 4000"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "simulator.cli", "sweep", str(long_sweep), "--workers", "1", "--out", str(out)]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        import time
+
+        deadline = time.monotonic() + 120
+        while not (out / "sweep.json").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first sweep never started"
+            time.sleep(0.1)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert first.poll() is None, "the first sweep finished before the second tried: make it longer"
+    finally:
+        first.kill()
+        first.wait()
+    assert_bad_input(second, "--out:1:1: out:", f"being written by process {first.pid}")
+    assert "holds no sweep.json" not in second.stderr
+
+
+# --- defect 5: what the memory check missed ---------------------------------------------------------
+
+
+def _estimate(overrides: dict) -> int:
+    from conftest import tiny
+
+    from simulator.runs.memory import estimate_memory
+
+    return estimate_memory(tiny(overrides)).total
+
+
+@pytest.mark.slow
+def test_agent_panels_are_in_the_estimate_within_a_factor_2_of_peak_rss():
+    """The red team's case, scaled down: every user in the panel, every tick (was 11× under)."""
+    overrides = {"population.users.count": 20_000, "ticks": 100, "metrics.agent_panels": {"every": 1, "sample": 20_000}}
+    script = (
+        "import sys, simulator\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from conftest import tiny\n"
+        "from simulator.runs.memory import estimate_memory, peak_rss_bytes\n"
+        f"s = tiny({overrides!r})\n"
+        "m = simulator.AttentionMarket(s)\n"
+        "while m.running: m.step()\n"
+        "frames = m.panels.frames()\n"
+        "from simulator.metrics.panels import panel_parquet_bytes\n"
+        "written = [panel_parquet_bytes(frame) for frame in frames.values()]\n"
+        "print(estimate_memory(s).total, peak_rss_bytes())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    estimate, rss = (int(value) for value in done.stdout.split())
+    assert 0.5 <= estimate / rss <= 2.0, f"estimate {estimate:,} vs peak RSS {rss:,}"
+    assert _estimate(overrides) > _estimate({**overrides, "metrics.agent_panels": None}) + 500 * 2**20
+
+
+def test_a_huge_entry_rate_is_refused_before_tick_0_not_a_memory_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", str(8 * 2**30))
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    result = invoke("run", scenario, "--out", tmp_path / "out", "--set", "population.creators.entry.rate=1.0e+10", "--no-plots")
+    assert_bad_input(result, "--set:1:1: population.creators.entry.rate:", "the run needs about")
+    assert not (tmp_path / "out").exists()
+    assert _estimate({"population.creators.entry.rate": 0.01}) < 1.01 * _estimate({"population.creators.entry.rate": 0.0}) + 2**20
+
+
+def test_a_lifetime_longer_than_the_run_does_not_inflate_the_estimate(tmp_path, monkeypatch):
+    assert _estimate({"population.goods.lifetime": 100_000_000}) == _estimate({"population.goods.lifetime": 10})  # ticks: 10
+    monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", str(2 * 2**30))
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    result = invoke("run", scenario, "--out", tmp_path / "out", "--set", "population.goods.lifetime=100000000", "--no-plots")
+    assert result.exit_code == 0, result.stderr
