@@ -284,3 +284,42 @@ def test_a_lifetime_longer_than_the_run_does_not_inflate_the_estimate(tmp_path, 
     scenario.write_text(TINY_YAML.format(ticks=3))
     result = invoke("run", scenario, "--out", tmp_path / "out", "--set", "population.goods.lifetime=100000000", "--no-plots")
     assert result.exit_code == 0, result.stderr
+
+
+# --- defect 6: every knob bounded so money fits int64 and floats stay finite ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("sets", "key", "fragment"),
+    [
+        (["population.goods.price.median=1.0e+300"], "population.goods.price.median", "less than or equal to 1000000000000"),
+        (["population.advertisers.value_per_click.median=1.0e+300"], "population.advertisers.value_per_click.median", "less than or equal to 1000000000000"),
+        (["population.goods.price.median=1000000.0", "population.goods.price.sigma=4.0"], "population.goods.price", "median × exp(8 × sigma)"),
+        (["population.users.outside_option=-1.0e+308"], "population.users.outside_option", "greater than or equal to -1000000000"),
+        (["population.users.choice_noise=1.0e+300"], "population.users.choice_noise", "less than or equal to 1000000000"),
+        (
+            ["population.users.count=100000", "population.users.income_per_tick=1000000000000"],
+            "population.users.income_per_tick",
+            "the run's money could reach 1e+19 minor units",
+        ),
+        (
+            ["population.users.count=10000000", "population.advertisers.value_per_click.median=1.0e+11", "population.advertisers.value_per_click.sigma=0.0", "allocation.ad_slots=16"],
+            "population.advertisers.value_per_click.median",
+            "one tick's ad value",
+        ),
+    ],
+)
+def test_knobs_that_would_overflow_money_or_floats_are_refused_at_validation(tmp_path, sets, key, fragment):
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=100))
+    args = [arg for text in sets for arg in ("--set", text)]
+    number = next(index for index, text in enumerate(sets, start=1) if text.startswith(key + ".") or text.startswith(key + "="))
+    assert_bad_input(invoke("validate", scenario, *args), f"--set:{number}:1: {key}:", fragment)
+
+
+def test_money_at_the_bounds_runs_without_wrapping(tmp_path):
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_YAML.format(ticks=3))
+    sets = ["population.users.income_per_tick=1000000000000", "population.users.initial_wallet=1000000000000", "population.goods.price.median=1.0e+9"]
+    result = invoke("run", scenario, "--out", tmp_path / "out", "--no-plots", *[arg for text in sets for arg in ("--set", text)])
+    assert result.exit_code == 0, result.stderr  # invariants (money conserved, no negative balance) held every tick

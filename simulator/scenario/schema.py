@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,15 @@ from simulator.registry import RuleError, registry
 
 MAX_SCENARIO_BYTES = 1_000_000
 
+# Bounds that keep every float finite and every money total within int64 (docs/scenario.md):
+MAX_KNOB = 1e9  # no unbounded float knob may exceed this in magnitude (scores, utilities, noise scales)
+MAX_MONEY = 10**12  # no money knob, and no drawn price or click value, above this (minor units)
+MONEY_TOTAL_LIMIT = 2**62  # the run's worst-case money total (Scenario._money_fits_int64): half of int64, so the ledger's sums of totals cannot overflow
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Money = Annotated[int, Field(ge=0, le=10**12)]
+PositiveFloat = Annotated[float, Field(gt=0.0, le=MAX_KNOB, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, le=MAX_KNOB, allow_inf_nan=False)]
+Money = Annotated[int, Field(ge=0, le=MAX_MONEY)]
 
 
 def _rule_name(kind: str) -> Any:
@@ -89,10 +95,34 @@ class LogNormal(Strict):
     """Spread on the log scale; 0 gives every agent the median."""
 
 
+MONEY_SIGMAS = 8  # a money draw's bound is checked at median × exp(8 sigma): beyond it the normal has mass 6e-16
+
+
+class MoneyLogNormal(LogNormal):
+    """A money amount drawn once per good or agent, in minor units: median × exp(sigma × standard normal).
+
+    Bounded so every draw fits the ledger: median × exp(8 × sigma), an 8-standard-deviation draw,
+    may not exceed 1e12 minor units (the bound of every money knob)."""
+
+    median: Annotated[float, Field(gt=0.0, le=MAX_MONEY, allow_inf_nan=False)]
+    """The median, in minor units (at most 1e12)."""
+    sigma: Annotated[float, Field(ge=0.0, le=4.0, allow_inf_nan=False)] = 0.5
+    """Spread on the log scale, at most 4; 0 gives every draw the median. median × exp(8 × sigma) may not exceed 1e12."""
+
+    @model_validator(mode="after")
+    def _draws_fit_the_ledger(self) -> MoneyLogNormal:
+        largest = self.median * math.exp(MONEY_SIGMAS * self.sigma)
+        if largest > MAX_MONEY:
+            raise ValueError(
+                f"median × exp({MONEY_SIGMAS} × sigma) = {largest:.3g} minor units, more than the {MAX_MONEY:.0e} a money amount may reach; lower the median or sigma"
+            )
+        return self
+
+
 class ChurnConfig(Strict):
     """Users leave after `patience` consecutive active ticks with smoothed utility below `threshold`."""
 
-    threshold: float = Field(-0.05, allow_inf_nan=False)
+    threshold: float = Field(-0.05, ge=-MAX_KNOB, le=MAX_KNOB, allow_inf_nan=False)
     """Smoothed utility per active tick under which a tick counts as disappointing (0: the platform is worth less than the outside option; the default tolerates a little less, see docs/calibration.md)."""
     patience: int = Field(5, ge=1)
     """Consecutive disappointing active ticks before the user leaves for good."""
@@ -137,8 +167,8 @@ class UsersConfig(Strict):
     """Share of fatigue kept from one tick to the next."""
     taste_sharpness: NonNegativeFloat = 2.0
     """How fast value falls with topic mismatch: match = exp(sharpness × (cos − 1))."""
-    outside_option: float = Field(0.25, allow_inf_nan=False)
-    """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by."""
+    outside_option: float = Field(0.25, ge=-MAX_KNOB, le=MAX_KNOB, allow_inf_nan=False)
+    """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by. Within ±1e9, like every unbounded float knob, so utilities summed over a run stay finite."""
     choice_noise: PositiveFloat = 0.1
     """Scale of the logistic taste shock in each consumption choice."""
     willingness_to_pay: Money = 6_000
@@ -224,8 +254,8 @@ class GoodsConfig(Strict):
     """Ticks a good stays in the catalogue after publishing."""
     product_share: Probability = 0.3
     """Probability that a published good is a product with a price rather than free content."""
-    price: LogNormal = LogNormal(median=1_500.0, sigma=0.5)
-    """Price of a product, in minor units."""
+    price: MoneyLogNormal = MoneyLogNormal(median=1_500.0, sigma=0.5)
+    """Price of a product, in minor units (median × exp(8 × sigma) at most 1e12)."""
     key_noise: NonNegativeFloat = 0.2
     """How far a good's key scatters around its creator's niche."""
 
@@ -239,8 +269,8 @@ class AdvertisersConfig(Strict):
     """Most an advertiser may spend in one tick."""
     total_budget: Money = 250_000
     """An advertiser's whole budget for the run (its wallet at tick 0)."""
-    value_per_click: LogNormal = LogNormal(median=120.0, sigma=0.5)
-    """What a click is worth to an advertiser, in minor units, drawn per advertiser."""
+    value_per_click: MoneyLogNormal = MoneyLogNormal(median=120.0, sigma=0.5)
+    """What a click is worth to an advertiser, in minor units, drawn per advertiser (median × exp(8 × sigma) at most 1e12)."""
     targeting_spread: NonNegativeFloat = 0.6
     """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
     click_rate: Probability = 0.08
@@ -656,6 +686,46 @@ class Scenario(Strict):
             )
         return adversaries
 
+    @model_validator(mode="after")
+    def _money_fits_int64(self) -> Scenario:
+        """The run's worst-case money must fit the ledger's int64 balances, checked before it runs.
+
+        The total is every wallet at the start plus every injection over the run: users (at tick 0
+        and the expected arrivals) × (initial_wallet + income_per_tick × ticks), creators (count ×
+        (1 + entry.rate × ticks): entrants bring capital) × initial_wallet, advertisers ×
+        total_budget, and the platform's wallet. Everything else moves money between wallets, so
+        no balance or sum of balances exceeds it. One tick's ad value (every user clicking every
+        ad slot at the largest click value) is bounded the same way. Both must stay below 2^62.
+        """
+        pop, ticks = self.population, self.ticks
+        users = pop.users.count + pop.users.arrivals_per_tick * ticks
+        creators = pop.creators.count * (1.0 + pop.creators.entry.rate * ticks)
+        terms = {
+            "population.users.income_per_tick": users * pop.users.income_per_tick * ticks,
+            "population.users.initial_wallet": users * pop.users.initial_wallet,
+            "population.creators.initial_wallet": creators * pop.creators.initial_wallet,
+            "population.advertisers.total_budget": pop.advertisers.count * pop.advertisers.total_budget,
+            "circulation.platform_initial_wallet": self.circulation.platform_initial_wallet,
+        }
+        total = sum(terms.values())
+        largest_click = pop.advertisers.value_per_click.median * math.exp(MONEY_SIGMAS * pop.advertisers.value_per_click.sigma)
+        ad_value = users * self.allocation.ad_slots * largest_click
+        if total > MONEY_TOTAL_LIMIT:
+            key = max(terms, key=lambda name: terms[name])
+            raise PydanticCustomError(
+                "money_overflow",
+                "the run's money could reach {total} minor units (users × (initial_wallet + income_per_tick × ticks) + creators × initial_wallet + advertisers × total_budget + the platform's wallet), "
+                "more than the ledger's int64 balances hold with headroom (2^62 = {limit}); lower this key, the populations or ticks",
+                {"total": f"{total:.3g}", "limit": f"{MONEY_TOTAL_LIMIT:.3g}", "subkey": key},
+            )
+        if ad_value > MONEY_TOTAL_LIMIT:
+            raise PydanticCustomError(
+                "money_overflow",
+                "one tick's ad value could reach {total} minor units (users × ad_slots × median × exp(8 × sigma) of value_per_click), more than 2^62 = {limit}; lower the click value or the populations",
+                {"total": f"{ad_value:.3g}", "limit": f"{MONEY_TOTAL_LIMIT:.3g}", "subkey": "population.advertisers.value_per_click.median"},
+            )
+        return self
+
 
 
 @dataclass(frozen=True)
@@ -695,6 +765,8 @@ class _Located:
         """The position of `key`, or of its nearest written ancestor, or of the one override
         written below it (`--set creators.count=5` is where the unknown `creators` came from)."""
         parts = key.split(".") if key else []
+        if key and key not in self.positions and self.written_below(key) is not None:
+            parts = []  # a section built by overrides (`--set price.sigma=4`): point at the override, not the file's ancestor
         while parts:
             found = self.positions.get(".".join(parts))
             if found is not None:
@@ -958,6 +1030,15 @@ def schema_reference() -> str:
         "a test fails when this page and the schema disagree. Unknown keys are errors.",
         "Money is in integer minor units; attention in integer units (one per exposure).",
         "",
+        "Bounds that keep a run's numbers representable, checked at validation (exit 2, located): every float knob",
+        "without a narrower range lies within ±1e9 and is finite; every money knob (Money) within 0..1e12, and so is",
+        "a MoneyLogNormal's largest likely draw, median × exp(8 × sigma) (sigma at most 4). The run's worst-case money",
+        "total, users (at tick 0 plus arrivals_per_tick × ticks) × (initial_wallet + income_per_tick × ticks) +",
+        "creators (count × (1 + entry.rate × ticks), entrants bring capital) × initial_wallet + advertisers ×",
+        "total_budget + platform_initial_wallet, must stay below 2^62 (half of int64: the ledger's sums of totals cannot",
+        "overflow), and so must one tick's ad value (users × ad_slots × the largest click value); the error points at",
+        "the largest term's key.",
+        "",
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
@@ -968,7 +1049,7 @@ def schema_reference() -> str:
             annotation = info.annotation
             options = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
             nested = options[0] if isinstance(options[0], type) and issubclass(options[0], BaseModel) else None
-            if nested is not None and nested is not LogNormal:
+            if nested is not None and not issubclass(nested, LogNormal):
                 kind = "section" if len(options) == len(getattr(annotation, "__args__", (annotation,))) else "optional section"
                 lines.append(f"| `{key}` | {kind} | | {info.description or ''} |")
                 walk(nested, f"{key}.")
