@@ -323,3 +323,70 @@ def test_money_at_the_bounds_runs_without_wrapping(tmp_path):
     sets = ["population.users.income_per_tick=1000000000000", "population.users.initial_wallet=1000000000000", "population.goods.price.median=1.0e+9"]
     result = invoke("run", scenario, "--out", tmp_path / "out", "--no-plots", *[arg for text in sets for arg in ("--set", text)])
     assert result.exit_code == 0, result.stderr  # invariants (money conserved, no negative balance) held every tick
+
+
+# --- defect 13: the loader's cosmetic defects -------------------------------------------------------------
+
+
+def test_error_lines_cut_a_huge_echoed_value(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: " + "x" * 900_000 + "\nallocation: {rule: " + "y" * 5_000 + "}\n")
+    lines = assert_bad_input(invoke("validate", path), f"{path}:1:1: name:", "(900,002 characters)")
+    assert all(len(line) < 400 for line in lines)
+    assert any(line.startswith(f"{path}:2:14: allocation.rule:") for line in lines)
+    long_option = invoke("validate", path, "--set", "z" * 10_000)
+    assert all(len(line) < 400 for line in long_option.stderr.splitlines())
+
+
+def test_billion_laughs_is_one_line_at_the_key_that_uses_the_alias(tmp_path):
+    lines = ["name: x", "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    previous = "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]")
+        previous = name
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    result = invoke("validate", path)
+    reported = assert_bad_input(result, f"{path}:3:1: b:", "anchors and aliases are not allowed")
+    assert len(reported) == 1
+
+
+def test_grid_problems_are_reported_with_the_other_problems(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: x\nticks: 3\nsweep:\n  grid:\n    allocation.temperature: [1.0, -5, 0]\n  replications: 0\n")
+    lines = assert_bad_input(invoke("validate", path), f"{path}:6:3: sweep.replications:", "greater than or equal to 1")
+    assert any(line.startswith(f"{path}:5:5: sweep.grid.allocation.temperature[1]:") for line in lines)
+    assert any(line.startswith(f"{path}:5:5: sweep.grid.allocation.temperature[2]:") for line in lines)
+
+
+def test_set_options_under_the_grid_or_under_a_value_are_located_with_their_full_key(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text("name: x\nticks: 3\n")
+    result = invoke("validate", path, "--set", "sweep.grid.allocation.temperature=5", "--set", "allocation.temperature.x=1")
+    assert_bad_input(result, "--set:1:1: sweep.grid.allocation.temperature:", "valid list")
+    assert_bad_input(result, "--set:2:1: allocation.temperature.x:", "is a value, not a section")
+    typo = invoke("validate", path, "--set", "sweep.grid.allocation.temprature=[1, 2]")
+    assert_bad_input(typo, "--set:1:1: sweep.grid.allocation.temprature[0]:", "not a scenario key")
+    good = invoke("validate", path, "--set", "sweep.grid.allocation.temperature=[0.5, 2]")
+    assert good.exit_code == 0, good.stderr
+    assert "allocation.temperature (2)" in good.stdout
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e308", 1e308), ("2.5e-3", 2.5e-3), ("-1E5", -1e5), ("1.0e10", 1e10), ("+3e0", 3.0)])
+def test_floats_without_a_dot_or_a_signed_exponent_are_numbers(tmp_path, text, value):
+    from simulator.scenario.schema import load_scenario, parse_override_value
+
+    assert parse_override_value(text) == value
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: x\npopulation:\n  users:\n    outside_option: {text}\n")
+    if abs(value) <= 1e9:
+        assert load_scenario(path).population.users.outside_option == value
+    else:  # a number, refused by its bound (it used to be "not a valid number")
+        assert_bad_input(invoke("validate", path), f"{path}:4:5: population.users.outside_option:", "less than or equal to 1000000000 (got ")
+
+
+def test_the_float_resolver_leaves_other_scalars_alone():
+    from simulator.scenario.schema import parse_override_value
+
+    assert parse_override_value("1e") == "1e" and parse_override_value("e5") == "e5" and parse_override_value("12") == 12
+    assert parse_override_value("1_000") == 1000 and parse_override_value("0.5") == 0.5 and parse_override_value(".inf") == float("inf")

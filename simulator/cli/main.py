@@ -56,6 +56,7 @@ from simulator.runs.memory import (
 )
 from simulator.runs.threads import use_threads
 from simulator.scenario.schema import (
+    MAX_ECHO,
     Scenario,
     ScenarioError,
     load_scenario,
@@ -140,7 +141,7 @@ def resolve_scenario(path: str, sets: list[str] | None, seed: int | str | None =
         key = key.strip()
         if not sep or not key:
             problems.append(
-                f"--set:{index}:1: {text}: expected KEY=VALUE with a dotted scenario key, e.g. --set allocation.temperature=0.5"
+                f"--set:{index}:1: {text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + '...'}: expected KEY=VALUE with a dotted scenario key, e.g. --set allocation.temperature=0.5"
             )
             continue
         overrides.pop(key, None)  # the last --set of a key wins

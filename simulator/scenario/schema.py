@@ -788,6 +788,16 @@ class _Located:
 MAX_YAML_DEPTH = 32  # a scenario nests a handful of levels; the YAML parser recurses per level
 
 
+class ScenarioLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e308` and `2.5e-3` as floats as YAML 1.2 does (YAML 1.1, which
+    PyYAML follows, wants a dot and a signed exponent, so it read them as strings)."""
+
+
+ScenarioLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?([0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
 def _check_depth(text: str, source: str) -> None:
     """Refuse YAML nested deeper than MAX_YAML_DEPTH before the (recursive) parser sees it.
 
@@ -795,7 +805,7 @@ def _check_depth(text: str, source: str) -> None:
     parser to report with its own message."""
     depth = 0
     try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        for token in yaml.scan(text, Loader=ScenarioLoader):
             if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
                 depth += 1
                 if depth > MAX_YAML_DEPTH:
@@ -814,7 +824,7 @@ def _compose_with_positions(text: str, source: str) -> _Located:
     positions: dict[str, Position] = {}
     _check_depth(text, source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=ScenarioLoader)
     except RecursionError:
         raise ScenarioError([ScenarioIssue(source, 1, 1, "<yaml>", "the YAML is nested too deeply; a scenario is a few levels of keys")]) from None
     except yaml.YAMLError as exc:
@@ -830,32 +840,34 @@ def _compose_with_positions(text: str, source: str) -> _Located:
 
     issues: list[ScenarioIssue] = []
     seen: set[int] = set()
+    aliased: list[bool] = []
 
-    def walk(current: yaml.Node, prefix: str) -> None:
-        if id(current) in seen:  # an alias: the same node again
-            mark = current.start_mark
-            issues.append(ScenarioIssue(source, mark.line + 1, mark.column + 1, prefix or "<root>", "YAML anchors and aliases are not allowed in scenarios"))
+    def walk(current: yaml.Node, prefix: str, where: Position) -> None:
+        if id(current) in seen:  # an alias: the same node again (its marks are the anchor's)
+            if not aliased:  # one line, at the key that uses it: a "billion laughs" file has thousands
+                aliased.append(True)
+                issues.append(ScenarioIssue(*where, prefix or "<root>", "YAML anchors and aliases are not allowed in scenarios"))
             return
         seen.add(id(current))
         children = current.value if isinstance(current, (yaml.MappingNode, yaml.SequenceNode)) else []
         if isinstance(current, yaml.SequenceNode):
             for child in children:
-                walk(child, prefix)
+                walk(child, prefix, where)
             return
         for key_node, value_node in children:
             key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            where = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            key_at = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in positions:
-                issues.append(ScenarioIssue(*where, key, f"duplicate key (first written at line {positions[key][1]})"))
+                issues.append(ScenarioIssue(*key_at, key, f"duplicate key (first written at line {positions[key][1]})"))
                 continue
-            positions[key] = where
-            walk(value_node, key)
+            positions[key] = key_at
+            walk(value_node, key, key_at)
 
-    walk(node, "")
+    walk(node, "", (source, node.start_mark.line + 1, node.start_mark.column + 1))
     if issues:
         raise ScenarioError(issues)
     try:
-        data = yaml.SafeLoader(text).get_single_data()
+        data = ScenarioLoader(text).get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -874,7 +886,7 @@ def _compose_with_positions(text: str, source: str) -> _Located:
 def parse_override_value(text: str) -> Any:
     """Parse a --set value as a YAML scalar, so `0.5` is a float and `true` a bool."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=ScenarioLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text as a string
         return text
     return text if value is None and text.strip() not in ("null", "~", "") else value
@@ -885,6 +897,8 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if not all(parts):
         raise KeyError("an override key is dotted names, like allocation.temperature")
+    if len(parts) > 2 and parts[0] == "sweep" and parts[1] in ("grid", "ranges"):
+        parts = [*parts[:2], ".".join(parts[2:])]  # a grid axis or range is itself a dotted scenario key
     node = data
     for part in parts[:-1]:
         child = node.get(part)
@@ -910,6 +924,15 @@ def _section_keys(loc: list[str]) -> list[str]:
     return list(model.model_fields)
 
 
+MAX_ECHO = 80  # characters of a bad value echoed back in an error line
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut to MAX_ECHO characters: an error line never echoes a 900 KB value."""
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else f"{text[: MAX_ECHO - 3]}... ({len(text):,} characters)"
+
+
 def did_you_mean(word: str, choices: list[str]) -> str:
     """`; did you mean 'X'?` for the closest of `choices` (difflib), or nothing."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
@@ -929,22 +952,44 @@ def _issues_from_validation(exc: ValidationError, located: _Located) -> list[Sce
             key = located.written_below(key) or key  # the full dotted key as it was typed
         elif error["type"] == "literal_error":
             expected = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-            message = f"unknown name {error.get('input')!r}{did_you_mean(str(error.get('input')), expected)}; {message.lower()}"
+            message = f"unknown name {shown(error.get('input'))}{did_you_mean(str(error.get('input'))[:200], expected)}; {message.lower()}"
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         elif "input" in error and not isinstance(error["input"], dict):
-            message = f"{message} (got {error['input']!r})"
+            message = f"{message} (got {shown(error['input'])})"
+        below = located.written_below(key) if key not in located.positions else None
+        if below is not None and error["type"] != "extra_forbidden":  # `--set allocation.temperature.x=1`
+            message = f"{message} ({key} is a value, not a section)" if isinstance(error.get("input"), dict) else message
+            key = below
         issues.append(ScenarioIssue(source, line, col, key, message))
     return issues
 
 
 def _validate_sweep(scenario: Scenario, located: _Located) -> list[ScenarioIssue]:
     """Each grid value must make a valid scenario on its own."""
-    issues: list[ScenarioIssue] = []
     if scenario.sweep is None:
-        return issues
-    base = scenario.model_dump(exclude={"sweep"})
-    for key, values in scenario.sweep.grid.items():
+        return []
+    return _grid_issues(scenario.model_dump(exclude={"sweep"}), scenario.sweep.grid, located)
+
+
+def _grid_issues_of_invalid(located: _Located) -> list[ScenarioIssue]:
+    """The grid values' problems of a scenario that failed validation elsewhere (every problem is
+    reported at once): checked on the scenario without its sweep block, when that one is valid."""
+    sweep = located.data.get("sweep")
+    grid = sweep.get("grid") if isinstance(sweep, dict) else None
+    if not isinstance(grid, dict):
+        return []
+    try:
+        base = Scenario.model_validate({key: value for key, value in located.data.items() if key != "sweep"})
+    except ValidationError:
+        return []  # the base's own problems are already reported
+    axes = {str(key): values for key, values in grid.items() if isinstance(values, list)}
+    return _grid_issues(base.model_dump(exclude={"sweep"}), axes, located)
+
+
+def _grid_issues(base: dict[str, Any], grid: dict[str, list[Any]], located: _Located) -> list[ScenarioIssue]:
+    issues: list[ScenarioIssue] = []
+    for key, values in grid.items():
         for index, value in enumerate(values):
             trial = copy.deepcopy(base)
             try:
@@ -1006,7 +1051,7 @@ def load_scenario(
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:
-        raise ScenarioError(issues + _issues_from_validation(exc, located)) from None
+        raise ScenarioError(issues + _issues_from_validation(exc, located) + _grid_issues_of_invalid(located)) from None
     if issues:
         raise ScenarioError(issues)
     issues = _validate_sweep(scenario, located)
