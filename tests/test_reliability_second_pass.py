@@ -390,3 +390,77 @@ def test_the_float_resolver_leaves_other_scalars_alone():
 
     assert parse_override_value("1e") == "1e" and parse_override_value("e5") == "e5" and parse_override_value("12") == 12
     assert parse_override_value("1_000") == 1000 and parse_override_value("0.5") == 0.5 and parse_override_value(".inf") == float("inf")
+
+
+# --- fuzz: the scenario loader never fails any other way -------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - the fuzz section's own imports
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ_BASE = (ROOT / "scenarios" / "baseline.yaml").read_text(encoding="utf-8") + SWEEP_YAML.split("population:")[0].replace("name: tiny\nseed: 7\nticks: 3\n", "") + "sweep:\n  grid:\n    allocation.temperature: [0.5, 1.0]\n  replications: 2\n"
+# Fragments a mutation splices in: YAML syntax, tags, anchors, extreme numbers, odd keys and values.
+FUZZ_TOKENS = [
+    ":", ": ", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "!!python/object/apply:os.system [x]", "!tag ", "!!binary eA==",
+    "1e308", "-1e308", "1.0e+400", ".nan", ".inf", "-.inf", "0", "-1", "99999999999999999999999", "0x1F", "1_000", "0.5",
+    "true", "null", "~", "''", '"', "'", "#", "\t", "\n", "\n  ", "    ", "ticks", "sweep", "grid", "allocation", "rule",
+    "temperature", "count", "population", "users", "?", "|", ">", "%YAML 1.2\n", "---\n", "...\n", "\\u0000", "\x85", "é",
+    "<<: *a", "1: 2", "[1, [2, [3]]]", "{a: {b: {c: 1}}}",
+]
+
+
+@st.composite
+def mutated_scenarios(draw) -> str:
+    text = FUZZ_BASE
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["insert", "delete", "replace", "line"]))
+        if kind == "insert":
+            text = text[:at] + draw(st.sampled_from(FUZZ_TOKENS) | st.text(max_size=8)) + text[at:]
+        elif kind == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 40)) :]
+        elif kind == "replace":
+            text = text[:at] + draw(st.sampled_from(FUZZ_TOKENS)) + text[at + draw(st.integers(1, 12)) :]
+        else:  # duplicate or drop a whole line
+            lines = text.splitlines(keepends=True)
+            index = draw(st.integers(0, len(lines) - 1))
+            lines[index : index + 1] = [lines[index]] * draw(st.integers(0, 2))
+            text = "".join(lines)
+    return text
+
+
+def _assert_located(exc) -> None:
+    from simulator.scenario.schema import ScenarioError
+
+    assert isinstance(exc, ScenarioError) and exc.issues
+    for issue in exc.issues:
+        assert isinstance(issue.line, int) and issue.line >= 1 and isinstance(issue.column, int) and issue.column >= 1
+        assert issue.key and isinstance(issue.message, str) and issue.message
+        assert ISSUE_LINE.match(str(issue).splitlines()[0]), str(issue)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=mutated_scenarios())
+def test_fuzz_a_mutated_scenario_file_is_a_scenario_or_a_located_error(tmp_path, text):
+    from simulator.scenario.schema import Scenario, ScenarioError, load_scenario
+
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        assert isinstance(load_scenario(path), Scenario)
+    except ScenarioError as exc:
+        _assert_located(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["ticks", "allocation.temperature", "population.users.count", "sweep.grid.allocation.temperature", "sweep.grid.ticks",
+                         "sweep.replications", "allocation.temperature.x", "population", "sweep", "sweep.grid", "a..b", "population.goods.price.sigma"]),
+    value=st.sampled_from(FUZZ_TOKENS) | st.text(max_size=12),
+)
+def test_fuzz_a_set_option_is_a_scenario_or_a_located_error(key, value):
+    from simulator.scenario.schema import Scenario, ScenarioError, load_scenario, parse_override_value
+
+    try:
+        assert isinstance(load_scenario(ROOT / "scenarios" / "baseline.yaml", {key: parse_override_value(value)}, overrides_from="--set"), Scenario)
+    except ScenarioError as exc:
+        _assert_located(exc)

@@ -739,7 +739,17 @@ class ScenarioIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line}:{self.column}: {self.key}: {self.message}"
+        return f"{self.source}:{self.line}:{self.column}: {_key_text(self.key)}: {self.message}"
+
+
+def _key_text(key: str) -> str:
+    """A key as an error line shows it: as written, or (holding blanks or control characters, or
+    longer than 200 characters) quoted and cut, so the line still reads FILE:LINE:COL: key: message."""
+    if key and len(key) <= 200 and key.isprintable() and not any(char.isspace() for char in key):
+        return key
+    text = repr(key)
+    text = text if len(text) <= 80 else f"{text[:77]}..."
+    return "".join(f"\\x{ord(char):02x}" if char.isspace() else char for char in text)
 
 
 class ScenarioError(ValueError):
