@@ -63,12 +63,12 @@ from rich.table import Table
 from scipy.stats import t, ttest_ind, ttest_rel
 
 from simulator.figures.compare import save_compare_plots
-from simulator.files import atomic_write_bytes, read_json
+from simulator.files import atomic_write_bytes
 from simulator.metrics.intervals import mean_interval as bounded_mean_interval
 from simulator.metrics.summary import summarize
 from simulator.metrics.table import HEADLINE, summary_figure, summary_label
 from simulator.runs import rundir
-from simulator.runs.sweep import load_sweep
+from simulator.runs.sweep import SweepError, load_sweep, read_sweep_manifest
 
 DEFAULT_LEVEL = 0.95
 
@@ -395,7 +395,10 @@ def collect(
 
         source = _source_label(path, taken)
         sources.append(source)
-        frame = load_sweep(path)
+        try:
+            frame = load_sweep(path)
+        except SweepError as exc:  # a damaged sweep.parquet or sweep.json: located, exit 2
+            raise CompareError(exc.lines) from None
         manifest = frame.attrs.get("manifest") or {}
         grid_keys = list(manifest.get("grid_keys") or [])
         if not grid_keys:
@@ -432,7 +435,10 @@ def collect(
         source = "runs" if not sweeps else _source_label(Path("runs"), taken)
         loaded = []
         for path in runs:
-            frame = rundir.load_run(path)
+            try:
+                frame = rundir.load_run(path)
+            except (OSError, ValueError) as exc:  # a damaged manifest.json, metrics.parquet or summary.json
+                raise CompareError(f"{path}:1:1: <dir>: a damaged run directory: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from None
             manifest = frame.attrs.get("manifest") or {}
             if manifest.get("status") != rundir.COMPLETE:
                 notes.append(f"{path}: status {manifest.get('status')!r}, left out")
@@ -721,7 +727,7 @@ def _design_factors(dirs: Sequence[str | Path]) -> list[str]:
     for entry in dirs:
         manifest_path = Path(entry) / "sweep.json"
         if _is_sweep(Path(entry)) and manifest_path.is_file():
-            for key in read_json(manifest_path).get("ranges") or {}:
+            for key in read_sweep_manifest(manifest_path).get("ranges") or {}:
                 if key not in factors:
                     factors.append(key)
     return factors

@@ -47,6 +47,7 @@ from simulator.runs.checkpoint import (
     read_run_scenario,
 )
 from simulator.runs.driver import RunOutcome, execute, finish_run, start_writer
+from simulator.runs.lock import DirectoryLock, DirectoryLocked
 from simulator.runs.memory import (
     available_memory,
     check_memory,
@@ -56,6 +57,7 @@ from simulator.runs.memory import (
 )
 from simulator.runs.threads import use_threads
 from simulator.scenario.schema import (
+    MAX_ECHO,
     Scenario,
     ScenarioError,
     load_scenario,
@@ -141,7 +143,7 @@ def resolve_scenario(path: str, sets: list[str] | None, seed: int | str | None =
         key = key.strip()
         if not sep or not key:
             problems.append(
-                f"--set:{index}:1: {text}: expected KEY=VALUE with a dotted scenario key, e.g. --set allocation.temperature=0.5"
+                f"--set:{index}:1: {text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + '...'}: expected KEY=VALUE with a dotted scenario key, e.g. --set allocation.temperature=0.5"
             )
             continue
         overrides.pop(key, None)  # the last --set of a key wins
@@ -397,10 +399,35 @@ def run(
         memory = _memory_problems(config, scenario, sets, ticks)
         if memory:
             raise _exit_bad_input(memory)
+    lock = _lock_run_dir(out, "attnsim run", where="--out:1:1: out")
     try:
         directory = rundir.prepare_output_dir(out, force=force)
     except rundir.RunDirError as exc:
+        lock.release()
         raise _exit_bad_input([f"--out:1:1: out: {exc}"]) from None
+    try:
+        _run_locked(scenario, out, sets, seed, ticks, config, resolved, directory, plots, checkpoint_every, checkpoint_seconds)
+    finally:
+        lock.release()
+
+
+def _lock_run_dir(directory: Path, command: str, *, where: str) -> DirectoryLock:
+    """Create `directory` and take its lock, or exit 2 naming the process that holds it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return DirectoryLock(directory, command).acquire()
+    except DirectoryLocked as exc:
+        raise _exit_bad_input([f"{where}: {exc}"]) from None
+    except OSError as exc:
+        raise _exit_bad_input([f"{where}: {directory} cannot be used: {exc.strerror or exc}"]) from None
+
+
+def _run_locked(
+    scenario: str, out: Path, sets: list[str] | None, seed: str | None, ticks: str | None, config: Scenario,
+    resolved: Resolved, directory: Path, plots: bool, checkpoint_every: int, checkpoint_seconds: float,
+) -> None:
+    """The rest of `attnsim run`, in its locked run directory."""
+    err = _stderr()
 
     writer = rundir.RunWriter(
         directory,
@@ -575,6 +602,16 @@ def resume(
         problems += _memory_problems(config, manifest_path, None, None, prefix="scenario.")
         if problems:
             raise _exit_bad_input(problems)
+    lock = _lock_run_dir(directory, "attnsim resume", where=f"{directory}:1:1: <dir>")
+    try:
+        _resume_locked(directory, config, plots, checkpoint_every, checkpoint_seconds)
+    finally:
+        lock.release()
+
+
+def _resume_locked(directory: Path, config: Scenario, plots: bool | None, checkpoint_every: int | None, checkpoint_seconds: float) -> None:
+    """The rest of `attnsim resume`, in its locked run directory."""
+    err = _stderr()
     try:
         plan = open_resume(directory, checkpoint_every=checkpoint_every, plots=plots)
     except ResumeError as exc:

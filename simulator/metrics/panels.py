@@ -101,6 +101,12 @@ _SCALARS: dict[str, tuple[tuple[str, Any], ...]] = {
 VECTOR_PREFIX = {USERS: "interest", CREATORS: "topic", ADVERTISERS: None}
 
 
+def panel_row_bytes(population: str, dim: int) -> int:
+    """Bytes of one panel row of `population` as recorded (an object column holds a pointer)."""
+    scalars = sum(np.dtype(dtype).itemsize for _, dtype in _SCALARS[population])
+    return scalars + (4 * dim if VECTOR_PREFIX[population] else 0)
+
+
 def vector_columns(prefix: str, dim: int) -> list[str]:
     return [f"{prefix}_{i}" for i in range(dim)]
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from simulator.market.state import Advertisers, Creators, Goods, Population, Users
+from simulator.metrics.panels import ADVERTISERS, CREATORS, POPULATIONS, USERS, panel_row_bytes
 from simulator.metrics.table import METRIC_COLUMNS
 from simulator.rules.allocation.base import ALLOCATION_RULES
 from simulator.scenario.schema import (
@@ -59,6 +60,7 @@ METRIC_BYTES_PER_VALUE = 40  # a Python number in the collector's lists, plus th
 GROWTH = 2.0  # a population that grows may hold twice its rows (capacity doubles)
 CANDIDATE_BYTES_PER_GOOD = 48  # candidate mode: each row's list and uid, the tick's lists over positions
 CANDIDATE_BYTES_PER_USER = 40  # candidate mode: each active user's nearest list and place in the routing order
+PANEL_COPIES = 3.5  # agent panels at the end: the recorded chunks, the concatenated columns and the DataFrame/Arrow table
 ENV_AVAILABLE = "ATTNSIM_AVAILABLE_MEMORY"
 
 
@@ -124,19 +126,35 @@ def estimate_memory(scenario: Scenario) -> MemoryEstimate:
         )
     )
 
-    creators = creators_cfg.count * (GROWTH if creators_cfg.entry.rate > 0 else 1.0)
+    # Entry: one tick admits Poisson(entry.rate × active creators) newcomers at once, so the rows
+    # must hold count × (1 + rate) after the first profitable tick (a rate of 1e10 would ask for
+    # 1e12 rows there: refused here, not a MemoryError at tick 0). Later ticks compound only while
+    # creating pays; the capacity doubling (GROWTH) leaves room for that.
+    entry_rate = creators_cfg.entry.rate
+    entering = creators_cfg.count * (1.0 + entry_rate)
+    creators = entering * GROWTH if entry_rate > 0 else float(creators_cfg.count)
+    creators_key = "population.creators.entry.rate" if entry_rate > GROWTH - 1 else "population.creators.count"
     per_creator = row_bytes(Creators, dim) + 8
-    parts.append(MemoryPart("population.creators.count", int(creators * per_creator), f"{_count(creators)} creator rows × {per_creator} bytes"))
-
-    steady = creators_cfg.count * creators_cfg.publish_rate * (goods_cfg.lifetime + 1)
-    goods = max(goods_cfg.initial, 16, steady * GROWTH)
-    per_good = row_bytes(Goods, dim)
-    goods_key = "population.goods.initial" if goods_cfg.initial >= steady * GROWTH else "population.creators.count"
     parts.append(
-        MemoryPart(goods_key, int(goods * per_good), f"{_count(goods)} catalogue rows × {per_good} bytes (initial goods, or creators × publish_rate × lifetime)")
+        MemoryPart(creators_key, int(creators * per_creator), f"{_count(creators)} creator rows × {per_creator} bytes (creators.count × (1 + entry.rate {entry_rate:g}), doubled for growth)")
     )
 
-    issued = goods_cfg.initial + creators_cfg.count * creators_cfg.publish_rate * ticks
+    # A good lives at most `lifetime` ticks, and never longer than the run: the catalogue holds the
+    # goods of at most min(lifetime, ticks) ticks of publishing.
+    lived = min(goods_cfg.lifetime, ticks)
+    steady = entering * creators_cfg.publish_rate * (lived + 1)
+    goods = max(goods_cfg.initial, 16, steady * GROWTH)
+    per_good = row_bytes(Goods, dim)
+    goods_key = "population.goods.initial" if goods_cfg.initial >= steady * GROWTH else creators_key
+    parts.append(
+        MemoryPart(
+            goods_key,
+            int(goods * per_good),
+            f"{_count(goods)} catalogue rows × {per_good} bytes (initial goods, or creators × publish_rate × min(lifetime, ticks) = {lived:,})",
+        )
+    )
+
+    issued = goods_cfg.initial + entering * creators_cfg.publish_rate * ticks
     parts.append(MemoryPart("ticks", int(issued * 8 * GROWTH), f"uid index: {_count(issued)} goods published over {ticks:,} ticks × 8 bytes"))
 
     per_advertiser = row_bytes(Advertisers, dim, {"arm_weights": ads_cfg.learning_arms}) + 8
@@ -146,6 +164,25 @@ def estimate_memory(scenario: Scenario) -> MemoryEstimate:
     parts.append(
         MemoryPart("ticks", int(ticks * len(METRIC_COLUMNS) * METRIC_BYTES_PER_VALUE), f"metrics: {ticks:,} ticks × {len(METRIC_COLUMNS)} columns")
     )
+    panels = scenario.metrics.agent_panels
+    if panels is not None:
+        recordings = math.ceil(ticks / panels.every) + 1  # tick 1, every `every` after it, the last
+        sampled = {
+            USERS: min(panels.sample, users_cfg.count) * (users / users_cfg.count),  # newcomers join at the sampling rate
+            CREATORS: min(panels.sample, creators_cfg.count) * (creators / creators_cfg.count if entry_rate > 0 else 1.0),
+            ADVERTISERS: min(panels.sample, ads_cfg.count),
+        }
+        rows = {population: sampled[population] * recordings for population in POPULATIONS}
+        held = sum(rows[population] * panel_row_bytes(population, dim) for population in POPULATIONS)
+        parts.append(
+            MemoryPart(
+                "metrics.agent_panels.sample",
+                int(held * PANEL_COPIES),
+                f"agent panels: {_count(sum(rows.values()))} rows ({_count(sampled[USERS])} users, {_count(sampled[CREATORS])} creators, "
+                f"{_count(sampled[ADVERTISERS])} advertisers × {recordings:,} recordings (every {panels.every} of {ticks:,} ticks)), "
+                f"held about {PANEL_COPIES:g} times while written",
+            )
+        )
 
     active = users * min(1.0, users_cfg.activity + 0.1)
     width = min(users_cfg.budget_max, max(1, math.ceil(users_cfg.budget.median * math.exp(4 * users_cfg.budget.sigma))))

@@ -38,6 +38,7 @@ from simulator.files import TMP_PREFIX, atomic_write_bytes, read_json, write_jso
 from simulator.metrics.panels import available, write_panels
 from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
+from simulator.runs.lock import LOCK_FILE
 from simulator.scenario.schema import Scenario
 
 MANIFEST = "manifest.json"
@@ -123,7 +124,7 @@ def check_output_dir(path: str | Path, *, force: bool = False) -> list[str]:
     if not path.is_dir():
         return [f"{path} exists and is not a directory"]
     try:
-        non_empty = any(path.iterdir())
+        non_empty = any(entry.name != LOCK_FILE for entry in path.iterdir())  # its own lock is not content
     except OSError as exc:
         return [f"{path} cannot be read: {exc.strerror or exc}"]
     if non_empty and not force:

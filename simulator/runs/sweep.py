@@ -82,6 +82,7 @@ from simulator.metrics.summary import summarize
 from simulator.metrics.table import FLOAT_COLUMNS, METRIC_COLUMNS
 from simulator.model import AttentionMarket
 from simulator.runs import checkpoint, driver, rundir
+from simulator.runs.lock import LOCK_FILE, DirectoryLock, DirectoryLocked
 from simulator.runs.threads import pin_worker_threads, worker_thread_limits
 from simulator.scenario.schema import (
     Scenario,
@@ -573,14 +574,52 @@ def load_sweep(directory: str | Path, *, long: bool = False) -> pd.DataFrame:
     table_path = directory / SWEEP_TABLE
     if not table_path.is_file():
         raise FileNotFoundError(f"{directory} is not a sweep directory (it has no {SWEEP_TABLE})")
-    frame = pd.read_parquet(table_path)
+    try:
+        frame = pd.read_parquet(table_path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise SweepError(f"{table_path}:1:1: <file>: not a readable Parquet table ({type(exc).__name__}: {_first_line(exc)}); run the sweep again to rebuild it") from None
+    missing = [column for column in ("run_id", "tick") if column not in frame.columns]
+    if missing:
+        raise SweepError(f"{table_path}:1:1: <file>: not a sweep table (no column {', '.join(missing)}); run the sweep again to rebuild it")
     if long:
         identity = [column for column in frame.columns if column not in METRIC_COLUMNS or column == "tick"]
         frame = frame.melt(id_vars=identity, value_vars=[c for c in METRIC_COLUMNS if c != "tick" and c in frame.columns], var_name="metric", value_name="value")
         frame = frame.sort_values(["run_id", "tick"], kind="stable").reset_index(drop=True)
     manifest_path = directory / SWEEP_MANIFEST
-    frame.attrs["manifest"] = read_json(manifest_path) if manifest_path.is_file() else None
+    frame.attrs["manifest"] = read_sweep_manifest(manifest_path) if manifest_path.is_file() else None
     return frame
+
+
+# The keys of sweep.json that readers rely on, with the JSON type each must have.
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {"runs": (list,), "grid_keys": (list,), "ranges": (dict,), "scenario": (dict,), "name": (str,), "fingerprint": (str,)}
+
+
+def read_sweep_manifest(path: str | Path) -> dict[str, Any]:
+    """sweep.json, checked for the shape its readers rely on; SweepError (located) when damaged."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{path}:1:1: <file>: cannot read the sweep manifest ({type(exc).__name__}: {_first_line(exc)})") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SweepError(f"{path}:{exc.lineno}:{exc.colno}: <file>: the sweep manifest is not valid JSON: {exc.msg}") from None
+    if not isinstance(manifest, dict):
+        raise SweepError(f"{path}:1:1: <root>: the sweep manifest is not a JSON object")
+    for key, types in _MANIFEST_TYPES.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], types):
+            raise SweepError(f"{path}:1:1: {key}: expected a JSON {'array' if list in types else 'object' if dict in types else 'string'}, got {type(manifest[key]).__name__}")
+    for index, run in enumerate(manifest.get("runs") or []):
+        if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+            raise SweepError(f"{path}:1:1: runs[{index}]: expected an object with a run_id string")
+    return manifest
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only and at most 200 characters."""
+    text = (str(exc).splitlines() or [""])[0]
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # --- running a sweep (the client) ----------------------------------------------------------------
@@ -620,7 +659,7 @@ def check_sweep_dir(directory: Path, scenario: Scenario, *, force: bool) -> list
     if not directory.is_dir():
         return [f"{directory} exists and is not a directory"]
     try:
-        entries = list(directory.iterdir())
+        entries = [entry for entry in directory.iterdir() if entry.name != LOCK_FILE]
     except OSError as exc:
         return [f"{directory} cannot be read: {exc.strerror or exc}"]
     if not entries or force:
@@ -720,14 +759,15 @@ def run_sweep(
     source = str(scenario_file) if scenario_file is not None else "<scenario>"
     specs = plan(config, source=source)
     directory = Path(out) if out is not None else default_sweep_dir(config.name)
-    problems = check_sweep_dir(directory, config, force=force)
-    if problems:
-        raise SweepError([f"--out:1:1: out: {problem}" for problem in problems])
-
     dask_client, own_client = None, False
     if backend == "dask":
         dask_client, own_client = _dask_client(address, client)
 
+    try:
+        lock = _lock_sweep_dir(directory, config, force=force)
+    except SweepError:
+        _close_own_client(dask_client, own_client)
+        raise
     try:
         return _run_sweep(
             config,
@@ -748,11 +788,46 @@ def run_sweep(
             should_stop=should_stop,
         )
     finally:
-        if own_client and dask_client is not None:
-            try:
-                dask_client.close()
-            except Exception:  # noqa: BLE001
-                pass
+        lock.release()
+        _close_own_client(dask_client, own_client)
+
+
+def _close_own_client(dask_client: Any, own_client: bool) -> None:
+    if own_client and dask_client is not None:
+        try:
+            dask_client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _lock_sweep_dir(directory: Path, config: Scenario, *, force: bool) -> DirectoryLock:
+    """Create `directory` and its runs/ folder and take its lock (one sweep writes there at a time).
+
+    The checks of `check_sweep_dir` are made under the lock: a sweep that started in the
+    same directory a moment before is reported by its PID, never as a directory that "holds no
+    sweep.json". A directory this call created is removed again when it is refused.
+    """
+    created = not directory.exists() and not directory.is_symlink()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(directory, "attnsim sweep").acquire()
+    except DirectoryLocked as exc:
+        raise SweepError(f"--out:1:1: out: {exc}") from None
+    except OSError as exc:
+        problems = check_sweep_dir(directory, config, force=force) if not created else []
+        raise SweepError([f"--out:1:1: out: {problem}" for problem in problems] or [f"--out:1:1: out: cannot write the sweep directory {directory}: {exc.strerror or exc}"]) from None
+    try:
+        problems = check_sweep_dir(directory, config, force=force)
+        if not problems:
+            (directory / RUNS_DIR).mkdir(exist_ok=True)
+    except OSError as exc:
+        problems = [f"cannot write the sweep directory {directory}: {exc.strerror or exc}"]
+    if problems:
+        lock.release()
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise SweepError([f"--out:1:1: out: {problem}" for problem in problems])
+    return lock
 
 
 def _dask_client(address: str | None, client: Any) -> tuple[Any, bool]:
@@ -760,10 +835,25 @@ def _dask_client(address: str | None, client: Any) -> tuple[Any, bool]:
         return client, False
     try:
         from distributed import Client  # optional heavy dependency: the [dask] extra
+        from distributed.comm import get_address_host_port, parse_address  # the same dependency: its address parser
+        from distributed.comm.registry import backends as dask_schemes  # the same dependency: tcp, tls, inproc, ...
     except ImportError:
         raise SweepError(
             "--backend:1:1: backend: the dask backend needs dask.distributed: pip install 'attention-market[dask]'"
         ) from None
+    # A malformed address must be refused before Client(): a Client that fails to parse it is left
+    # half-built, and its __del__ then waits 40 s for a loop that never ran and prints a traceback.
+    example = "write tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786"
+    try:
+        scheme, _location = parse_address(str(address))
+        if scheme not in dask_schemes:
+            raise ValueError(f"unknown scheme {scheme!r}; Dask knows {', '.join(sorted(dask_schemes))}")
+        if scheme != "inproc":  # the network schemes need a host and a port (inproc:// names a process)
+            host, port = get_address_host_port(str(address))
+            if not host or not 0 < port < 65536:
+                raise ValueError("it needs a host and a port in 1..65535")
+    except (ValueError, TypeError) as exc:
+        raise SweepError(f"--address:1:1: address: not a Dask scheduler address {address!r} ({exc}); {example}") from None
     try:
         return Client(address, timeout="20s", set_as_default=False), True
     except Exception as exc:  # noqa: BLE001 - any connection problem is a bad --address

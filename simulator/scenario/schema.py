@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,15 @@ from simulator.registry import RuleError, registry
 
 MAX_SCENARIO_BYTES = 1_000_000
 
+# Bounds that keep every float finite and every money total within int64 (docs/scenario.md):
+MAX_KNOB = 1e9  # no unbounded float knob may exceed this in magnitude (scores, utilities, noise scales)
+MAX_MONEY = 10**12  # no money knob, and no drawn price or click value, above this (minor units)
+MONEY_TOTAL_LIMIT = 2**62  # the run's worst-case money total (Scenario._money_fits_int64): half of int64, so the ledger's sums of totals cannot overflow
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Money = Annotated[int, Field(ge=0, le=10**12)]
+PositiveFloat = Annotated[float, Field(gt=0.0, le=MAX_KNOB, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, le=MAX_KNOB, allow_inf_nan=False)]
+Money = Annotated[int, Field(ge=0, le=MAX_MONEY)]
 
 
 def _rule_name(kind: str) -> Any:
@@ -89,10 +95,34 @@ class LogNormal(Strict):
     """Spread on the log scale; 0 gives every agent the median."""
 
 
+MONEY_SIGMAS = 8  # a money draw's bound is checked at median × exp(8 sigma): beyond it the normal has mass 6e-16
+
+
+class MoneyLogNormal(LogNormal):
+    """A money amount drawn once per good or agent, in minor units: median × exp(sigma × standard normal).
+
+    Bounded so every draw fits the ledger: median × exp(8 × sigma), an 8-standard-deviation draw,
+    may not exceed 1e12 minor units (the bound of every money knob)."""
+
+    median: Annotated[float, Field(gt=0.0, le=MAX_MONEY, allow_inf_nan=False)]
+    """The median, in minor units (at most 1e12)."""
+    sigma: Annotated[float, Field(ge=0.0, le=4.0, allow_inf_nan=False)] = 0.5
+    """Spread on the log scale, at most 4; 0 gives every draw the median. median × exp(8 × sigma) may not exceed 1e12."""
+
+    @model_validator(mode="after")
+    def _draws_fit_the_ledger(self) -> MoneyLogNormal:
+        largest = self.median * math.exp(MONEY_SIGMAS * self.sigma)
+        if largest > MAX_MONEY:
+            raise ValueError(
+                f"median × exp({MONEY_SIGMAS} × sigma) = {largest:.3g} minor units, more than the {MAX_MONEY:.0e} a money amount may reach; lower the median or sigma"
+            )
+        return self
+
+
 class ChurnConfig(Strict):
     """Users leave after `patience` consecutive active ticks with smoothed utility below `threshold`."""
 
-    threshold: float = Field(-0.05, allow_inf_nan=False)
+    threshold: float = Field(-0.05, ge=-MAX_KNOB, le=MAX_KNOB, allow_inf_nan=False)
     """Smoothed utility per active tick under which a tick counts as disappointing (0: the platform is worth less than the outside option; the default tolerates a little less, see docs/calibration.md)."""
     patience: int = Field(5, ge=1)
     """Consecutive disappointing active ticks before the user leaves for good."""
@@ -148,8 +178,8 @@ class UsersConfig(Strict):
     """Share of fatigue kept from one tick to the next."""
     taste_sharpness: NonNegativeFloat = 2.0
     """How fast value falls with topic mismatch: match = exp(sharpness × (cos − 1))."""
-    outside_option: float = Field(0.25, allow_inf_nan=False)
-    """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by."""
+    outside_option: float = Field(0.25, ge=-MAX_KNOB, le=MAX_KNOB, allow_inf_nan=False)
+    """Value of not consuming: an exposure is consumed when its promised value plus a logistic taste shock beats it, and a consumption's utility is what it beat it by. Within ±1e9, like every unbounded float knob, so utilities summed over a run stay finite."""
     choice_noise: PositiveFloat = 0.1
     """Scale of the logistic taste shock in each consumption choice."""
     willingness_to_pay: Money = 6_000
@@ -255,8 +285,8 @@ class GoodsConfig(Strict):
     """Ticks a good stays in the catalogue after publishing."""
     product_share: Probability = 0.3
     """Probability that a published good is a product with a price rather than free content."""
-    price: LogNormal = LogNormal(median=1_500.0, sigma=0.5)
-    """Price of a product, in minor units."""
+    price: MoneyLogNormal = MoneyLogNormal(median=1_500.0, sigma=0.5)
+    """Price of a product, in minor units (median × exp(8 × sigma) at most 1e12)."""
     key_noise: NonNegativeFloat = 0.2
     """How far a good's key scatters around its creator's niche."""
 
@@ -270,8 +300,8 @@ class AdvertisersConfig(Strict):
     """Most an advertiser may spend in one tick."""
     total_budget: Money = 250_000
     """An advertiser's whole budget for the run (its wallet at tick 0)."""
-    value_per_click: LogNormal = LogNormal(median=120.0, sigma=0.5)
-    """What a click is worth to an advertiser, in minor units, drawn per advertiser."""
+    value_per_click: MoneyLogNormal = MoneyLogNormal(median=120.0, sigma=0.5)
+    """What a click is worth to an advertiser, in minor units, drawn per advertiser (median × exp(8 × sigma) at most 1e12)."""
     targeting_spread: NonNegativeFloat = 0.6
     """How far advertisers' targeting vectors scatter around their topic cluster's centre."""
     click_rate: Probability = 0.08
@@ -758,6 +788,46 @@ class Scenario(Strict):
             )
         return adversaries
 
+    @model_validator(mode="after")
+    def _money_fits_int64(self) -> Scenario:
+        """The run's worst-case money must fit the ledger's int64 balances, checked before it runs.
+
+        The total is every wallet at the start plus every injection over the run: users (at tick 0
+        and the expected arrivals) × (initial_wallet + income_per_tick × ticks), creators (count ×
+        (1 + entry.rate × ticks): entrants bring capital) × initial_wallet, advertisers ×
+        total_budget, and the platform's wallet. Everything else moves money between wallets, so
+        no balance or sum of balances exceeds it. One tick's ad value (every user clicking every
+        ad slot at the largest click value) is bounded the same way. Both must stay below 2^62.
+        """
+        pop, ticks = self.population, self.ticks
+        users = pop.users.count + pop.users.arrivals_per_tick * ticks
+        creators = pop.creators.count * (1.0 + pop.creators.entry.rate * ticks)
+        terms = {
+            "population.users.income_per_tick": users * pop.users.income_per_tick * ticks,
+            "population.users.initial_wallet": users * pop.users.initial_wallet,
+            "population.creators.initial_wallet": creators * pop.creators.initial_wallet,
+            "population.advertisers.total_budget": pop.advertisers.count * pop.advertisers.total_budget,
+            "circulation.platform_initial_wallet": self.circulation.platform_initial_wallet,
+        }
+        total = sum(terms.values())
+        largest_click = pop.advertisers.value_per_click.median * math.exp(MONEY_SIGMAS * pop.advertisers.value_per_click.sigma)
+        ad_value = users * self.allocation.ad_slots * largest_click
+        if total > MONEY_TOTAL_LIMIT:
+            key = max(terms, key=lambda name: terms[name])
+            raise PydanticCustomError(
+                "money_overflow",
+                "the run's money could reach {total} minor units (users × (initial_wallet + income_per_tick × ticks) + creators × initial_wallet + advertisers × total_budget + the platform's wallet), "
+                "more than the ledger's int64 balances hold with headroom (2^62 = {limit}); lower this key, the populations or ticks",
+                {"total": f"{total:.3g}", "limit": f"{MONEY_TOTAL_LIMIT:.3g}", "subkey": key},
+            )
+        if ad_value > MONEY_TOTAL_LIMIT:
+            raise PydanticCustomError(
+                "money_overflow",
+                "one tick's ad value could reach {total} minor units (users × ad_slots × median × exp(8 × sigma) of value_per_click), more than 2^62 = {limit}; lower the click value or the populations",
+                {"total": f"{ad_value:.3g}", "limit": f"{MONEY_TOTAL_LIMIT:.3g}", "subkey": "population.advertisers.value_per_click.median"},
+            )
+        return self
+
 
 
 @dataclass(frozen=True)
@@ -771,7 +841,17 @@ class ScenarioIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line}:{self.column}: {self.key}: {self.message}"
+        return f"{self.source}:{self.line}:{self.column}: {_key_text(self.key)}: {self.message}"
+
+
+def _key_text(key: str) -> str:
+    """A key as an error line shows it: as written, or (holding blanks or control characters, or
+    longer than 200 characters) quoted and cut, so the line still reads FILE:LINE:COL: key: message."""
+    if key and len(key) <= 200 and key.isprintable() and not any(char.isspace() for char in key):
+        return key
+    text = repr(key)
+    text = text if len(text) <= 80 else f"{text[:77]}..."
+    return "".join(f"\\x{ord(char):02x}" if char.isspace() else char for char in text)
 
 
 class ScenarioError(ValueError):
@@ -797,6 +877,8 @@ class _Located:
         """The position of `key`, or of its nearest written ancestor, or of the one override
         written below it (`--set creators.count=5` is where the unknown `creators` came from)."""
         parts = key.split(".") if key else []
+        if key and key not in self.positions and self.written_below(key) is not None:
+            parts = []  # a section built by overrides (`--set price.sigma=4`): point at the override, not the file's ancestor
         while parts:
             found = self.positions.get(".".join(parts))
             if found is not None:
@@ -818,6 +900,16 @@ class _Located:
 MAX_YAML_DEPTH = 32  # a scenario nests a handful of levels; the YAML parser recurses per level
 
 
+class ScenarioLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e308` and `2.5e-3` as floats as YAML 1.2 does (YAML 1.1, which
+    PyYAML follows, wants a dot and a signed exponent, so it read them as strings)."""
+
+
+ScenarioLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?([0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
 def _check_depth(text: str, source: str) -> None:
     """Refuse YAML nested deeper than MAX_YAML_DEPTH before the (recursive) parser sees it.
 
@@ -825,7 +917,7 @@ def _check_depth(text: str, source: str) -> None:
     parser to report with its own message."""
     depth = 0
     try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        for token in yaml.scan(text, Loader=ScenarioLoader):
             if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
                 depth += 1
                 if depth > MAX_YAML_DEPTH:
@@ -844,7 +936,7 @@ def _compose_with_positions(text: str, source: str) -> _Located:
     positions: dict[str, Position] = {}
     _check_depth(text, source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=ScenarioLoader)
     except RecursionError:
         raise ScenarioError([ScenarioIssue(source, 1, 1, "<yaml>", "the YAML is nested too deeply; a scenario is a few levels of keys")]) from None
     except yaml.YAMLError as exc:
@@ -860,32 +952,34 @@ def _compose_with_positions(text: str, source: str) -> _Located:
 
     issues: list[ScenarioIssue] = []
     seen: set[int] = set()
+    aliased: list[bool] = []
 
-    def walk(current: yaml.Node, prefix: str) -> None:
-        if id(current) in seen:  # an alias: the same node again
-            mark = current.start_mark
-            issues.append(ScenarioIssue(source, mark.line + 1, mark.column + 1, prefix or "<root>", "YAML anchors and aliases are not allowed in scenarios"))
+    def walk(current: yaml.Node, prefix: str, where: Position) -> None:
+        if id(current) in seen:  # an alias: the same node again (its marks are the anchor's)
+            if not aliased:  # one line, at the key that uses it: a "billion laughs" file has thousands
+                aliased.append(True)
+                issues.append(ScenarioIssue(*where, prefix or "<root>", "YAML anchors and aliases are not allowed in scenarios"))
             return
         seen.add(id(current))
         children = current.value if isinstance(current, (yaml.MappingNode, yaml.SequenceNode)) else []
         if isinstance(current, yaml.SequenceNode):
             for child in children:
-                walk(child, prefix)
+                walk(child, prefix, where)
             return
         for key_node, value_node in children:
             key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            where = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            key_at = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in positions:
-                issues.append(ScenarioIssue(*where, key, f"duplicate key (first written at line {positions[key][1]})"))
+                issues.append(ScenarioIssue(*key_at, key, f"duplicate key (first written at line {positions[key][1]})"))
                 continue
-            positions[key] = where
-            walk(value_node, key)
+            positions[key] = key_at
+            walk(value_node, key, key_at)
 
-    walk(node, "")
+    walk(node, "", (source, node.start_mark.line + 1, node.start_mark.column + 1))
     if issues:
         raise ScenarioError(issues)
     try:
-        data = yaml.SafeLoader(text).get_single_data()
+        data = ScenarioLoader(text).get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -904,7 +998,7 @@ def _compose_with_positions(text: str, source: str) -> _Located:
 def parse_override_value(text: str) -> Any:
     """Parse a --set value as a YAML scalar, so `0.5` is a float and `true` a bool."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=ScenarioLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text as a string
         return text
     return text if value is None and text.strip() not in ("null", "~", "") else value
@@ -915,6 +1009,8 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if not all(parts):
         raise KeyError("an override key is dotted names, like allocation.temperature")
+    if len(parts) > 2 and parts[0] == "sweep" and parts[1] in ("grid", "ranges"):
+        parts = [*parts[:2], ".".join(parts[2:])]  # a grid axis or range is itself a dotted scenario key
     node = data
     for part in parts[:-1]:
         child = node.get(part)
@@ -940,6 +1036,15 @@ def _section_keys(loc: list[str]) -> list[str]:
     return list(model.model_fields)
 
 
+MAX_ECHO = 80  # characters of a bad value echoed back in an error line
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut to MAX_ECHO characters: an error line never echoes a 900 KB value."""
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else f"{text[: MAX_ECHO - 3]}... ({len(text):,} characters)"
+
+
 def did_you_mean(word: str, choices: list[str]) -> str:
     """`; did you mean 'X'?` for the closest of `choices` (difflib), or nothing."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
@@ -959,22 +1064,44 @@ def _issues_from_validation(exc: ValidationError, located: _Located) -> list[Sce
             key = located.written_below(key) or key  # the full dotted key as it was typed
         elif error["type"] == "literal_error":
             expected = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-            message = f"unknown name {error.get('input')!r}{did_you_mean(str(error.get('input')), expected)}; {message.lower()}"
+            message = f"unknown name {shown(error.get('input'))}{did_you_mean(str(error.get('input'))[:200], expected)}; {message.lower()}"
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         elif "input" in error and not isinstance(error["input"], dict):
-            message = f"{message} (got {error['input']!r})"
+            message = f"{message} (got {shown(error['input'])})"
+        below = located.written_below(key) if key not in located.positions else None
+        if below is not None and error["type"] != "extra_forbidden":  # `--set allocation.temperature.x=1`
+            message = f"{message} ({key} is a value, not a section)" if isinstance(error.get("input"), dict) else message
+            key = below
         issues.append(ScenarioIssue(source, line, col, key, message))
     return issues
 
 
 def _validate_sweep(scenario: Scenario, located: _Located) -> list[ScenarioIssue]:
     """Each grid value must make a valid scenario on its own."""
-    issues: list[ScenarioIssue] = []
     if scenario.sweep is None:
-        return issues
-    base = scenario.model_dump(exclude={"sweep"})
-    for key, values in scenario.sweep.grid.items():
+        return []
+    return _grid_issues(scenario.model_dump(exclude={"sweep"}), scenario.sweep.grid, located)
+
+
+def _grid_issues_of_invalid(located: _Located) -> list[ScenarioIssue]:
+    """The grid values' problems of a scenario that failed validation elsewhere (every problem is
+    reported at once): checked on the scenario without its sweep block, when that one is valid."""
+    sweep = located.data.get("sweep")
+    grid = sweep.get("grid") if isinstance(sweep, dict) else None
+    if not isinstance(grid, dict):
+        return []
+    try:
+        base = Scenario.model_validate({key: value for key, value in located.data.items() if key != "sweep"})
+    except ValidationError:
+        return []  # the base's own problems are already reported
+    axes = {str(key): values for key, values in grid.items() if isinstance(values, list)}
+    return _grid_issues(base.model_dump(exclude={"sweep"}), axes, located)
+
+
+def _grid_issues(base: dict[str, Any], grid: dict[str, list[Any]], located: _Located) -> list[ScenarioIssue]:
+    issues: list[ScenarioIssue] = []
+    for key, values in grid.items():
         for index, value in enumerate(values):
             trial = copy.deepcopy(base)
             try:
@@ -1036,7 +1163,7 @@ def load_scenario(
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:
-        raise ScenarioError(issues + _issues_from_validation(exc, located)) from None
+        raise ScenarioError(issues + _issues_from_validation(exc, located) + _grid_issues_of_invalid(located)) from None
     if issues:
         raise ScenarioError(issues)
     issues = _validate_sweep(scenario, located)
@@ -1060,6 +1187,15 @@ def schema_reference() -> str:
         "a test fails when this page and the schema disagree. Unknown keys are errors.",
         "Money is in integer minor units; attention in integer units (one per exposure).",
         "",
+        "Bounds that keep a run's numbers representable, checked at validation (exit 2, located): every float knob",
+        "without a narrower range lies within ±1e9 and is finite; every money knob (Money) within 0..1e12, and so is",
+        "a MoneyLogNormal's largest likely draw, median × exp(8 × sigma) (sigma at most 4). The run's worst-case money",
+        "total, users (at tick 0 plus arrivals_per_tick × ticks) × (initial_wallet + income_per_tick × ticks) +",
+        "creators (count × (1 + entry.rate × ticks), entrants bring capital) × initial_wallet + advertisers ×",
+        "total_budget + platform_initial_wallet, must stay below 2^62 (half of int64: the ledger's sums of totals cannot",
+        "overflow), and so must one tick's ad value (users × ad_slots × the largest click value); the error points at",
+        "the largest term's key.",
+        "",
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
@@ -1070,7 +1206,7 @@ def schema_reference() -> str:
             annotation = info.annotation
             options = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
             nested = options[0] if isinstance(options[0], type) and issubclass(options[0], BaseModel) else None
-            if nested is not None and nested is not LogNormal:
+            if nested is not None and not issubclass(nested, LogNormal):
                 kind = "section" if len(options) == len(getattr(annotation, "__args__", (annotation,))) else "optional section"
                 lines.append(f"| `{key}` | {kind} | | {info.description or ''} |")
                 walk(nested, f"{key}.")
