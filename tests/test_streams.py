@@ -3,6 +3,7 @@ that keep two arms of a sweep on the same shocks wherever their rules leave them
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import scipy.stats
@@ -56,11 +57,13 @@ def test_keyed_poisson_counts_have_the_poisson_law():
     assert abs(counts.mean() - 2.5) < 0.05 and abs(counts.var() - 2.5) < 0.08
 
 
-def test_the_compiled_sampler_adds_the_numpy_keyed_gumbel_noise():
-    rng = np.random.default_rng(0)
-    scores = rng.normal(size=(30, 40)).astype(np.float32)
+@pytest.mark.parametrize("columns", [40, 3000])
+def test_the_compiled_sampler_adds_the_numpy_keyed_gumbel_noise(columns):
+    """Its shortcut (columns far below the worst kept are dropped without their Gumbel) drops none that belongs."""
+    rng = np.random.default_rng(columns)
+    scores = (3 * rng.normal(size=(30, columns))).astype(np.float32)
     scores[rng.random(scores.shape) < 0.2] = -np.inf
-    users, goods = rng.integers(0, 10**6, 30), rng.integers(0, 2**62, 40)
+    users, goods = rng.integers(0, 10**6, 30), rng.integers(0, 2**62, columns)
     counts = rng.integers(0, 8, 30)
     draws = EntityDraws(77)
     noisy = scores.astype(np.float64) - np.log(-np.log(draws.uniform(users[:, None], goods[None, :])))
@@ -83,6 +86,19 @@ def test_keyed_sampling_draws_in_proportion_to_the_softmax():
     # P(second = 1 | first = 0) = 0.3 / 0.5
     second = picks[picks[:, 0] == 0, 1]
     assert abs((second == 1).mean() - 0.6) < 0.04
+
+
+def test_keyed_sampling_does_not_depend_on_threads():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(600, 300)).astype(np.float32)
+    arguments = (scores, np.full(600, 7), EntityDraws(2), np.arange(600), rng.integers(0, 2**62, 300))
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = keyed_sample(*arguments)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(keyed_sample(*arguments), serial)
 
 
 def test_keyed_sampling_refuses_non_finite_scores():

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.special
 import scipy.stats
-from numba import njit
+from numba import njit, prange
+from numba.cpython.unsafe.numbers import leading_zeros
 
-from simulator.market.kernels import NonFiniteScores
+from simulator.market.kernels import NonFiniteScores, _spans
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -113,39 +114,65 @@ def _mix_scalar(bits):
 
 
 @njit(cache=True)
-def _keyed_gumbel_top_k(scores, counts, key, users, goods, out, best_scores, best_columns):
-    """out[i, :counts[i]] = the columns of the largest scores[i, j] + Gumbel(key, users[i], goods[j]),
-    best first; -inf columns are never taken. The Gumbel-top-k trick: the same law as successive
-    softmax sampling without replacement (Kool et al. 2019), with each (user, good) noise fixed."""
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    for row in range(scores.shape[0]):
-        wanted = counts[row]
-        if wanted <= 0:
+def _keyed_row(scores, row, wanted, key, user, goods, out, best_scores, best_columns):
+    """out[row, :wanted] = the columns of the largest scores[row, j] + Gumbel(key, user, good j),
+    best first (`goods`: each column's good, mixed once, `mix(serial + GOLDEN)`); -inf columns are never taken. The Gumbel-top-k trick: the same law as successive
+    softmax sampling without replacement (Kool et al. 2019), with each (user, good) noise fixed.
+
+    Once `wanted` columns are kept, a column must beat the worst kept, T: its Gumbel −log(−log u)
+    must exceed T − score, i.e. −log u < exp(score − T). As −log u ≥ 1 − u, a column with
+    log(1 − u) ≥ score − T cannot, and is dropped without computing its Gumbel."""
+    user_bits = _mix_scalar(np.uint64(key) ^ _mix_scalar(np.uint64(user) + np.uint64(0x9E3779B97F4A7C15)))
+    kept = 0
+    for column in range(scores.shape[1]):
+        score = scores[row, column]
+        if not score > -np.inf:
             continue
-        user_bits = _mix_scalar(np.uint64(key) ^ _mix_scalar(np.uint64(users[row]) + golden))
-        kept = 0
-        for column in range(scores.shape[1]):
-            score = scores[row, column]
-            if not score > -np.inf:
+        bits = _mix_scalar(user_bits ^ goods[column])
+        if kept == wanted:
+            # 1 − u = (rest + ½)·2⁻⁵³ ≥ 2^(bit length of rest − 54): log(1 − u) from a bit count,
+            # no transcendental, for the columns far below the worst kept (nearly all of them)
+            rest = (bits >> np.uint64(11)) ^ np.uint64(0x1FFFFFFFFFFFFF)
+            floor_log = (np.int64(10 - leading_zeros(rest)) if rest > 0 else np.int64(-54)) * 0.6931471805599453
+            gap = np.float64(score) - best_scores[wanted - 1]
+            if gap <= floor_log:
                 continue
-            bits = _mix_scalar(user_bits ^ _mix_scalar(np.uint64(goods[column]) + golden))
-            uniform = (np.float64(bits >> np.uint64(11)) + 0.5) * 1.1102230246251565e-16
-            noisy = np.float64(score) - np.log(-np.log(uniform))
-            if kept == wanted:
-                if not noisy > best_scores[wanted - 1]:
-                    continue
-                slot = wanted - 1
-            else:
-                slot = kept
-                kept += 1
-            while slot > 0 and best_scores[slot - 1] < noisy:
-                best_scores[slot] = best_scores[slot - 1]
-                best_columns[slot] = best_columns[slot - 1]
-                slot -= 1
-            best_scores[slot] = noisy
-            best_columns[slot] = column
-        for slot in range(kept):
-            out[row, slot] = best_columns[slot]
+            uniform = (np.float64(np.int64(bits >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
+            if 1.0 - uniform >= np.exp(gap):
+                continue
+        uniform = (np.float64(np.int64(bits >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
+        noisy = np.float64(score) - np.log(-np.log(uniform))
+        if kept == wanted:
+            if not noisy > best_scores[wanted - 1]:
+                continue
+            slot = wanted - 1
+        else:
+            slot = kept
+            kept += 1
+        while slot > 0 and best_scores[slot - 1] < noisy:
+            best_scores[slot] = best_scores[slot - 1]
+            best_columns[slot] = best_columns[slot - 1]
+            slot -= 1
+        best_scores[slot] = noisy
+        best_columns[slot] = column
+    for slot in range(kept):
+        out[row, slot] = best_columns[slot]
+
+
+@njit(cache=True)
+def _keyed_span(scores, counts, key, users, goods, out, low, high):
+    best_scores = np.empty(out.shape[1])
+    best_columns = np.empty(out.shape[1], dtype=np.int64)
+    for row in range(low, high):
+        if counts[row] > 0:
+            _keyed_row(scores, row, counts[row], key, users[row], goods, out, best_scores, best_columns)
+
+
+@njit(cache=True, parallel=True)
+def _keyed_spans_parallel(scores, counts, key, users, goods, out, spans):
+    rows = scores.shape[0]
+    for span in prange(spans):
+        _keyed_span(scores, counts, key, users, goods, out, span * rows // spans, (span + 1) * rows // spans)
 
 
 def keyed_sample(scores: np.ndarray, counts: np.ndarray, draws: EntityDraws, users: np.ndarray, goods: np.ndarray) -> np.ndarray:
@@ -162,8 +189,10 @@ def keyed_sample(scores: np.ndarray, counts: np.ndarray, draws: EntityDraws, use
     bad = np.flatnonzero(np.isnan(top) | (top == np.inf))
     if len(bad):
         raise NonFiniteScores(bad)
-    _keyed_gumbel_top_k(
-        np.ascontiguousarray(scores), np.minimum(counts, width).astype(np.int64), np.uint64(draws.key),
-        users.astype(np.int64), goods.astype(np.int64), picked, np.empty(width), np.empty(width, dtype=np.int64),
-    )  # fmt: skip
+    arguments = (np.ascontiguousarray(scores), np.minimum(counts, width).astype(np.int64), np.uint64(draws.key), users.astype(np.int64), mix(goods.astype(np.int64).astype(np.uint64) + GOLDEN), picked)
+    spans = _spans(rows)  # a row's picks depend on its own ids only, whichever range it falls in
+    if spans:
+        _keyed_spans_parallel(*arguments, spans)
+    else:
+        _keyed_span(*arguments, 0, rows)
     return picked
