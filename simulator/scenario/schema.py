@@ -290,6 +290,10 @@ class LearnedConfig(Strict):
     """Alternating least squares sweeps per refit."""
     log_ticks: int = Field(20, ge=1)
     """Ticks of interaction logs the platform keeps for fitting."""
+    feedback: Literal["explicit", "implicit"] = "explicit"
+    """explicit: regress consumed (1) or not (0) on the logged exposures only; implicit: weighted ALS of Hu, Koren & Volinsky (2008) over every logged user × live good, preference 1 where the user consumed the good in the logs and 0 elsewhere, with confidence 1 + `confidence` × consumptions (learns from all-positive logs, where explicit labels are constant)."""
+    confidence: NonNegativeFloat = 40.0
+    """`implicit`: α, the confidence added per logged consumption of a pair (every other pair has confidence 1)."""
 
 
 class CandidatesConfig(Strict):
