@@ -660,6 +660,19 @@ class Scenario(Strict):
             )
         return adversaries
 
+    @field_validator("allocation")
+    @classmethod
+    def _allocation_rule_serves_the_population(cls, allocation: AllocationConfig, info: ValidationInfo) -> AllocationConfig:
+        """A rule may refuse populations it cannot serve (`AllocationRule.population_problem`)."""
+        population = info.data.get("population")
+        if population is None:
+            return allocation
+        rule = registry("allocation").resolve(allocation.rule)
+        problem = rule.population_problem(rule.Params.model_validate(allocation.params), population)
+        if problem is not None:
+            raise PydanticCustomError("rule_cannot_serve_population", "{message}", {"message": problem[1], "subkey": problem[0]})
+        return allocation
+
 
 
 @dataclass(frozen=True)
