@@ -14,6 +14,7 @@ from conftest import fresh_state, tiny
 import simulator
 from simulator.market.catalogue import Catalogue
 from simulator.rules.allocation.engine import make_rule
+from simulator.runs import driver
 from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.memory import estimate_memory
 from simulator.scenario.schema import ScenarioError
@@ -239,3 +240,18 @@ def test_declared_state_bytes_cover_the_implicit_rule_state_and_the_fit_never_go
 def test_bad_feedback_settings_are_refused_at_their_key(key, value):
     with pytest.raises(ScenarioError, match=key.replace(".", r"\.")):
         tiny({key: value})
+
+
+def test_an_interrupted_implicit_run_resumes_to_the_same_bytes(tmp_path):
+    scenario = implicit_scenario(**{"ticks": 6})
+    driver.resume_or_start(tmp_path / "fresh", scenario, checkpoint_every=2)
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    assert driver.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2, should_stop=stop_after_three).status == "interrupted"
+    finished = driver.resume_or_start(tmp_path / "half", scenario, checkpoint_every=2)
+    assert finished.status == "complete" and finished.resumed_from == 3
+    assert (tmp_path / "half" / "metrics.parquet").read_bytes() == (tmp_path / "fresh" / "metrics.parquet").read_bytes()
