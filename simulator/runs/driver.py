@@ -196,6 +196,9 @@ def execute(
             allocation_mode_reason=model.allocation_mode_reason,
             allocation_mode_ticks=dict(model.allocation_modes),
         )
+    notes = model.rule.manifest_notes() if getattr(model, "rule", None) is not None else {}
+    if notes:  # what the allocation rule reports of the run (e.g. viable_matching's fallbacks)
+        writer.manifest.update(allocation_rule_notes=notes)
     return outcome
 
 

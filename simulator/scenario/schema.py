@@ -375,6 +375,10 @@ class LearnedConfig(Strict):
     """Alternating least squares sweeps per refit."""
     log_ticks: int = Field(20, ge=1)
     """Ticks of interaction logs the platform keeps for fitting."""
+    feedback: Literal["explicit", "implicit"] = "explicit"
+    """explicit: regress consumed (1) or not (0) on the logged exposures only; implicit: weighted ALS of Hu, Koren & Volinsky (2008) over every logged user × live good, preference 1 where the user consumed the good in the logs and 0 elsewhere, with confidence 1 + `confidence` × consumptions (learns from all-positive logs, where explicit labels are constant)."""
+    confidence: NonNegativeFloat = 40.0
+    """`implicit`: α, the confidence added per logged consumption of a pair (every other pair has confidence 1)."""
 
 
 class CandidatesConfig(Strict):
@@ -797,7 +801,8 @@ class Scenario(Strict):
         (1 + entry.rate × ticks): entrants bring capital) × initial_wallet, advertisers ×
         total_budget, and the platform's wallet. Everything else moves money between wallets, so
         no balance or sum of balances exceeds it. One tick's ad value (every user clicking every
-        ad slot at the largest click value) is bounded the same way. Both must stay below 2^62.
+        ad slot at the largest click value) is bounded the same way. The creator fund
+        (`circulation.exposure_pay`) injects at most its budget, or every exposure paid at both rates. Both must stay below 2^62.
         """
         pop, ticks = self.population, self.ticks
         users = pop.users.count + pop.users.arrivals_per_tick * ticks
@@ -809,6 +814,8 @@ class Scenario(Strict):
             "population.advertisers.total_budget": pop.advertisers.count * pop.advertisers.total_budget,
             "circulation.platform_initial_wallet": self.circulation.platform_initial_wallet,
         }
+        fund_key = "budget_per_tick" if self.circulation.exposure_pay.budget_per_tick is not None else "per_exposure"
+        terms[f"circulation.exposure_pay.{fund_key}"] = self._exposure_fund_over_the_run(users)
         total = sum(terms.values())
         largest_click = pop.advertisers.value_per_click.median * math.exp(MONEY_SIGMAS * pop.advertisers.value_per_click.sigma)
         ad_value = users * self.allocation.ad_slots * largest_click
@@ -816,7 +823,7 @@ class Scenario(Strict):
             key = max(terms, key=lambda name: terms[name])
             raise PydanticCustomError(
                 "money_overflow",
-                "the run's money could reach {total} minor units (users × (initial_wallet + income_per_tick × ticks) + creators × initial_wallet + advertisers × total_budget + the platform's wallet), "
+                "the run's money could reach {total} minor units (users × (initial_wallet + income_per_tick × ticks) + creators × initial_wallet + advertisers × total_budget + the platform's wallet + the creator fund), "
                 "more than the ledger's int64 balances hold with headroom (2^62 = {limit}); lower this key, the populations or ticks",
                 {"total": f"{total:.3g}", "limit": f"{MONEY_TOTAL_LIMIT:.3g}", "subkey": key},
             )
@@ -827,6 +834,27 @@ class Scenario(Strict):
                 {"total": f"{ad_value:.3g}", "limit": f"{MONEY_TOTAL_LIMIT:.3g}", "subkey": "population.advertisers.value_per_click.median"},
             )
         return self
+
+    def _exposure_fund_over_the_run(self, users: float) -> float:
+        """Most the creator fund (`circulation.exposure_pay`) injects over the run: its budget per
+        tick when capped, else every user's whole budget paid at both rates each tick."""
+        pay, ticks = self.circulation.exposure_pay, self.ticks
+        if pay.budget_per_tick is not None:
+            return pay.budget_per_tick * ticks
+        return users * self.population.users.budget_max * (pay.per_exposure + pay.per_engagement) * ticks
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation_rule_serves_the_population(cls, allocation: AllocationConfig, info: ValidationInfo) -> AllocationConfig:
+        """A rule may refuse populations it cannot serve (`AllocationRule.population_problem`)."""
+        population = info.data.get("population")
+        if population is None:
+            return allocation
+        rule = registry("allocation").resolve(allocation.rule)
+        problem = rule.population_problem(rule.Params.model_validate(allocation.params), population)
+        if problem is not None:
+            raise PydanticCustomError("rule_cannot_serve_population", "{message}", {"message": problem[1], "subkey": problem[0]})
+        return allocation
 
 
 

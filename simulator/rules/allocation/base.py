@@ -20,6 +20,8 @@ so nothing outside the rule looks at its name:
 | `observe(state, feedback)` | what it learns after consumption | nothing |
 | `state_dict()`, `load_state_dict(d)` | the state it keeps across ticks, for checkpoints | none |
 | `block_bytes_per_element`, `state_bytes(scenario)` | its memory cost for the memory estimate | 6 bytes, no state |
+| `population_problem(params, population)` | a scenario it cannot serve, refused before the run at `allocation.<key>` | none |
+| `manifest_notes()` | what manifest.json records of the run's rule (e.g. runtime fallbacks) | nothing |
 
 `check_rule` lists what a class lacks; the registry refuses an incomplete class at registration.
 """
@@ -132,6 +134,16 @@ class AllocationRule(ABC):
         """Memory the rule's state across ticks takes, for a tick's active users and the rows of
         users and goods the populations may hold (the memory estimate)."""
         return 0
+
+    @classmethod
+    def population_problem(cls, params: BaseModel, population: Any) -> tuple[str, str] | None:
+        """(key under `allocation`, message) when the rule cannot serve these populations (the
+        scenario's `population` section), checked when the scenario is validated; None if it can."""
+        return None
+
+    def manifest_notes(self) -> dict[str, Any]:
+        """What manifest.json records about the rule after a run (`allocation_rule_notes`), if anything."""
+        return {}
 
 
 def check_rule(cls: type) -> list[str]:

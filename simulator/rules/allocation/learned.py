@@ -25,6 +25,22 @@ left-hand sides are one sparse product, (exposure counts) × (outer products of 
 side's vectors), and the systems go to one batched `np.linalg.solve`. Cost per sweep is
 O(logged pairs × r²) plus O((users + goods) × r³); memory for the logs is bounded by
 `log_ticks` ticks of exposures.
+
+Implicit feedback (`learned.feedback: implicit`), the weighted ALS of Hu, Koren & Volinsky
+(ICDM 2008): the labels above are constant when every shown good is consumed, so the
+explicit fit then learns nothing. The implicit fit instead takes every pair of a logged user
+and a live good, preference p = 1 where the user consumed the good in the logs and 0
+elsewhere, with confidence c = 1 + α·(consumptions of the pair) (α = `learned.confidence`):
+
+    minimise  Σ_(u logged, g live)  c_ug (p_ug − x_u·v_g)²
+              + λ Σ_u ‖x_u − x⁰_u‖² + λ Σ_g ‖v_g − v⁰_g‖²
+
+with the same priors and no biases (b = 0). A user's normal equations are
+(VᵀV + Vᵀ(C_u − I)V + λI) x_u = Vᵀ C_u p_u + λ x⁰_u: VᵀV is computed once per half-sweep and
+the rest runs over the user's consumed pairs only, so a sweep costs O(consumed pairs × r²)
+plus O((users + goods) × r³) and never builds the users × goods matrix. Goods published after
+a fit get what the fit gives a good without consumptions, v = λ(XᵀX + λI)⁻¹ v⁰ (X the fitted
+users), so they are scored on the fitted goods' scale.
 """
 
 from __future__ import annotations
@@ -78,13 +94,19 @@ class _Pairs:
 
 
 def _solve_side(
-    counts: sparse.csr_matrix, residual: np.ndarray, features: np.ndarray, prior: np.ndarray, penalty: float
+    counts: sparse.csr_matrix,
+    residual: np.ndarray,
+    features: np.ndarray,
+    prior: np.ndarray,
+    penalty: float,
+    shared: np.ndarray | None = None,
 ) -> np.ndarray:
     """Ridge solutions toward `prior` of every row's normal equations, in one batch.
 
-    Row e solves (Σ_j n_ej f_j f_jᵀ + λI) z = Σ_j (c_ej − n_ej·offset_j) f_j + λ·prior_e, with
+    Row e solves (G + Σ_j n_ej f_j f_jᵀ + λI) z = Σ_j (c_ej − n_ej·offset_j) f_j + λ·prior_e, with
     n the exposure counts and c the consumption counts of the pair (e, j); `residual` holds
-    c − n·offset in the order of `counts`' stored entries."""
+    c − n·offset in the order of `counts`' stored entries. G (`shared`, 0 when None) is shared by
+    every row: the implicit fit passes FᵀF with n = α·consumptions and residual = 1 + n."""
     width = features.shape[1]
     upper = np.triu_indices(width)
     features32 = features.astype(np.float32)
@@ -100,6 +122,8 @@ def _solve_side(
         lhs[:, upper[1] * width + upper[0]] = gram
         lhs = lhs.reshape(-1, width, width)
         lhs[:, np.arange(width), np.arange(width)] += penalty
+        if shared is not None:
+            lhs += shared
         rhs = (weighted[rows] @ features32).astype(np.float64) + penalty * prior[rows]
         solved[rows] = np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0]
     return solved
@@ -117,6 +141,7 @@ class LearnedModel:
     user_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per row of user_rows
     item_uids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted
     item_factor: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))  # [vector, bias] per uid
+    unseen_item_map: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # implicit: prior → vector of a good without logs
 
 
 class Learned(AllocationRule):
@@ -133,6 +158,8 @@ class Learned(AllocationRule):
         self.iterations = config.iterations
         self.retrain_every = config.retrain_every
         self.log_ticks = config.log_ticks
+        self.feedback = config.feedback
+        self.confidence = config.confidence
         self.model = LearnedModel()
 
     @classmethod
@@ -164,6 +191,7 @@ class Learned(AllocationRule):
             "user_factor": model.user_factor,
             "item_uids": model.item_uids,
             "item_factor": model.item_factor,
+            "unseen_item_map": model.unseen_item_map,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -175,11 +203,13 @@ class Learned(AllocationRule):
             user_factor=np.asarray(state["user_factor"]),
             item_uids=np.asarray(state["item_uids"]),
             item_factor=np.asarray(state["item_factor"]),
+            unseen_item_map=np.asarray(state["unseen_item_map"]),
         )
 
     @classmethod
     def state_bytes(cls, scenario: Scenario, active_users: int, users: int, goods: int) -> int:
-        """The logs (`log_ticks` ticks of exposures, 24 bytes each) and the factors of users and goods."""
+        """The logs (`log_ticks` ticks of exposures, 24 bytes each) and the factors of users and goods
+        (the implicit fit keeps no more: its pairs are the consumed ones, its r×r map is negligible)."""
         config = scenario.allocation.learned
         exposures_per_tick = active_users * scenario.population.users.budget.median
         return int(config.log_ticks * exposures_per_tick * 24 + (users + goods) * (config.rank + 1) * 8 * 3)
@@ -191,10 +221,14 @@ class Learned(AllocationRule):
             return  # nothing logged yet: the priors stand
         if model.trained_tick >= 0 and state.tick - model.trained_tick < self.retrain_every:
             return
-        self.fit(state, rng)
+        if self.feedback == "implicit":
+            self.fit_implicit(state, rng)
+        else:
+            self.fit(state, rng)
         model.trained_tick = state.tick
 
     def fit(self, state: MarketState, rng: np.random.Generator) -> None:
+        """The explicit fit: consumed or not, on the logged exposures only (see the module doc)."""
         model = self.model
         users = np.concatenate([entry[1] for entry in model.log])
         uids = np.concatenate([entry[2] for entry in model.log])
@@ -205,26 +239,8 @@ class Learned(AllocationRule):
         mean = float(outcome.mean())
 
         rank = self.rank
-        basis = prior_basis(state.goods.key.shape[1], rank)
-        user_prior = np.zeros((len(user_rows), rank + 1))
-        user_prior[:, :rank] = PRIOR_SCALE * (state.users.query[user_rows].astype(np.float64) @ basis)
-        item_rows = state.uids.rows(item_uids)
-        live = item_rows >= 0
-        item_prior = np.zeros((len(item_uids), rank + 1))
-        item_prior[live, :rank] = PRIOR_SCALE * (state.goods.key[item_rows[live]].astype(np.float64) @ basis)
-
-        # Warm start from the last fit; goods seen for the first time start near their priors.
-        items = item_prior.copy()
-        position = np.searchsorted(model.item_uids, item_uids)
-        known = position < len(model.item_uids)
-        known[known] = model.item_uids[position[known]] == item_uids[known]
-        if len(model.item_factor) and model.item_factor.shape[1] == rank + 1:
-            items[known] = model.item_factor[position[known]]
-        else:
-            known[:] = False
-        fresh = ~known
-        items[fresh, :rank] += INIT_NOISE * PRIOR_SCALE / np.sqrt(rank) * rng.standard_normal((int(fresh.sum()), rank))
-
+        user_prior, item_prior = self._priors(state, user_rows, item_uids, rank + 1)
+        items = self._warm_start(item_uids, item_prior, rng)
         ones_items = np.ones((len(item_uids), 1))
         ones_users = np.ones((len(user_rows), 1))
         for _ in range(self.iterations):
@@ -237,6 +253,63 @@ class Learned(AllocationRule):
         model.mean = mean
         model.user_rows, model.user_factor = user_rows, people
         model.item_uids, model.item_factor = item_uids, items
+
+    def fit_implicit(self, state: MarketState, rng: np.random.Generator) -> None:
+        """The implicit fit: weighted ALS over every logged user × live good (see the module doc)."""
+        model = self.model
+        users = np.concatenate([entry[1] for entry in model.log])
+        uids = np.concatenate([entry[2] for entry in model.log])
+        consumed = np.concatenate([entry[3] for entry in model.log]).astype(bool)
+        user_rows, user_index = np.unique(users, return_inverse=True)
+        item_uids = np.sort(state.goods.uid[state.goods.live])
+        # The consumed pairs of live goods: the only entries where confidence or preference differ from (1, 0).
+        item_index = np.searchsorted(item_uids, uids)
+        in_catalogue = item_index < len(item_uids)
+        in_catalogue[in_catalogue] = item_uids[item_index[in_catalogue]] == uids[in_catalogue]
+        keep = consumed & in_catalogue
+        pairs = _Pairs(user_index[keep], item_index[keep], np.ones(int(keep.sum())), len(user_rows), len(item_uids))
+        extra = self.confidence * pairs.shown  # c − 1 = α·consumptions, in user-major order
+        by_user = sparse.csr_matrix((extra, pairs.user_major.indices, pairs.user_major.indptr), shape=pairs.user_major.shape)
+        by_item = sparse.csr_matrix((extra[pairs.by_item], pairs.item_major.indices, pairs.item_major.indptr), shape=pairs.item_major.shape)
+
+        rank = self.rank
+        user_prior, item_prior = self._priors(state, user_rows, item_uids, rank)
+        items = self._warm_start(item_uids, item_prior, rng)
+        penalty = self.regularization
+        for _ in range(self.iterations):
+            people = _solve_side(by_user, 1.0 + extra, items, user_prior, penalty, shared=items.T @ items)
+            items = _solve_side(by_item, 1.0 + extra[pairs.by_item], people, item_prior, penalty, shared=people.T @ people)
+        model.mean = float(consumed.mean()) if len(consumed) else 0.0
+        model.user_rows, model.user_factor = user_rows, np.hstack([people, np.zeros((len(user_rows), 1))])
+        model.item_uids, model.item_factor = item_uids, np.hstack([items, np.zeros((len(item_uids), 1))])
+        model.unseen_item_map = penalty * np.linalg.inv(people.T @ people + penalty * np.eye(rank))
+
+    def _priors(self, state: MarketState, user_rows: np.ndarray, item_uids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """x⁰ of `user_rows` and v⁰ of `item_uids` (0 for goods no longer live), `width` columns (a bias column stays 0)."""
+        rank = self.rank
+        basis = prior_basis(state.goods.key.shape[1], rank)
+        user_prior = np.zeros((len(user_rows), width))
+        user_prior[:, :rank] = PRIOR_SCALE * (state.users.query[user_rows].astype(np.float64) @ basis)
+        item_rows = state.uids.rows(item_uids)
+        live = item_rows >= 0
+        item_prior = np.zeros((len(item_uids), width))
+        item_prior[live, :rank] = PRIOR_SCALE * (state.goods.key[item_rows[live]].astype(np.float64) @ basis)
+        return user_prior, item_prior
+
+    def _warm_start(self, item_uids: np.ndarray, item_prior: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Goods' starting vectors: the last fit's, or near their priors for goods it did not have."""
+        model, rank = self.model, self.rank
+        items = item_prior.copy()
+        position = np.searchsorted(model.item_uids, item_uids)
+        known = position < len(model.item_uids)
+        known[known] = model.item_uids[position[known]] == item_uids[known]
+        if len(model.item_factor) and model.item_factor.shape[1] == rank + 1:
+            items[known] = model.item_factor[position[known], : items.shape[1]]
+        else:
+            known[:] = False
+        fresh = ~known
+        items[fresh, :rank] += INIT_NOISE * PRIOR_SCALE / np.sqrt(rank) * rng.standard_normal((int(fresh.sum()), rank))
+        return items
 
     def _user_vectors(self, state: MarketState, users: np.ndarray) -> np.ndarray:
         basis = prior_basis(state.users.query.shape[1], self.rank)
@@ -260,9 +333,17 @@ class Learned(AllocationRule):
             uids = state.goods.uid[rows]
             position = np.minimum(np.searchsorted(model.item_uids, uids), len(model.item_uids) - 1)
             fitted = model.item_uids[position] == uids
+            vectors[~fitted] = self._unseen_items(vectors[~fitted])
             vectors[fitted] = model.item_factor[position[fitted], : self.rank]
             bias[fitted] = model.item_factor[position[fitted], self.rank]
         return vectors, bias
+
+    def _unseen_items(self, priors: np.ndarray) -> np.ndarray:
+        """Vectors of goods the last fit did not have: their priors, or under implicit feedback
+        what that fit gives a good without consumptions."""
+        if self.model.unseen_item_map.shape == (self.rank, self.rank):
+            return priors @ self.model.unseen_item_map
+        return priors
 
     def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         dim = catalogue.keys.shape[1]
@@ -274,9 +355,9 @@ class Learned(AllocationRule):
         return np.matmul(people.astype(FLOAT), goods.T.astype(FLOAT), out=out)
 
     def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
-        """New goods have no logs: their vectors are their priors from the keys, their bias 0."""
+        """New goods have no logs: their vectors are those of goods the last fit did not have, their bias 0."""
         scale = 2.0 * np.sqrt(keys.shape[1]) / self.temperature
-        goods = PRIOR_SCALE * (keys.astype(np.float64) @ prior_basis(keys.shape[1], self.rank))
+        goods = self._unseen_items(PRIOR_SCALE * (keys.astype(np.float64) @ prior_basis(keys.shape[1], self.rank)))
         return ((self._user_vectors(state, users) * scale) @ goods.T).astype(FLOAT)
 
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
