@@ -56,9 +56,10 @@ def adapt(
     # What one unit of a payout weight paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
     sample = rng.choice(len(allocation.users), size=min(AUDIENCE_SAMPLE, len(allocation.users)), replace=False)
-    owners, values = contributions(state, allocation, consumption)
+    # The sample's contributions only: for every active user they cost more than the whole market model.
     market = _AudienceModel(
-        state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario
+        state, rows, allocation.users[sample], contributions(state, allocation, consumption, sample), len(allocation.users),
+        payout_rate, rules, scenario,
     )
     if cfg.rule == "gradient":
         earnings = payout_rate * activity + _sales_per_good(state, allocation, consumption, scenario)
