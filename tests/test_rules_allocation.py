@@ -12,6 +12,7 @@ from conftest import fresh_state, tiny
 
 import simulator
 from simulator.market.catalogue import Catalogue, window_counts
+from simulator.market.mediator_kernels import relevance_of_cosines
 from simulator.model import advance
 from simulator.rules import RuleSet
 from simulator.rules.allocation.base import ALLOCATION_RULES
@@ -189,6 +190,14 @@ def test_compiled_shapley_selection_gives_the_numpy_mediators_bytes(seed):
             assert ours.tobytes() == theirs.tobytes()  # shown goods are masked in the block alike
     finally:
         numba.set_num_threads(before)
+
+
+def test_shapley_relevance_pass_gives_numpys_bytes():
+    cosines = np.random.default_rng(2).uniform(-1.2, 1.2, (257, 301)).astype(np.float32)
+    cosines[0, :4] = [-1.0, 1.0, -np.inf, np.inf]
+    expected = np.clip((cosines + 1.0) * np.float32(0.5), 0.0, 1.0)
+    relevance_of_cosines(cosines)
+    assert cosines.tobytes() == expected.tobytes()
 
 
 def test_pick_in_segments_takes_successive_best_goods():

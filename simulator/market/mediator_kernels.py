@@ -130,3 +130,29 @@ def mediator_draws(
     else:
         _draws_span(scores, relevance, counts, first_target, targets, padded, feed, 0, scores.shape[0])
     return feed
+
+
+@njit(cache=True)
+def _relevance_span(cosines, low, high):
+    half, one, zero = np.float32(0.5), np.float32(1.0), np.float32(0.0)
+    for row in range(low, high):
+        for column in range(cosines.shape[1]):
+            value = (cosines[row, column] + one) * half
+            cosines[row, column] = min(max(value, zero), one)
+
+
+@njit(cache=True, parallel=True)
+def _relevance_parallel(cosines, spans):
+    rows = cosines.shape[0]
+    for span in prange(spans):
+        _relevance_span(cosines, span * rows // spans, (span + 1) * rows // spans)
+
+
+def relevance_of_cosines(cosines: np.ndarray) -> None:
+    """cosines (float32, rows × goods) → clip((1 + cos) / 2, 0, 1) in place, in one pass: numpy's
+    three (add, multiply, clip) in the same float32 operations, rows in parallel."""
+    spans = _spans(cosines.shape[0])
+    if spans:
+        _relevance_parallel(cosines, spans)
+    else:
+        _relevance_span(cosines, 0, cosines.shape[0])

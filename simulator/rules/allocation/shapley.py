@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from simulator.market.catalogue import Catalogue
-from simulator.market.mediator_kernels import mediator_draws, segment_max_rows
+from simulator.market.mediator_kernels import mediator_draws, relevance_of_cosines, segment_max_rows
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.rules.allocation.creators import CreatorSegments
@@ -78,13 +78,12 @@ class ShapleyMediator(AllocationRule):
         return self._log_relevance(state.users.query[users] @ keys.T.astype(FLOAT))
 
     def _log_relevance(self, relevance: np.ndarray) -> np.ndarray:
-        """log(((1 + cos) / 2)^(1/T)), in place over the cosines."""
-        relevance += 1.0
-        relevance *= FLOAT(0.5)
-        np.clip(relevance, 0.0, 1.0, out=relevance)
+        """log(((1 + cos) / 2)^(1/T)), in place over the cosines (float32)."""
+        relevance_of_cosines(relevance)
         with np.errstate(divide="ignore"):
             scores = np.log(relevance, out=relevance)
-        scores *= FLOAT(1.0 / self.temperature)
+        if self.temperature != 1.0:  # × 1.0 leaves every float32 as it is: a pass saved
+            scores *= FLOAT(1.0 / self.temperature)
         return scores
 
     def select(
