@@ -61,13 +61,13 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     # A product yields its value only if bought; content is free. A consumption is worth what it
     # beat the outside option by, as experienced and net of the price paid: goods that
     # disappoint (clickbait) can cost utility.
-    consumed, blocked, gained = settle_choices(
+    consumed, blocked, gained_per_user = settle_choices(
         shown.user, len(rows), chosen, is_product, bought, value, price_in_value, taste, cfg.outside_option
     )
     clicked = _ad_clicks(state, rows, allocation, scenario, rng)
 
     ads_shown = np.count_nonzero(allocation.ads >= 0, axis=1)
-    utility = (gained - cfg.ad_annoyance * ads_shown).astype(FLOAT)
+    utility = (gained_per_user - cfg.ad_annoyance * ads_shown).astype(FLOAT)
 
     _count_engagement(state, good, consumed, bought, value)
     consumed_matrix = shown.matrix(consumed)
