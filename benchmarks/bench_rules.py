@@ -28,7 +28,7 @@ def load_average() -> str:
     return " ".join(path.read_text().split()[:3]) if path.exists() else "unknown"
 
 
-def one_size(size: str, ticks: int, warmup: int) -> dict:
+def one_size(size: str, ticks: int, warmup: int, rules: list[str]) -> dict:
     users, goods, dim = (int(part) for part in size.lower().split("x"))
     overrides = {
         "ticks": ticks + warmup,
@@ -39,7 +39,7 @@ def one_size(size: str, ticks: int, warmup: int) -> dict:
         "metrics.homogenization_pairs": 256,
         "allocation.candidates.mode": "exact",
     }
-    models = {rule: AttentionMarket(load_scenario("scenarios/baseline.yaml", {**overrides, "allocation.rule": rule})) for rule in ALLOCATION_RULES.names()}
+    models = {rule: AttentionMarket(load_scenario("scenarios/baseline.yaml", {**overrides, "allocation.rule": rule})) for rule in rules}
     seconds: dict[str, list[float]] = {rule: [] for rule in models}
     started = load_average()
     order = list(models)
@@ -67,8 +67,10 @@ def main() -> None:
     parser.add_argument("--size", action="append", help="USERSxGOODSxDIM, repeatable (default 10000x1000x32)")
     parser.add_argument("--ticks", type=int, default=5, help="measured ticks per rule (median)")
     parser.add_argument("--warmup", type=int, default=1, help="ticks run before measuring")
+    parser.add_argument("--rule", action="append", choices=ALLOCATION_RULES.names(), help=f"rules to measure, repeatable (default all; {REFERENCE} always)")
     args = parser.parse_args()
-    print(json.dumps([one_size(size, args.ticks, args.warmup) for size in args.size or ["10000x1000x32"]], indent=2))
+    rules = [REFERENCE, *[rule for rule in args.rule if rule != REFERENCE]] if args.rule else list(ALLOCATION_RULES.names())
+    print(json.dumps([one_size(size, args.ticks, args.warmup, rules) for size in args.size or ["10000x1000x32"]], indent=2))
 
 
 if __name__ == "__main__":

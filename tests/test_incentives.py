@@ -124,3 +124,19 @@ def test_best_responding_creators_see_the_anti_cloning_pay(rule):
     assert contested < open_niche
     exposure = payout_rule("exposure")
     assert exposure.marginal(probe_for(2, 0.9, 0.9, owners, values, 0))[0, 0, 0] == exposure.marginal(probe_for(2, 0.9, 0.9, owners, values, 1))[0, 0, 1]
+
+
+def test_contributions_of_a_sample_of_rows_are_those_rows_of_the_whole():
+    """Adapting creators take their audience sample's contributions only (issue 19: for every
+    active user they cost more than the whole market model); the rows are the whole's rows."""
+    rng = np.random.default_rng(5)
+    _, state = hand_market()
+    stock(state, rng.integers(0, 3, size=6), quality=rng.uniform(0.1, 1.0, 6).astype(np.float32))
+    exposures = np.array([np.r_[rng.permutation(6)[:3], -1] for _ in range(8)])
+    consumed = (rng.random((8, 4)) < 0.6) & (exposures >= 0)
+    tick = records(np.arange(8), exposures, consumed, (rng.random((8, 4)) * consumed).round(3))
+    sample = np.array([6, 1, 3])
+    owners, values = contributions(state, *tick)
+    sample_owners, sample_values = contributions(state, *tick, sample)
+    np.testing.assert_array_equal(sample_owners, owners[sample])
+    np.testing.assert_array_equal(sample_values, values[sample])

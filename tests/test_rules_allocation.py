@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,10 +12,11 @@ from conftest import fresh_state, tiny
 
 import simulator
 from simulator.market.catalogue import Catalogue, window_counts
+from simulator.market.mediator_kernels import relevance_of_cosines
 from simulator.model import advance
 from simulator.rules import RuleSet
 from simulator.rules.allocation.base import ALLOCATION_RULES
-from simulator.rules.allocation.creators import CreatorSegments, pick_in_segments
+from simulator.rules.allocation.creators import CreatorSegments, compact_rows, pick_in_segments, segment_max
 from simulator.rules.allocation.engine import allocate_exposures, make_rule
 from simulator.rules.allocation.learned import prior_basis
 from simulator.rules.allocation.popularity import record_consumptions
@@ -142,6 +144,60 @@ def test_shapley_leaves_attention_unallocated_and_serves_creators_broadly():
     assert (shapley["attention_allocated"] < shapley["attention_supplied"]).all()
     assert (softmax["attention_allocated"] == softmax["attention_supplied"]).all()
     assert shapley["exposure_gini_creators"].mean() < softmax["exposure_gini_creators"].mean()
+
+
+def numpy_mediator_select(scores, counts, segments, rng):
+    """The mediator's selection as numpy computed it before its compiled passes (issue 19)."""
+    rows, width = scores.shape[0], int(counts.max(initial=0))
+    relevance = np.minimum(np.exp(segment_max(scores, segments).astype(np.float64)), 1.0)
+    probability, _ = mediator_probabilities(relevance)
+    cumulative = np.cumsum(probability, axis=1)
+    draw_row = np.repeat(np.arange(rows), counts)
+    target = rng.random(len(draw_row))
+    offsets = np.arange(rows, dtype=np.float64)[:, None] * 2.0
+    creator = np.searchsorted((cumulative + offsets).ravel(), target + 2.0 * draw_row, side="right") - draw_row * len(segments)
+    inside = (creator < len(segments)) & (target < cumulative[draw_row, -1])
+    picked = np.full(len(draw_row), -1, dtype=np.int64)
+    picked[inside] = pick_in_segments(scores, draw_row[inside], creator[inside], segments, rng=None)
+    feed = np.full((rows, width), -1, dtype=np.int64)
+    feed[draw_row, np.arange(len(draw_row)) - np.repeat(np.cumsum(counts) - counts, counts)] = picked
+    return compact_rows(feed)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_shapley_selection_gives_the_numpy_mediators_bytes(seed):
+    """Same draws, same goods, same feeds: ties among creators and goods, masked goods, creators
+    with nothing left, rows with no budget, relevance 1 and 0."""
+    rng = np.random.default_rng(seed)
+    rows, goods = 300, 120
+    owners = rng.integers(0, 25, size=goods)
+    scores = np.log(np.clip((1 + rng.uniform(-1, 1, (rows, goods))) / 2, 0, 1)).astype(np.float32)
+    scores[:, ::5] = np.round(scores[:, ::5], 1)  # ties
+    scores[rng.random(scores.shape) < 0.15] = -np.inf  # remembered goods
+    scores[:7] = -np.inf
+    scores[7:12, :3] = 0.0  # relevance 1
+    counts = rng.integers(0, 9, size=rows)
+    segments = CreatorSegments.from_owners(owners)
+    theirs = scores.copy()
+    expected = numpy_mediator_select(theirs, counts, segments, np.random.default_rng(seed + 100))
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):  # serial and parallel passes alike
+            numba.set_num_threads(threads)
+            ours = scores.copy()
+            picked = ShapleyMediator(1.0).select(ours, counts, segments, np.random.default_rng(seed + 100))
+            assert picked.dtype == expected.dtype and picked.tobytes() == expected.tobytes()
+            assert ours.tobytes() == theirs.tobytes()  # shown goods are masked in the block alike
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_shapley_relevance_pass_gives_numpys_bytes():
+    cosines = np.random.default_rng(2).uniform(-1.2, 1.2, (257, 301)).astype(np.float32)
+    cosines[0, :4] = [-1.0, 1.0, -np.inf, np.inf]
+    expected = np.clip((cosines + 1.0) * np.float32(0.5), 0.0, 1.0)
+    relevance_of_cosines(cosines)
+    assert cosines.tobytes() == expected.tobytes()
 
 
 def test_pick_in_segments_takes_successive_best_goods():

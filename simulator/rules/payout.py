@@ -292,15 +292,19 @@ def backward_rank_weights(discount: float) -> Callable[[np.ndarray], np.ndarray]
     return weights
 
 
-def contributions(state: MarketState, allocation: Allocation, consumption: Consumption) -> tuple[np.ndarray, np.ndarray]:
+def contributions(
+    state: MarketState, allocation: Allocation, consumption: Consumption, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(owners, values), both (users, K): the creator of each consumed good (-1 for none) and its
-    contribution, value at full attention × penalty (0 for none)."""
+    contribution, value at full attention × penalty (0 for none); only the allocation's `rows`
+    (indices into its users) when given, as a creator's audience sample needs."""
     goods = state.goods
-    exposures = allocation.exposures
+    pick = slice(None) if rows is None else rows
+    exposures = allocation.exposures[pick]
     safe = np.maximum(exposures, 0)
-    consumed = consumption.consumed & (exposures >= 0)
+    consumed = consumption.consumed[pick] & (exposures >= 0)
     owners = np.where(consumed, goods.owner[safe], -1).astype(np.int64)
-    values = np.where(consumed, consumption.intrinsic.astype(np.float64) * goods.penalty[safe], 0.0)
+    values = np.where(consumed, consumption.intrinsic[pick].astype(np.float64) * goods.penalty[safe], 0.0)
     return owners, values
 
 

@@ -62,9 +62,10 @@ def adapt(
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
     # The audience: the active users with the smallest keyed uniforms, so the same users in every arm that has them active.
     sample = np.argsort(EntityDraws.of(rng).stream("audience").uniform(allocation.users), kind="stable")[:AUDIENCE_SAMPLE]
-    owners, values = contributions(state, allocation, consumption)
+    # The sample's contributions only: for every active user they cost more than the whole market model.
     market = _AudienceModel(
-        state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario,
+        state, rows, allocation.users[sample], contributions(state, allocation, consumption, sample), len(allocation.users),
+        payout_rate, rules, scenario,
         effective_rates(scenario.circulation.exposure_pay, settlement.exposure_pay_fill),
         chosen_share(_beats_per_user(state, allocation, consumption, scenario)[sample], scenario.population.users.choice),
     )

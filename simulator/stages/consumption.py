@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.market.kernels import drift_toward_consumed, gathered_dots
+from simulator.market.bookkeeping import (
+    buy_in_feed_order,
+    count_engagement,
+    remember_consumed,
+    scatter,
+    settle_choices,
+    shown_dots,
+    shown_entries,
+)
+from simulator.market.kernels import drift_toward_consumed
 from simulator.market.outcomes import Allocation, Consumption
 from simulator.market.populations import refresh_homogenization_pairs
 from simulator.market.state import FLOAT, MarketState
@@ -33,10 +42,11 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     rows = allocation.users
     exposures = allocation.exposures
     # Work on the shown exposures only, flat: feeds are padded to the tick's longest budget,
-    # several times the typical one.
+    # several times the typical one. The bookkeeping around the choice is one compiled pass each
+    # (simulator/market/bookkeeping.py).
     shown = Shown.of(exposures)
     good = shown.goods
-    cos = gathered_dots(users.interest[rows], goods.key, exposures).ravel()[shown.flat]
+    cos = shown_dots(users.interest, rows, shown.user, goods.key, good)
     held = cfg.overload ** shown.column.astype(FLOAT) * (1.0 - users.fatigue[rows])[shown.user]
     intrinsic = (goods.quality[good] * np.exp(cfg.taste_sharpness * (cos - 1.0))).astype(FLOAT)
     value = (held * intrinsic).astype(FLOAT)
@@ -51,16 +61,16 @@ def consume(state: MarketState, allocation: Allocation, scenario: Scenario, rng:
     chosen = choose(promised - price_in_value + taste, cfg.outside_option, shown.user, shown.column, shown.shape[0], cfg.choice)
     is_product = goods.is_product[good]
     bought = _purchases(state, rows, shown, chosen & is_product, price)
-    # A product yields its value only if bought; content is free.
-    consumed = chosen & (~is_product | bought)
-    blocked = chosen & is_product & ~bought
+    # A product yields its value only if bought; content is free. A consumption is worth what it
+    # beat the outside option by, as experienced and net of the price paid: goods that
+    # disappoint (clickbait) can cost utility.
+    consumed, blocked, gained_per_user = settle_choices(
+        shown.user, len(rows), chosen, is_product, bought, value, price_in_value, taste, cfg.outside_option
+    )
     clicked = _ad_clicks(state, rows, allocation, scenario, rng)
 
     ads_shown = np.count_nonzero(allocation.ads >= 0, axis=1)
-    # A consumption is worth what it beat the outside option by, as experienced and net of the
-    # price paid: goods that disappoint (clickbait) can cost utility.
-    gained = np.where(consumed, value - price_in_value + taste - cfg.outside_option, 0.0)
-    utility = (shown.per_user(gained) - cfg.ad_annoyance * ads_shown).astype(FLOAT)
+    utility = (gained_per_user - cfg.ad_annoyance * ads_shown).astype(FLOAT)
 
     _count_engagement(state, good, consumed, bought, value)
     consumed_matrix = shown.matrix(consumed)
@@ -87,57 +97,29 @@ class Shown:
 
     @classmethod
     def of(cls, exposures: np.ndarray) -> Shown:
-        flat = np.flatnonzero(exposures.ravel() >= 0)
-        user, column = np.divmod(flat, max(exposures.shape[1], 1))
-        return cls(flat, user, column, exposures.ravel()[flat], exposures.shape)
+        return cls(*shown_entries(exposures), exposures.shape)
 
     def counts(self) -> np.ndarray:
         """Shown entries per row."""
         return np.bincount(self.user, minlength=self.shape[0])
 
-    def per_user(self, values: np.ndarray) -> np.ndarray:
-        """Sum of `values` (one per shown entry) for each row."""
-        return np.bincount(self.user, weights=values, minlength=self.shape[0])
-
     def matrix(self, values: np.ndarray) -> np.ndarray:
         """`values` (one per shown entry) back in the (users, K) matrix, 0/False where nothing was shown."""
-        out = np.zeros(self.shape, dtype=values.dtype)
-        out.ravel()[self.flat] = values
-        return out
-
-
-def running_sums_by_user(user: np.ndarray, values: np.ndarray, users: int) -> np.ndarray:
-    """Cumulative sums of `values` within each user's entries (`user` sorted ascending)."""
-    running = np.cumsum(values)
-    counts = np.bincount(user, minlength=users)
-    first = (np.cumsum(counts) - counts)[user]
-    return running - (running[first] - values[first])
+        return scatter(self.flat, values, self.shape)
 
 
 def _count_engagement(state: MarketState, good: np.ndarray, consumed: np.ndarray, bought: np.ndarray, value: np.ndarray) -> None:
     """Goods' lifetime counters: exposures, consumptions, purchases and value delivered."""
     goods = state.goods
-    size = goods.capacity()
-    goods.exposures += np.bincount(good, minlength=size)
-    goods.consumptions += np.bincount(good[consumed], minlength=size)
-    goods.purchases += np.bincount(good[bought], minlength=size)
-    goods.value_delivered += np.bincount(good[consumed], weights=value[consumed], minlength=size)
+    count_engagement(good, consumed, bought, value, goods.exposures, goods.consumptions, goods.purchases, goods.value_delivered)
 
 
 def _purchases(state: MarketState, rows: np.ndarray, shown: Shown, wanted: np.ndarray, price: np.ndarray) -> np.ndarray:
     """Wanted products bought in feed order, each while the wallet still covers its price: one
     the user cannot afford is skipped, and a cheaper one after it can still be bought."""
-    bought = np.zeros(len(wanted), dtype=bool)
     if not wanted.any():
-        return bought
-    wallet = state.ledger.balances["users"][rows].astype(np.int64)
-    want = shown.matrix(wanted)
-    prices = shown.matrix(np.where(wanted, price, 0).astype(np.int64))
-    buys = np.zeros(want.shape, dtype=bool)
-    for column in range(want.shape[1]):  # feeds are short; each step is vectorized over users
-        buys[:, column] = want[:, column] & (prices[:, column] <= wallet)
-        wallet -= np.where(buys[:, column], prices[:, column], 0)
-    return buys.ravel()[shown.flat]
+        return np.zeros(len(wanted), dtype=bool)
+    return buy_in_feed_order(shown.user, wanted, price, state.ledger.balances["users"][rows])
 
 
 def _ad_clicks(state: MarketState, rows: np.ndarray, allocation: Allocation, scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
@@ -180,25 +162,19 @@ def _remember(state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.n
     users, goods = state.users, state.goods
     if not consumed.any():
         return
-    user_index = shown.user[consumed]
-    uids = goods.uid[shown.goods[consumed]]
-    user_rows = rows[user_index]
-    # Position of each consumption within its user's tick, to place it in the ring.
-    order_in_user = running_sums_by_user(user_index, np.ones(len(user_index), dtype=np.int64), shown.shape[0]) - 1
-    memory = users.history.shape[1]
-    slot = (users.consumed_total[user_rows] + order_in_user) % memory
-    users.history[user_rows, slot] = uids
-    users.consumed_total[rows] += np.bincount(user_index, minlength=shown.shape[0])
-    _update_homogenization(state, user_rows, uids)
+    remember_consumed(shown.user, rows, shown.goods, consumed, goods.uid, users.history, users.consumed_total)
+    _update_homogenization(state, rows, shown, consumed)
 
 
-def _update_homogenization(state: MarketState, user_rows: np.ndarray, uids: np.ndarray) -> None:
+def _update_homogenization(state: MarketState, rows: np.ndarray, shown: Shown, consumed: np.ndarray) -> None:
     """Date the sampled users' consumptions this tick, and forget what fell out of the window."""
     sample = state.homogenization
     if not sample.consumed:
         return
-    sampled = np.isin(user_rows, np.fromiter(sample.consumed, dtype=np.int64, count=len(sample.consumed)))
-    for user, uid in zip(user_rows[sampled].tolist(), uids[sampled].tolist()):
+    sampled_rows = np.isin(rows, np.fromiter(sample.consumed, dtype=np.int64, count=len(sample.consumed)))
+    sampled = np.flatnonzero(consumed & sampled_rows[shown.user])
+    user_rows, uids = rows[shown.user[sampled]], state.goods.uid[shown.goods[sampled]]
+    for user, uid in zip(user_rows.tolist(), uids.tolist()):
         sample.consumed[user][uid] = state.tick
     if sample.window is not None:
         oldest = state.tick - sample.window + 1

@@ -21,8 +21,8 @@ between similar creators is damped.
 Several units per user: σ is fixed for the tick; each of the user's content units is an
 independent draw from the mediator (a creator or the outside option), and the k-th unit given
 to creator j shows j's k-th best eligible good. A unit given to a creator with nothing left
-to show is not allocated either. Everything is vectorized over a block of users: one sort of
-the (users × creators) relevance matrix, and one argmax per (user, creator) draw.
+to show is not allocated either. Each row of a block is one compiled pass over its goods (the
+creators' best scores) and one over its creators and draws (simulator/market/mediator_kernels.py).
 """
 
 from __future__ import annotations
@@ -31,14 +31,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from simulator.market.catalogue import Catalogue
+from simulator.market.mediator_kernels import mediator_draws, relevance_of_cosines, segment_max_rows
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
-from simulator.rules.allocation.creators import (
-    CreatorSegments,
-    compact_rows,
-    pick_in_segments,
-    segment_max,
-)
+from simulator.rules.allocation.creators import CreatorSegments
 from simulator.rules.allocation.selection import SelectionKeys
 from simulator.scenario.schema import Scenario
 
@@ -83,13 +79,12 @@ class ShapleyMediator(AllocationRule):
         return self._log_relevance(state.users.query[users] @ keys.T.astype(FLOAT))
 
     def _log_relevance(self, relevance: np.ndarray) -> np.ndarray:
-        """log(((1 + cos) / 2)^(1/T)), in place over the cosines."""
-        relevance += 1.0
-        relevance *= FLOAT(0.5)
-        np.clip(relevance, 0.0, 1.0, out=relevance)
+        """log(((1 + cos) / 2)^(1/T)), in place over the cosines (float32)."""
+        relevance_of_cosines(relevance)
         with np.errstate(divide="ignore"):
             scores = np.log(relevance, out=relevance)
-        scores *= FLOAT(1.0 / self.temperature)
+        if self.temperature != 1.0:  # × 1.0 leaves every float32 as it is: a pass saved
+            scores *= FLOAT(1.0 / self.temperature)
         return scores
 
     def select(
@@ -107,22 +102,12 @@ class ShapleyMediator(AllocationRule):
         width = int(counts.max(initial=0))
         if width == 0 or len(segments) == 0:
             return np.full((rows, width), -1, dtype=np.int64)
-        relevance = np.minimum(np.exp(segment_max(scores, segments).astype(np.float64)), 1.0)
-        probability, _ = mediator_probabilities(relevance)
-        cumulative = np.cumsum(probability, axis=1)
-        draw_row = np.repeat(np.arange(rows), counts)
-        target = rng.random(len(draw_row))
-        # The unit goes to the first creator whose cumulative probability exceeds the target;
-        # beyond the last (σ_(n) ≤ target < 1) it is the outside option.
-        offsets = np.arange(rows, dtype=np.float64)[:, None] * 2.0
-        creator = np.searchsorted((cumulative + offsets).ravel(), target + 2.0 * draw_row, side="right") - draw_row * len(segments)
-        inside = (creator < len(segments)) & (target < cumulative[draw_row, -1])
-        picked = np.full(len(draw_row), -1, dtype=np.int64)
-        picked[inside] = pick_in_segments(scores, draw_row[inside], creator[inside], segments, rng=None)
-        feed = np.full((rows, width), -1, dtype=np.int64)
-        column = np.arange(len(draw_row)) - np.repeat(np.cumsum(counts) - counts, counts)
-        feed[draw_row, column] = picked
-        return compact_rows(feed)
+        relevance = np.minimum(np.exp(segment_max_rows(scores, segments.padded).astype(np.float64)), 1.0)
+        targets = rng.random(int(counts.sum()))
+        # One compiled pass per row (simulator/market/mediator_kernels.py): the mediator's
+        # probabilities (`mediator_probabilities`), each unit's creator or the outside option,
+        # and that creator's best good left.
+        return mediator_draws(scores, relevance, counts.astype(np.int64), targets, segments.padded, width)
 
 
 ALLOCATION_RULES.register(ShapleyMediator)
