@@ -79,7 +79,7 @@ class FraudTick:
 @dataclass(frozen=True)
 class Settlement:
     creator_exposure: np.ndarray  # per creator row: exposures this tick
-    creator_income: np.ndarray  # per creator row: sales + payouts this tick (minor units)
+    creator_income: np.ndarray  # per creator row: sales + payouts (+ pay per exposure) this tick (minor units)
     creators_in_tick: np.ndarray  # per creator row: active during the tick (alive before exits)
     good_weights: np.ndarray  # per catalogue row: what the payout rule credited each good this tick
     advertiser_value: int  # value advertisers gained from clicks this tick
@@ -87,6 +87,8 @@ class Settlement:
     entries: int
     exits: int
     fraud: FraudTick = FraudTick()  # fraud and defences; all zero when both are off
+    exposure_owed: np.ndarray | None = None  # per catalogue row: pay per exposure/engagement owed at the full rates (`circulation.exposure_pay`), None when off
+    exposure_pay_fill: float = 1.0  # share of what was owed that was paid: below 1 when `budget_per_tick` bound
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,39 @@ def around(centres: np.ndarray, spread: float, rng: np.random.Generator) -> np.n
     return unit_rows(centres + spread * noise)
 
 
+def topic_centres(scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
+    """The topic centres, unit rows laid out by `topics.geometry`.
+
+    random: independent uniform directions; orthogonal: a random orthonormal set (QR of a Gaussian
+    matrix); simplex: the vertices of a regular simplex centred at the origin (pairwise cosine
+    −1/(K − 1)), written in an orthonormal basis of the plane orthogonal to (1, …, 1) and rotated
+    into d dimensions by a random orthonormal map."""
+    clusters, dim = scenario.topics.clusters, scenario.embedding_dim
+    geometry = scenario.topics.geometry
+    if geometry == "random" or clusters == 1:
+        return unit_rows(rng.standard_normal((clusters, dim)))
+    if geometry == "orthogonal":
+        return unit_rows(random_orthonormal(dim, clusters, rng).T)
+    # Columns of `basis` span the complement of (1, …, 1) in K dimensions, so its rows are the
+    # centred simplex vertices e_i − 1/K in K − 1 coordinates.
+    basis = np.linalg.qr(np.eye(clusters) - 1.0 / clusters)[0][:, : clusters - 1]
+    return unit_rows(basis @ random_orthonormal(dim, clusters - 1, rng).T)
+
+
+def random_orthonormal(dim: int, columns: int, rng: np.random.Generator) -> np.ndarray:
+    """A (dim, columns) matrix with orthonormal columns, uniformly rotated (QR of a Gaussian, sign-fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((dim, columns)))
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)[None, :]
+
+
+def draw_clusters(count: int, clusters: int, weights: list[float] | None, rng: np.random.Generator) -> np.ndarray:
+    """The topic cluster of each of `count` new agents: cluster c with probability weights[c], uniform when None."""
+    if weights is None:
+        return rng.integers(clusters, size=count)
+    shares = np.asarray(weights, dtype=np.float64)
+    return rng.choice(clusters, size=count, p=shares / shares.sum())
+
+
 def lognormal_int(median: float, sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.maximum(1, np.rint(median * np.exp(sigma * rng.standard_normal(size)))).astype(np.int64)
 
@@ -62,7 +95,7 @@ def add_users(state: MarketState, count: int, scenario: Scenario, rng: np.random
     state.users.ensure_capacity(state.users_born + count)
     state.ledger.ensure_capacity("users", state.users.capacity())
     users = state.users
-    centres = state.topic_centres[rng.integers(len(state.topic_centres), size=count)]
+    centres = state.topic_centres[draw_clusters(count, len(state.topic_centres), scenario.topics.weights, rng)]
     interest = around(centres, cfg.interest_spread, rng)
     users.interest[rows] = interest
     # The platform starts from a noisy sign-up profile, not the truth.
@@ -84,17 +117,24 @@ def add_creators(
     state.creators.ensure_capacity(state.creators_born + count)
     state.ledger.ensure_capacity("creators", state.creators.capacity())
     creators = state.creators
-    centres = state.topic_centres[rng.integers(len(state.topic_centres), size=count)]
+    if cfg.niches == "clustered":
+        centres = state.topic_centres[draw_clusters(count, len(state.topic_centres), scenario.topics.creator_weights, rng)]
+        spread = np.full(count, cfg.topic_spread)
+    else:  # random niches: uniform on the sphere (a zero centre with a huge spread is the same direction law)
+        centres = np.zeros((count, scenario.embedding_dim), dtype=FLOAT)
+        spread = np.ones(count)
     if imitate is not None:
         copying = imitate >= 0
         centres[copying] = creators.topic[imitate[copying]]
-    creators.topic[rows] = around(centres, cfg.topic_spread, rng)
+        spread[copying] = cfg.topic_spread
+    creators.topic[rows] = around(centres, spread[:, None], rng)
     creators.quality[rows] = np.clip(cfg.quality_mean + cfg.quality_sd * rng.standard_normal(count), 0.01, 1.0)
     creators.publish_rate[rows] = cfg.publish_rate * rng.gamma(4.0, 0.25, size=count)
     creators.clickbait[rows] = (rng.random(count) < cfg.clickbait_share).astype(FLOAT)
     creators.alive[rows] = True
     creators.profit_ema[rows] = 0.0
     creators.loss_streak[rows] = 0
+    creators.share_ema[rows] = -1.0
     creators.born_tick[rows] = state.tick
     draw_creator_identities(state, rows, scenario)
     state.creators_born += count
@@ -166,7 +206,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
         advertisers=Advertisers.empty(pop.advertisers.count, dim, arm_weights_width=pop.advertisers.learning_arms),
         ledger=ledger,
         uids=UidIndex(),
-        topic_centres=unit_rows(topics_rng.standard_normal((scenario.topics.clusters, dim))),
+        topic_centres=topic_centres(scenario, topics_rng),
         homogenization=HomogenizationSample(np.zeros((0, 2), dtype=np.int64), {}, np.random.default_rng(0), 0, None),
         users_born=0,
         creators_born=0,
@@ -181,7 +221,7 @@ def initial_state(scenario: Scenario, rng: np.random.Generator) -> MarketState:
     ads = pop.advertisers
     ledger.ensure_capacity("advertisers", ads.count)
     if ads.count:
-        centres = state.topic_centres[ads_rng.integers(len(state.topic_centres), size=ads.count)]
+        centres = state.topic_centres[draw_clusters(ads.count, len(state.topic_centres), scenario.topics.advertiser_weights, ads_rng)]
         state.advertisers.targeting[:] = around(centres, ads.targeting_spread, ads_rng)
         values = lognormal_int(ads.value_per_click.median, ads.value_per_click.sigma, ads.count, ads_rng)
         state.advertisers.value_per_click[:] = values

@@ -89,6 +89,7 @@ class Creators(Population):
     alive: np.ndarray = _slot(False, np.bool_)
     profit_ema: np.ndarray = _slot(0.0, FLOAT)
     loss_streak: np.ndarray = _slot(0, np.int32)
+    share_ema: np.ndarray = _slot(-1.0, np.float64)  # smoothed share for the viability exit rules; −1 before the first tick
     born_tick: np.ndarray = _slot(0, np.int32)
     owner: np.ndarray = _slot(-1, np.int64)  # the person behind the identity: its own row, or its sybil owner's first row
     farm_client: np.ndarray = _slot(False, np.bool_)  # hires an engagement farm (`adversaries.farms`)

@@ -148,6 +148,7 @@ def collect(
         "bid_multiplier_mean": float(state.advertisers.multiplier.mean()) if state.advertisers.capacity() else math.nan,
         "ad_free_deliveries": settlement.ad_free_deliveries,
         "attention_rewards": flows.get("attention_rewards", 0),
+        "exposure_pay": flows.get("exposure_pay", 0),
         "penalised_goods": int(np.count_nonzero(state.goods.live & (state.goods.penalty < 1.0))),
         **fraud_metrics(state, consumption, settlement, flows, bots),
     }

@@ -152,12 +152,16 @@ class UsersConfig(Strict):
 
 
 class ExitConfig(Strict):
-    """Creators leave after `patience` consecutive ticks of negative smoothed profit."""
+    """Creators leave after `patience` consecutive failing ticks: negative smoothed profit (`profit`) or a smoothed share of engagement or exposure below `min_share` (viability exits), or nothing on offer."""
 
+    rule: Literal["profit", "engagement_share", "exposure_share"] = "profit"
+    """What makes a tick a failing one: profit, negative smoothed profit (income − costs); engagement_share, a smoothed share of the tick's consumptions below `min_share`; exposure_share, the same with exposures (the provider-viability exits of Mladenov et al., ICML 2020). Under either share rule losses alone do not make a creator leave (a creator that cannot pay to publish ends up with nothing on offer, which does)."""
+    min_share: Probability = 0.0
+    """The viability threshold ν of the share rules, in [0, 1]: a creator whose smoothed share of all consumptions (or exposures) of the tick, over every creator, is below it fails the tick (0: only nothing on offer fails)."""
     patience: int = Field(10, ge=1)
-    """Consecutive ticks of negative smoothed profit before a creator leaves with its goods."""
+    """Consecutive failing ticks before a creator leaves with its goods."""
     smoothing: Probability = 0.3
-    """Weight of the latest tick in the exponential moving average of profit."""
+    """Weight of the latest tick in the exponential moving average of profit (or of the share, which starts at the creator's first tick's share)."""
 
 
 class EntryConfig(Strict):
@@ -197,6 +201,8 @@ class CreatorsConfig(Strict):
     """Spread of quality across creators."""
     topic_spread: NonNegativeFloat = 0.6
     """How far creators' niches scatter around their topic cluster's centre."""
+    niches: Literal["clustered", "random"] = "clustered"
+    """Where creators' niches start (entrants' too, unless they imitate): clustered, scattered by `topic_spread` around a topic centre drawn by `topics.creator_weights`; random, uniform on the unit sphere, belonging to no cluster (as in exposure-game setups where creators start anywhere)."""
     clickbait_share: Probability = 0.1
     """Share of creators whose goods oversell themselves (clickbait)."""
     clickbait_boost: NonNegativeFloat = 0.6
@@ -270,11 +276,35 @@ class PopulationConfig(Strict):
     """Advertisers."""
 
 
+WEIGHTS_SUM_TOLERANCE = 1e-6  # topic weights written with a few decimals sum to 1 up to rounding
+
+
 class TopicsConfig(Strict):
     """The world's topic structure."""
 
     clusters: int = Field(8, ge=1, le=100_000)
     """Topic centres around which interests, niches and targeting cluster."""
+    weights: list[NonNegativeFloat] | None = None
+    """Users' shares per topic cluster, one per cluster (≥ 0, summing to 1), e.g. `[0.55, 0.25, 0.12, 0.08]`: each user (arrivals too) joins cluster c with probability weights[c]; null (the default) is uniform."""
+    creator_weights: list[NonNegativeFloat] | None = None
+    """Creators' shares per topic cluster, as `weights` (entrants that do not imitate too); null is uniform. Needs `population.creators.niches: clustered`."""
+    advertiser_weights: list[NonNegativeFloat] | None = None
+    """Advertisers' shares per topic cluster, as `weights`; null is uniform."""
+    geometry: Literal["random", "orthogonal", "simplex"] = "random"
+    """Where the topic centres lie: random, independent uniform unit vectors (the default); orthogonal, mutually orthogonal unit vectors (a random orthonormal set: needs clusters ≤ embedding_dim); simplex, the vertices of a regular simplex centred at the origin, every pair at cosine −1/(clusters − 1), randomly rotated (needs clusters ≤ embedding_dim + 1)."""
+
+    @field_validator("weights", "creator_weights", "advertiser_weights")
+    @classmethod
+    def _shares_per_cluster(cls, weights: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        clusters = info.data.get("clusters")
+        if weights is None or clusters is None:
+            return weights
+        if len(weights) != clusters:
+            raise ValueError(f"{len(weights)} weights for {clusters} topics.clusters; give one share per cluster")
+        total = sum(weights)
+        if abs(total - 1.0) > WEIGHTS_SUM_TOLERANCE:
+            raise ValueError(f"the weights sum to {total:g}; shares of the population must sum to 1")
+        return weights
 
 
 class LearnedConfig(Strict):
@@ -401,6 +431,25 @@ class ClickbaitPenaltyConfig(Strict):
     """Lifetime exposures a good needs before the penalty judges it."""
 
 
+class ExposurePayConfig(Strict):
+    """A direct creator income source: money paid to a creator per exposure and per consumption of its goods, as in exposure-game papers whose producers are paid per exposure. Funded from outside the economy (a creator fund, injected into the ledger like user income), under the payout pool's eligibility (alive, at the quality bar, admitted by the defences); adapting creators count it in their expected profit."""
+
+    per_exposure: Money = 0
+    """Paid per exposure of a creator's goods this tick; 0 (with `per_engagement` 0, the default) turns the source off."""
+    per_engagement: Money = 0
+    """Paid per consumption of a creator's goods this tick."""
+    budget_per_tick: Money | None = None
+    """Most paid in one tick: when what is owed exceeds it, the budget is split pro rata to what each creator is owed, exactly (largest remainders); null (the default) is uncapped."""
+
+    @model_validator(mode="after")
+    def _budget_needs_a_rate(self) -> ExposurePayConfig:
+        if self.budget_per_tick is not None and self.per_exposure == 0 and self.per_engagement == 0:
+            raise PydanticCustomError(
+                "budget_without_rate", "a budget with per_exposure and per_engagement both 0 pays nothing; set a rate", {"subkey": "budget_per_tick"}
+            )
+        return self
+
+
 class CirculationConfig(Strict):
     """How money moves."""
 
@@ -416,6 +465,8 @@ class CirculationConfig(Strict):
     """Minimum-quality bar, the creator programme's eligibility: creators whose quality (effort) is below it may not publish and are paid nothing from the payout pool (see docs/rules/market_rules.md); 0 turns it off."""
     creator_payout: PayoutConfig = PayoutConfig()
     """The creator payout rule."""
+    exposure_pay: ExposurePayConfig = ExposurePayConfig()
+    """Pay per exposure or engagement of creators' goods (off by default), e.g. `{per_exposure: 5, budget_per_tick: 20000}`."""
     auction: AuctionConfig = AuctionConfig()
     """The ad auction."""
 
@@ -641,6 +692,32 @@ class Scenario(Strict):
     """The platform's defences against them (off by default)."""
     privacy: PrivacyConfig = PrivacyConfig()
     """Differential privacy of the platform's learning inputs (off by default)."""
+
+    @field_validator("topics")
+    @classmethod
+    def _geometry_fits_the_dimension(cls, topics: TopicsConfig, info: ValidationInfo) -> TopicsConfig:
+        dim = info.data.get("embedding_dim")
+        room = {"orthogonal": dim, "simplex": dim + 1} if dim is not None else {}
+        if topics.geometry in room and topics.clusters > room[topics.geometry]:
+            raise PydanticCustomError(
+                "geometry_exceeds_dimension",
+                "{clusters} {geometry} topic centres need embedding_dim ≥ {needed} (it is {dim}); lower topics.clusters or raise embedding_dim",
+                {"clusters": topics.clusters, "geometry": topics.geometry, "dim": dim,
+                 "needed": topics.clusters - (topics.geometry == "simplex"), "subkey": "geometry"},
+            )
+        return topics
+
+    @field_validator("population")
+    @classmethod
+    def _niches_use_the_creator_weights(cls, population: PopulationConfig, info: ValidationInfo) -> PopulationConfig:
+        topics = info.data.get("topics")
+        if topics is not None and topics.creator_weights is not None and population.creators.niches == "random":
+            raise PydanticCustomError(
+                "random_niches_with_weights",
+                "random niches belong to no topic cluster, so topics.creator_weights would be ignored; use niches: clustered or drop the weights",
+                {"subkey": "creators.niches"},
+            )
+        return population
 
     @field_validator("adversaries")
     @classmethod

@@ -20,8 +20,9 @@ rule's scores of this tick's catalogue; the best k for `top_k`; the Shapley medi
 `shapley`); users consume it by their logit choice; what it earns per exposure is the payout
 rule's own `marginal` (for the user-game rules, the candidate inserted into each sampled user's
 game of this tick, with the same rank weights as the real split) times what a unit of payout
-weight paid this tick; plus sales, minus production cost. What a good "earned" this tick, for the
-niche step, is its real payout weight times that rate plus its sales.
+weight paid this tick; plus sales and the pay per exposure and engagement (`circulation.exposure_pay`,
+at this tick's rates after the budget's cap), minus production cost. What a good "earned" this tick, for the
+niche step, is its real payout weight times that rate plus its sales and its pay per exposure.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from simulator.market.state import FLOAT, MarketState
 from simulator.rules import RuleSet
 from simulator.rules.payout import Probe, contributions
 from simulator.scenario.schema import Scenario
+from simulator.stages.exposure_pay import effective_rates
 
 AUDIENCE_SAMPLE = 256  # users whose profiles a best-responding creator models the market with
 
@@ -59,10 +61,13 @@ def adapt(
     sample = rng.choice(len(allocation.users), size=min(AUDIENCE_SAMPLE, len(allocation.users)), replace=False)
     owners, values = contributions(state, allocation, consumption)
     market = _AudienceModel(
-        state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario
+        state, rows, allocation.users[sample], (owners[sample], values[sample]), len(allocation.users), payout_rate, rules, scenario,
+        effective_rates(scenario.circulation.exposure_pay, settlement.exposure_pay_fill),
     )
     if cfg.rule == "gradient":
         earnings = payout_rate * activity + _sales_per_good(state, allocation, consumption, scenario)
+        if settlement.exposure_owed is not None:
+            earnings = earnings + settlement.exposure_pay_fill * settlement.exposure_owed
         _niche_step(state, earnings, scenario)
         _effort_step(state, rows, market, scenario)
     else:
@@ -150,8 +155,10 @@ class _AudienceModel:
         payout_rate: float,
         rules: RuleSet,
         scenario: Scenario,
+        exposure_rates: tuple[float, float] = (0.0, 0.0),
     ):
         self.state = state
+        self.exposure_rates = exposure_rates  # pay per exposure and per consumption (`circulation.exposure_pay`), the cap included
         self.creators = creators  # the adapting creators, in the order of expected_profit's rows
         self.incumbents = incumbents  # (owners, contributions) of the audience's games this tick
         self.scenario = scenario
@@ -189,5 +196,7 @@ class _AudienceModel:
         keep = 1.0 - self.scenario.circulation.platform_take_rate
         buys = (value * users_cfg.willingness_to_pay > goods_cfg.price.median) * consume
         sales = goods_cfg.product_share * goods_cfg.price.median * keep * (buys * exposure_weight).sum(axis=2)
+        per_exposure, per_engagement = self.exposure_rates
+        paid = paid + per_exposure * exposure_weight.sum(axis=2) + per_engagement * (consume * exposure_weight).sum(axis=2)
         # Under the minimum-quality bar a creator may not publish and is paid nothing from the pool.
         return np.where(meets_quality_bar(self.scenario, quality), paid + sales - production_cost(self.scenario, quality), 0.0)

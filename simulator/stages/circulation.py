@@ -5,10 +5,12 @@ take); ad payments (advertiser → platform, per click, never beyond the adverti
 the tick); the clickbait penalty is re-judged from the goods' lifetime counters; the creator
 payout pool (a share of the platform's revenue this tick, capped at what the platform holds,
 split by the payout rule); attention rewards (platform → users, per unit of attention spent,
-pro rata to what the platform still holds); production costs out. Pool first, then rewards:
+pro rata to what the platform still holds); pay per exposure and engagement (injected from a
+creator fund, `stages/exposure_pay.py`); production costs out. Pool first, then rewards:
 creators' share of this tick's revenue is never eaten by the rewards, which are funded from
 the platform's initial wallet and retained earnings. Then creators update their smoothed
-profit: sustained losses make them leave, and positive mean profit over every creator of the
+profit: sustained losses (or, under a viability exit rule, a smoothed share of engagement or exposure below
+its threshold) make them leave, and positive mean profit over every creator of the
 tick (leavers included) draws entrants.
 """
 
@@ -35,6 +37,7 @@ from simulator.rules.defences import (
 )
 from simulator.rules.payout import PayoutRule, good_weights
 from simulator.scenario.schema import Scenario
+from simulator.stages.exposure_pay import pay_for_exposure
 from simulator.stages.fraud import FarmWork, pay_click_farm
 
 
@@ -75,18 +78,20 @@ def circulate(
         per_good = np.where(payable, per_good, 0.0)
     payouts = _pay_creators(state, payout, per_good, pool_revenue, scenario, payable_creators(state, scenario.defences.identity_gate))
     rewards = _pay_attention_rewards(state, allocation, scenario)
+    exposure_paid, exposure_owed, exposure_fill = pay_for_exposure(state, allocation, consumption, scenario)
 
     costs = np.bincount(goods.owner[arrivals.published], weights=arrivals.publish_costs, minlength=creators_born).astype(np.int64)
     charged = np.flatnonzero(costs)
     ledger.remove("production_costs", "creators", charged, costs[charged])
     audits = run_audits(state, scenario.defences.audits, ledger.balances["creators"][:creators_born], rng)
 
-    income = sales + payouts
+    income = sales + payouts + exposure_paid
     charges = audits.fines_per_creator(creators_born)
     if farms is not None:
         charges = charges + farms.fees[:creators_born]
     in_tick = state.creators.alive[:creators_born].copy()
-    exits = _settle_creators(state, income - costs - charges, scenario)
+    shares = viability_shares(state, allocation, consumption, scenario.population.creators.exit.rule)
+    exits = _settle_creators(state, income - costs - charges, scenario, shares)
     entries = _admit_creators(state, (income - costs - charges)[in_tick], scenario, rng)
     # Entrants joined after the money moved: no exposure, no income, not part of this tick.
     return Settlement(
@@ -112,6 +117,8 @@ def circulate(
             creator_charges=np.pad(charges, (0, entries)),
             bot_attention_rewards=int(rewards[consumption.bots].sum()) if consumption.bots is not None else 0,
         ),
+        exposure_owed,
+        exposure_fill,
     )
 
 
@@ -257,8 +264,20 @@ def _settle_ads(
     return int(charge.sum()), int(ads.value_last.sum()), free, (advertiser, charge, by_bot)
 
 
-def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario) -> int:
-    """Smooth profits; creators with `patience` ticks in a row of losses, or of nothing on offer
+def viability_shares(state: MarketState, allocation: Allocation, consumption: Consumption, rule: str) -> np.ndarray | None:
+    """Per creator row, its share of the tick's consumptions (`engagement_share`) or exposures
+    (`exposure_share`) over every creator, 0 for all on a tick without any; None for `profit`."""
+    if rule == "profit":
+        return None
+    counted = allocation.exposures[consumption.consumed] if rule == "engagement_share" else allocation.exposures[allocation.exposures >= 0]
+    per_creator = np.bincount(state.goods.owner[counted], minlength=state.creators_born).astype(np.float64)
+    total = per_creator.sum()
+    return per_creator / total if total > 0 else per_creator
+
+
+def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario, shares: np.ndarray | None = None) -> int:
+    """Smooth profits (and, under a viability rule, `shares`); creators with `patience` ticks in a
+    row of failing, losses or a smoothed share below `exit.min_share`, or of nothing on offer
     (they could not afford to publish, or are under the quality bar and their goods expired),
     leave with their goods: a creator that cannot sell anything is out of the market."""
     cfg = scenario.population.creators.exit
@@ -268,7 +287,13 @@ def _settle_creators(state: MarketState, profit: np.ndarray, scenario: Scenario)
     ema = (1 - cfg.smoothing) * creators.profit_ema[rows] + cfg.smoothing * profit[rows]
     creators.profit_ema[rows] = ema
     on_offer = np.bincount(goods.owner[goods.live], minlength=state.creators_born)[rows] > 0
-    failing = (ema < 0) | ~on_offer
+    if shares is None:
+        failing = (ema < 0) | ~on_offer
+    else:
+        before = creators.share_ema[rows]
+        share = np.where(before < 0, shares[rows], (1 - cfg.smoothing) * before + cfg.smoothing * shares[rows])
+        creators.share_ema[rows] = share
+        failing = (share < cfg.min_share) | ~on_offer
     creators.loss_streak[rows] = np.where(failing, creators.loss_streak[rows] + 1, 0)
     leaving = rows[creators.loss_streak[rows] >= cfg.patience]
     if len(leaving):
