@@ -33,6 +33,10 @@ DOCS = ROOT / "docs" / "papers"
 # The reduced size of each gallery scenario (the `--set` values of its doc page's CI command),
 # and the reference group its page compares against.
 CI_SET: dict[str, dict[str, Any]] = {
+    "bpt2018_shapley.yaml": {
+        "ticks": 8, "population.users.count": 300, "population.creators.count": 12,
+        "population.goods.initial": 80, "sweep.replications": 2,
+    },
     "auctiongym_formats.yaml": {
         "ticks": 12, "population.users.count": 300, "population.creators.count": 10,
         "population.goods.initial": 60, "sweep.replications": 2,
@@ -43,10 +47,12 @@ CI_SET: dict[str, dict[str, Any]] = {
     },
 }
 REFERENCE: dict[str, str] = {
+    "bpt2018_shapley.yaml": "allocation.rule=top_k, adaptation.rule=static",
     "auctiongym_formats.yaml": "bidding=truthful, format=second_price",
     "yao2023_backward.yaml": "rule=exposure",
 }
 DOC_PAGE: dict[str, str] = {
+    "bpt2018_shapley.yaml": "bpt2018.md",
     "auctiongym_formats.yaml": "auctiongym.md",
     "yao2023_backward.yaml": "yao2023.md",
 }
