@@ -21,7 +21,9 @@ import pytest
 import simulator
 from simulator.analysis.comparison import comparison
 from simulator.market.populations import unit_rows
-from simulator.metrics.collect import niche_coverage
+from simulator.metrics.collect import diversity, niche_coverage
+from simulator.metrics.intervals import mean_interval
+from simulator.metrics.table import BY_NAME
 from simulator.runs.sweep import run_sweep
 from simulator.scenario.schema import load_scenario
 from tests.conftest import tiny
@@ -127,3 +129,14 @@ def test_bid_multiplier_mean_follows_the_bidding_strategy():
     assert set(np.round(learning.metrics["bid_multiplier_mean"] * 4 * 4)) <= set(range(4, 17))  # means of 4 arms k/4
     without = simulator.run(tiny({"ticks": 2, "population.advertisers.count": 0}))
     assert without.metrics["bid_multiplier_mean"].isna().all()
+
+
+def test_supply_diversity_of_niches_pointing_apart_stays_inside_its_bounds_with_an_honest_interval():
+    """Random niches (bpt2018's `niches: random`) have a mean pairwise cosine just below 0, so supply
+    diversity exceeds 1: the metric's bounds must allow it, or its interval collapses to a point."""
+    opposite = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert diversity(opposite) == pytest.approx(2.0)
+    low, high = BY_NAME["supply_diversity"].bounds
+    assert low <= diversity(opposite) <= high
+    interval = mean_interval([1.002, 1.004, 0.998], bounds=BY_NAME["supply_diversity"].bounds)
+    assert interval["ci_low"] < 0.999 and interval["ci_high"] > 1.004
