@@ -28,6 +28,7 @@ SIZES: dict[str, dict[str, int]] = {
     "01_quickstart.ipynb": {"USERS": 200, "CREATORS": 8, "TICKS": 5},
     "02_compare_incentive_rules.ipynb": {"USERS": 150, "CREATORS": 8, "TICKS": 5, "REPLICATIONS": 2, "WORKERS": 1},
     "03_inside_a_run.ipynb": {"USERS": 200, "CREATORS": 10, "TICKS": 8, "SAMPLE": 40, "EVERY": 1},
+    "04_published_results.ipynb": {"USERS": 150, "CREATORS": 8, "TICKS": 4, "REPLICATIONS": 2, "WORKERS": 1, "USE_GALLERY": 0},
     "05_adversaries_and_privacy.ipynb": {"USERS": 150, "CREATORS": 20, "TICKS": 3, "SEEDS": 1},
 }
 

@@ -72,6 +72,17 @@ def homogenization(state: MarketState) -> float:
     return total / len(sample.pairs)
 
 
+def niche_coverage(state: MarketState) -> float:
+    """Mean over the homogenization sample's users of the best cosine between the user's interest
+    and an active creator's niche (the sample bounds the cost: ≤ 2 × pairs users × creators)."""
+    users = np.unique(state.homogenization.pairs)
+    creators = state.creators
+    niches = creators.topic[: state.creators_born][creators.alive[: state.creators_born]]
+    if len(users) == 0 or len(niches) == 0:
+        return math.nan
+    return float((state.users.interest[users] @ niches.T).max(axis=1).astype(np.float64).mean())
+
+
 def collect(
     state: MarketState,
     arrivals: Arrivals,
@@ -114,6 +125,7 @@ def collect(
         "creator_entries": settlement.entries,
         "creator_exits": settlement.exits,
         "supply_diversity": diversity(creators.topic[: state.creators_born][alive_creators]),
+        "niche_coverage": niche_coverage(state),
         "homogenization": homogenization(state),
         "user_spend": platform_take + creator_sales,
         "ad_spend": ad_spend,
@@ -133,6 +145,7 @@ def collect(
         "ad_revenue_per_impression": ad_spend / impressions if impressions else 0.0,
         "advertiser_surplus": settlement.advertiser_value - ad_spend,
         "ad_budget_spent_share": ad_spend / budgets if budgets else 0.0,
+        "bid_multiplier_mean": float(state.advertisers.multiplier.mean()) if state.advertisers.capacity() else math.nan,
         "ad_free_deliveries": settlement.ad_free_deliveries,
         "attention_rewards": flows.get("attention_rewards", 0),
         "exposure_pay": flows.get("exposure_pay", 0),

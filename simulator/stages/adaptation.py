@@ -14,9 +14,10 @@ raise its own expected profit under the current rules (`creators.adaptation.rule
   market under the current rules, and takes the best.
 
 The market model (`_AudienceModel`) asks the rules in force, never their names: over a sample of
-this tick's active users, a candidate good's share of each user's attention is the allocation
-rule's softmax weight for it (`audience_scores`) against the rule's scores of this tick's
-catalogue; users consume it by their logit choice (under `users.choice: top_n`, scaled by the
+this tick's active users, a candidate good's exposures are the allocation rule's own model of its
+selection (`audience_exposures`: by default its softmax weight, `audience_scores`, against the
+rule's scores of this tick's catalogue; the best k for `top_k`; the Shapley mediator's share for
+`shapley`); users consume it by their logit choice (under `users.choice: top_n`, scaled by the
 share of the goods beating the outside option each user took, `choice.chosen_share`); what it earns per exposure is the payout
 rule's own `marginal` (for the user-game rules, the candidate inserted into each sampled user's
 game of this tick, with the same rank weights as the real split) times what a unit of payout
@@ -190,15 +191,13 @@ class _AudienceModel:
         self.budgets = state.users.budget[audience].astype(np.float64)
         self.scale = active_users / len(audience)
         catalogue = Catalogue.of(state)
-        if len(catalogue.rows):
-            scores = rules.allocation.scores(state, catalogue, audience).astype(np.float64)
-            top = np.max(scores, axis=1, keepdims=True)
-            top = np.where(np.isfinite(top), top, 0.0)
-            self.top = top
-            self.partition = np.exp(scores - top).sum(axis=1, keepdims=True)
-        else:
-            self.top = np.zeros((len(audience), 1))
-            self.partition = np.zeros_like(self.top)
+        scores = (
+            rules.allocation.scores(state, catalogue, audience).astype(np.float64)
+            if len(catalogue.rows)
+            else np.zeros((len(audience), 0))
+        )
+        # The rule's own model of its selection: a new good's expected exposures per sampled user.
+        self.exposures = rules.allocation.audience_exposures(scores, state.goods.owner[catalogue.rows], self.budgets)
 
     def expected_profit(self, topics: np.ndarray, quality: np.ndarray) -> np.ndarray:
         """Expected profit per published good for each (creator, candidate) strategy; `topics` is
@@ -207,8 +206,7 @@ class _AudienceModel:
         count, candidates, dim = topics.shape
         keys = topics.reshape(-1, dim)
         scores = self.rules.allocation.audience_scores(self.state, self.audience, keys, quality.reshape(-1)).astype(np.float64)
-        weight = np.exp(scores.T.reshape(count, candidates, -1) - self.top[:, 0][None, None, :])
-        share = weight / (self.partition[:, 0][None, None, :] + weight)
+        exposures = self.exposures(scores).T.reshape(count, candidates, -1)
         cos = np.einsum("cmd,ud->cmu", topics, self.queries)
         intrinsic = quality[:, :, None] * np.exp(users_cfg.taste_sharpness * (cos - 1.0))
         value = intrinsic * users_cfg.overload
@@ -216,7 +214,7 @@ class _AudienceModel:
         if self.choice_share is not None:
             consume = consume * self.choice_share[None, None, :]
         probe = Probe(self.creators, consume, intrinsic, quality, *self.incumbents)
-        exposure_weight = share * self.budgets[None, None, :] * self.scale
+        exposure_weight = exposures * self.scale
         paid = self.payout_rate * (self.rules.payout.marginal(probe) * exposure_weight).sum(axis=2)
         goods_cfg = self.scenario.population.goods
         keep = 1.0 - self.scenario.circulation.platform_take_rate

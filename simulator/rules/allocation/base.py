@@ -13,6 +13,7 @@ so nothing outside the rule looks at its name:
 | `from_scenario(scenario, params)` | build the rule for a run | required |
 | `scores(state, catalogue, users, out)` | the score block | required |
 | `audience_scores(state, users, keys, quality)` | the scores new goods with these keys and qualities would get: what adapting creators expect of the allocator | required |
+| `audience_exposures(scores, owners, budgets)` | the exposures a new good with given scores would get among a sample of users, against this tick's catalogue: how adapting creators model the rule's selection | the new good joins the softmax |
 | `candidate_mode`, `candidate_scores(...)` | scores of given catalogue positions, for the candidate mode of large catalogues | exact only |
 | `routing_vectors(state, users)` | the vectors the candidate mode groups users by | the platform's profiles |
 | `deterministic`, `needs_creators`, `select(...)` | how exposures are drawn from scores | softmax sampling |
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -88,6 +90,24 @@ class AllocationRule(ABC):
     def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
         """(len(users), n) scores that n new goods with `keys` (n, d) and `quality` (n,) would get
         for `users`, on the scale of `scores`: how adapting creators model this rule."""
+
+    def audience_exposures(
+        self, scores: np.ndarray, owners: np.ndarray, budgets: np.ndarray
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """How adapting creators model this rule's selection. `scores` (U, G) are this tick's
+        catalogue's scores for a sample of users, `owners` (G,) the goods' creators, `budgets` (U,)
+        the users' units; returns a function from a new good's scores (U, N) (`audience_scores`)
+        to its expected exposures per user (U, N). Default: the new good joins the softmax over
+        the catalogue, budget × w / (Σ + w)."""
+        top = np.max(scores, axis=1, keepdims=True) if scores.shape[1] else np.zeros((len(scores), 1))
+        top = np.where(np.isfinite(top), top, 0.0)
+        partition = np.exp(scores - top).sum(axis=1, keepdims=True)
+
+        def exposures(candidates: np.ndarray) -> np.ndarray:
+            weight = np.exp(candidates - top)
+            return weight / (partition + weight) * budgets[:, None]
+
+        return exposures
 
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The scores of catalogue `positions` only: (C,) shared by the block or (b, C) per user

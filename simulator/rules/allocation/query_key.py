@@ -6,6 +6,8 @@ embeddings (norm √d), which makes it √d·cos(query, key).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -52,6 +54,18 @@ class TopK(AttentionSoftmax):
     summary = "the deterministic best k of attention_softmax's scores (ties to the lower catalogue position)"
     deterministic = True
     block_bytes_per_element = 6  # the compiled top-k needs only the scores (tests/test_reliability.py measures it)
+
+    def audience_exposures(self, scores: np.ndarray, owners: np.ndarray, budgets: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A new good is shown to a user (once) when it beats the user's k-th best good, k = budget
+        (it would come last in catalogue order, so a tie loses)."""
+        k = np.maximum(budgets.astype(np.int64), 1)
+        goods = scores.shape[1]
+        threshold = np.full(len(scores), -np.inf)
+        full = k <= goods
+        if full.any():
+            descending = -np.sort(-scores[full], axis=1)
+            threshold[full] = descending[np.arange(int(full.sum())), k[full] - 1]
+        return lambda candidates: (candidates > threshold[:, None]).astype(np.float64)
 
 
 class Uniform(AllocationRule):

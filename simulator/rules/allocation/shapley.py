@@ -27,6 +27,8 @@ creators' best scores) and one over its creators and draws (simulator/market/med
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -77,6 +79,27 @@ class ShapleyMediator(AllocationRule):
 
     def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
         return self._log_relevance(state.users.query[users] @ keys.T.astype(FLOAT))
+
+    def audience_exposures(self, scores: np.ndarray, owners: np.ndarray, budgets: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A new good joins each user's game as one more player with relevance x: with the n
+        incumbents' σ sorted ascending and m of them below x, its mediator probability is
+        Σ_{k≤m} (σ_(k) − σ_(k−1)) / (n + 2 − k) + (x − σ_(m)) / (n + 1 − m), once per unit of budget."""
+        segments = CreatorSegments.from_owners(owners)
+        ascending = np.sort(np.minimum(np.exp(segment_max(scores, segments)), 1.0), axis=1)
+        rows, players = ascending.shape
+        steps = np.diff(ascending, axis=1, prepend=0.0)
+        prefix = np.concatenate([np.zeros((rows, 1)), np.cumsum(steps / (players + 1 - np.arange(players))[None, :], axis=1)], axis=1)
+        below = np.concatenate([np.zeros((rows, 1)), ascending], axis=1)  # σ_(m), σ_(0) = 0
+        offsets = 2.0 * np.arange(rows, dtype=np.float64)[:, None]  # relevances lie in [0, 1]: rows never mix
+
+        def exposures(candidates: np.ndarray) -> np.ndarray:
+            x = np.minimum(np.exp(candidates), 1.0)
+            m = np.searchsorted((ascending + offsets).ravel(), (x + offsets).ravel(), side="left").reshape(x.shape)
+            m -= np.arange(rows)[:, None] * players
+            share = np.take_along_axis(prefix, m, axis=1) + (x - np.take_along_axis(below, m, axis=1)) / (players + 1 - m)
+            return share * budgets[:, None]
+
+        return exposures
 
     def _log_relevance(self, relevance: np.ndarray) -> np.ndarray:
         """log(((1 + cos) / 2)^(1/T)), in place over the cosines (float32)."""
