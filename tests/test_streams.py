@@ -160,3 +160,20 @@ def test_one_creator_leaving_moves_no_other_agents_draws():
     np.testing.assert_array_equal(serial_a[untouched], serial_b[untouched])
     np.testing.assert_array_equal(first.consumption.consumed[untouched], second.consumption.consumed[untouched])
     np.testing.assert_allclose(first.consumption.utility[untouched], second.consumption.utility[untouched], rtol=0, atol=1e-6)
+
+
+def test_successive_sampling_is_the_faster_path_that_does_not_keep_feeds_in_step():
+    """`allocation.sampling: successive` draws feeds in order: deterministic for a seed, but one
+    creator fewer reshuffles feeds that never held its goods (what keyed sampling prevents)."""
+    scenario = tiny({"population.creators.adaptation.rule": "static", "allocation.sampling": "successive"})
+    whole, again, without = AttentionMarket(scenario), AttentionMarket(scenario), AttentionMarket(scenario)
+    gone = 3
+    without.market.creators.alive[gone] = False
+    retire_goods(without.market, np.flatnonzero(without.market.goods.live & (without.market.goods.owner == gone)))
+    first, repeat, second = _tick(whole), _tick(again), _tick(without)
+    np.testing.assert_array_equal(first.allocation.exposures, repeat.allocation.exposures)
+    serial_a = np.where(first.allocation.exposures >= 0, whole.market.goods.serial[np.maximum(first.allocation.exposures, 0)], -1)
+    serial_b = np.where(second.allocation.exposures >= 0, without.market.goods.serial[np.maximum(second.allocation.exposures, 0)], -1)
+    owner_a = np.where(first.allocation.exposures >= 0, whole.market.goods.owner[np.maximum(first.allocation.exposures, 0)], -1)
+    untouched = ~(owner_a == gone).any(axis=1)
+    assert (serial_a[untouched] != serial_b[untouched]).any(axis=1).mean() > 0.5

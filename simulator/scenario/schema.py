@@ -421,6 +421,8 @@ class AllocationConfig(Strict):
     """Ad exposures per user per tick (each uses one attention unit; at least one unit stays for content); 0 turns ads off."""
     ad_position_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     """Click-rate factor per ad position below the first."""
+    sampling: Literal["keyed", "successive"] = "keyed"
+    """How the exact mode draws feeds from the softmax (the law is the same): `keyed` gives each (user, good) its own Gumbel noise from a hash of the tick's key, so the arms of a paired sweep share their feeds wherever their scores agree (docs/sweeps.md, Seeding); `successive` draws only k uniforms per user, about 2-3x faster for the sampler, but one added or removed good reshuffles every later pick, which weakens common random numbers (docs/performance.md, Keyed sampling). The candidate mode always samples successively."""
     mask_consumed: bool = True
     """Never show a user a good it consumed within its last `consumed_memory` consumptions."""
     consumed_memory: int = Field(32, ge=1, le=4096)

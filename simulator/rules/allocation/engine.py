@@ -104,7 +104,8 @@ def allocate_exposures(
 
     `mode` is `exact` or `ivf` (the candidate mode, `allocate_candidates`); None resolves
     `allocation.candidates.mode` with `resolve_mode`. In the exact mode a sampling rule's noise
-    is keyed by user and good under `draws` (default: one draw of `rng`), see market/streams.py;
+    is keyed by user and good under `draws` (default: one draw of `rng`), see market/streams.py,
+    unless `allocation.sampling` is `successive` (then drawn in order from `rng`);
     the candidate mode draws its candidates, and their noise, in order from `rng`.
     """
     width = int(counts.max(initial=0))
@@ -127,7 +128,11 @@ def allocate_exposures(
     serials = state.goods.serial[catalogue.rows]
     block_keys = SelectionKeys(draws.stream("allocation"), users[:0], serials)
 
+    keyed = cfg.sampling == "keyed"
+
     def select(scores: np.ndarray, block_counts: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        if not keyed:
+            return rule.select(scores, block_counts, segments, rng)
         return rule.select(scores, block_counts, segments, rng, keys=block_keys if rows is None else block_keys.of_rows(rows))
 
     step = block_rows(len(catalogue.rows), cfg.block_elements)
