@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simulator.market.outcomes import TickOutcome
 from simulator.market.populations import initial_state
 from simulator.market.state import MarketState
-from simulator.model import advance
+from simulator.model import AttentionMarket, advance
 from simulator.rules import RuleSet
+from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
+from simulator.runs.driver import run
 from simulator.scenario.schema import Scenario, load_scenario
 
 TINY: dict[str, Any] = {
@@ -71,3 +75,29 @@ def tiny_scenario() -> Scenario:
 @pytest.fixture
 def tiny_state(tiny_scenario: Scenario) -> MarketState:
     return fresh_state(tiny_scenario)
+
+
+def assert_rule_run_resumes_identically(scenario: Scenario, checkpoint: Path, ticks_before: int) -> AttentionMarket:
+    """A rule with state: a whole run equals `simulator.run`, keeps money exact, and a checkpoint
+    taken after `ticks_before` ticks restores the rule's state and resumes to the same metrics.
+    Returns the whole run, for rule-specific checks."""
+    whole = AttentionMarket(scenario)
+    while whole.running:
+        whole.step()
+    assert (whole.metrics["money_conservation_error"] == 0).all()
+    pd.testing.assert_frame_equal(run(scenario).metrics, whole.metrics, check_exact=True)
+    first = AttentionMarket(scenario)
+    for _ in range(ticks_before):
+        first.step()
+    save_checkpoint(first, checkpoint)
+    resumed = load_checkpoint(checkpoint)
+    for name, value in first.rule.state_dict().items():
+        again = resumed.rule.state_dict()[name]
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(again, value)
+        else:
+            assert repr(again) == repr(value), name
+    while resumed.running:
+        resumed.step()
+    pd.testing.assert_frame_equal(resumed.metrics, whole.metrics, check_exact=True)
+    return whole

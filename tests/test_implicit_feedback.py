@@ -7,15 +7,13 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import fresh_state, tiny
+from conftest import assert_rule_run_resumes_identically, fresh_state, tiny
 
 import simulator
 from simulator.market.catalogue import Catalogue
 from simulator.rules.allocation.engine import make_rule
 from simulator.runs import driver
-from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.memory import estimate_memory
 from simulator.scenario.schema import ScenarioError
 
@@ -181,27 +179,8 @@ def implicit_scenario(**overrides):
 
 def test_implicit_runs_are_deterministic_and_survive_a_checkpoint(tmp_path):
     scenario = implicit_scenario()
-    whole = simulator.AttentionMarket(scenario)
-    while whole.running:
-        whole.step()
-    assert (whole.metrics["money_conservation_error"] == 0).all()
+    whole = assert_rule_run_resumes_identically(scenario, tmp_path / "checkpoint", ticks_before=5)
     assert whole.rule.model.unseen_item_map.shape == (16, 16)
-    pd.testing.assert_frame_equal(simulator.run(scenario).metrics, whole.metrics, check_exact=True)
-
-    first = simulator.AttentionMarket(scenario)
-    for _ in range(5):
-        first.step()
-    save_checkpoint(first, tmp_path / "a.pkl")
-    resumed = load_checkpoint(tmp_path / "a.pkl")
-    for name, value in first.rule.state_dict().items():
-        again = resumed.rule.state_dict()[name]
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(again, value)
-        else:
-            assert repr(again) == repr(value), name
-    while resumed.running:
-        resumed.step()
-    pd.testing.assert_frame_equal(resumed.metrics, whole.metrics, check_exact=True)
 
 
 def test_implicit_changes_the_run_and_explicit_stays_the_default():

@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fresh_state, tiny
+from conftest import assert_rule_run_resumes_identically, fresh_state, tiny
 from typer.testing import CliRunner
 
 import simulator
@@ -21,7 +21,6 @@ from simulator.rules import RuleSet
 from simulator.rules.allocation.engine import make_rule
 from simulator.rules.allocation.viability import CreatorTable, ViableMatching
 from simulator.runs import driver
-from simulator.runs.checkpoint import load_checkpoint, save_checkpoint
 from simulator.runs.memory import estimate_memory
 from simulator.scenario.schema import ScenarioError, load_scenario
 
@@ -116,26 +115,8 @@ def test_zero_threshold_is_attention_softmax_exactly():
 
 def test_runs_are_deterministic_and_survive_a_checkpoint(tmp_path):
     scenario = tiny({"ticks": 6, **viable(0.04, every=3)})
-    whole = simulator.AttentionMarket(scenario)
-    while whole.running:
-        whole.step()
-    assert (whole.metrics["money_conservation_error"] == 0).all()
+    whole = assert_rule_run_resumes_identically(scenario, tmp_path / "checkpoint", ticks_before=3)
     assert len(whole.rule.plan.kept) > 0
-    pd.testing.assert_frame_equal(simulator.run(scenario).metrics, whole.metrics, check_exact=True)
-    first = simulator.AttentionMarket(scenario)
-    for _ in range(3):
-        first.step()
-    save_checkpoint(first, tmp_path / "c.pkl")
-    resumed = load_checkpoint(tmp_path / "c.pkl")
-    for name, value in first.rule.state_dict().items():
-        again = resumed.rule.state_dict()[name]
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(again, value)
-        else:
-            assert repr(again) == repr(value), name
-    while resumed.running:
-        resumed.step()
-    pd.testing.assert_frame_equal(resumed.metrics, whole.metrics, check_exact=True)
 
 
 def test_keeping_every_creator_beyond_what_users_can_give_is_refused_at_its_line(tmp_path):
