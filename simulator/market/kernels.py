@@ -250,6 +250,26 @@ def draw_without_replacement(scores: np.ndarray, counts: np.ndarray, seeds: np.n
         _draw_rows(scores, counts, seeds, out)
 
 
+@njit(cache=True, inline="always")
+def keep_best(best_scores, best_columns, kept, wanted, value, column):
+    """Offer (value, column) to a row's best-so-far buffer, kept sorted by value descending (an
+    equal value loses to the earlier column), `wanted` long; returns how many are kept now."""
+    if kept == wanted:
+        if not value > best_scores[wanted - 1]:
+            return kept
+        slot = wanted - 1
+    else:
+        slot = kept
+        kept += 1
+    while slot > 0 and best_scores[slot - 1] < value:
+        best_scores[slot] = best_scores[slot - 1]
+        best_columns[slot] = best_columns[slot - 1]
+        slot -= 1
+    best_scores[slot] = value
+    best_columns[slot] = column
+    return kept
+
+
 @njit(cache=True)
 def _top_k_row(scores, row, wanted, best_scores, best_columns, out):
     """out[row, :wanted] = the row's `wanted` best columns by (score descending, column
@@ -262,19 +282,7 @@ def _top_k_row(scores, row, wanted, best_scores, best_columns, out):
         score = scores[row, column]
         if not score > -np.inf:
             continue
-        if kept == wanted:
-            if not score > best_scores[wanted - 1]:
-                continue
-            slot = wanted - 1
-        else:
-            slot = kept
-            kept += 1
-        while slot > 0 and best_scores[slot - 1] < score:
-            best_scores[slot] = best_scores[slot - 1]
-            best_columns[slot] = best_columns[slot - 1]
-            slot -= 1
-        best_scores[slot] = score
-        best_columns[slot] = column
+        kept = keep_best(best_scores, best_columns, kept, wanted, score, column)
     for slot in range(kept):
         out[row, slot] = best_columns[slot] if np.isfinite(best_scores[slot]) else -1
 

@@ -26,7 +26,7 @@ import scipy.stats
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import leading_zeros
 
-from simulator.market.kernels import NonFiniteScores, _spans
+from simulator.market.kernels import NonFiniteScores, _spans, keep_best
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -142,19 +142,7 @@ def _keyed_row(scores, row, wanted, key, user, goods, out, best_scores, best_col
                 continue
         uniform = (np.float64(np.int64(bits >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
         noisy = np.float64(score) - np.log(-np.log(uniform))
-        if kept == wanted:
-            if not noisy > best_scores[wanted - 1]:
-                continue
-            slot = wanted - 1
-        else:
-            slot = kept
-            kept += 1
-        while slot > 0 and best_scores[slot - 1] < noisy:
-            best_scores[slot] = best_scores[slot - 1]
-            best_columns[slot] = best_columns[slot - 1]
-            slot -= 1
-        best_scores[slot] = noisy
-        best_columns[slot] = column
+        kept = keep_best(best_scores, best_columns, kept, wanted, noisy, column)
     for slot in range(kept):
         out[row, slot] = best_columns[slot]
 
