@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import TINY_YAML
 from typer.testing import CliRunner
 
@@ -271,7 +270,7 @@ def test_a_huge_entry_rate_is_refused_before_tick_0_not_a_memory_error(tmp_path,
     monkeypatch.setenv("ATTNSIM_AVAILABLE_MEMORY", str(8 * 2**30))
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(TINY_YAML.format(ticks=3))
-    result = invoke("run", scenario, "--out", tmp_path / "out", "--set", "population.creators.entry.rate=1.0e+10", "--no-plots")
+    result = invoke("run", scenario, "--out", tmp_path / "out", "--set", "population.creators.entry.rate=1.0e+8", "--no-plots")
     assert_bad_input(result, "--set:1:1: population.creators.entry.rate:", "the run needs about")
     assert not (tmp_path / "out").exists()
     assert _estimate({"population.creators.entry.rate": 0.01}) < 1.01 * _estimate({"population.creators.entry.rate": 0.0}) + 2**20

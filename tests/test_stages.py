@@ -239,7 +239,7 @@ def test_circulation_conserves_money():
     for _ in range(3):
         total_before = state.ledger.total()
         state.ledger.take_flows()
-        tick = run_stages(state, scenario, np.random.default_rng(state.tick))
+        run_stages(state, scenario, np.random.default_rng(state.tick))
         flows = state.ledger.take_flows()
         injected = flows.get("user_income", 0) + flows.get("user_arrival_wallets", 0) + flows.get("creator_entry_capital", 0)
         assert state.ledger.total() == total_before + injected - flows.get("production_costs", 0)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from simulator.market.kernels import NonFiniteScores
 from simulator.market.populations import retire_goods
-from simulator.market.streams import EntityDraws, keyed_bits, keyed_sample, serials
+from simulator.market.streams import EntityDraws, keyed_sample, serials
 from simulator.model import AttentionMarket, advance
 
 

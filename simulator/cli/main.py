@@ -579,7 +579,6 @@ def resume(
     The run goes on to the scenario's tick count; the manifest goes back to `running`, records the resume under `resumes`, and ends `complete` (or `interrupted` / `failed` again). Without a checkpoint the run starts again from tick 0 (same scenario and seed, same result). Exit codes as for `run`; 2 when the directory, its manifest or its checkpoint cannot be used.
     """
 
-    err = _stderr()
     try:
         manifest, config = read_run_scenario(directory)
     except ResumeError as exc:

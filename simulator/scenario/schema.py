@@ -1101,8 +1101,10 @@ def _issues_from_validation(exc: ValidationError, located: _Located) -> list[Sce
             message = f"{message} (got {shown(error['input'])})"
         below = located.written_below(key) if key not in located.positions else None
         if below is not None and error["type"] != "extra_forbidden":  # `--set allocation.temperature.x=1`
-            message = f"{message} ({key} is a value, not a section)" if isinstance(error.get("input"), dict) else message
-            key = below
+            section = isinstance(error.get("input"), dict) and bool(_section_keys(key.split(".")))
+            if not section:  # a section's own check (built by --set) stays at the section's key
+                message = f"{message} ({key} is a value, not a section)" if isinstance(error.get("input"), dict) else message
+                key = below
         issues.append(ScenarioIssue(source, line, col, key, message))
     return issues
 

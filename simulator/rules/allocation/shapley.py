@@ -36,7 +36,7 @@ from simulator.market.catalogue import Catalogue
 from simulator.market.mediator_kernels import mediator_draws, relevance_of_cosines, segment_max_rows
 from simulator.market.state import FLOAT, MarketState
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
-from simulator.rules.allocation.creators import CreatorSegments
+from simulator.rules.allocation.creators import CreatorSegments, segment_max
 from simulator.rules.allocation.selection import SelectionKeys
 from simulator.scenario.schema import Scenario
 
