@@ -68,7 +68,7 @@ def adapt(
         state, rows, allocation.users[sample], contributions(state, allocation, consumption, sample), len(allocation.users),
         payout_rate, rules, scenario,
         effective_rates(scenario.circulation.exposure_pay, settlement.exposure_pay_fill),
-        chosen_share(_beats_per_user(state, allocation, consumption, scenario)[sample], scenario.population.users.choice),
+        chosen_share(_beats_per_user(state, allocation, consumption, scenario, sample), scenario.population.users.choice),
     )
     if cfg.rule == "gradient":
         earnings = payout_rate * activity + _sales_per_good(state, allocation, consumption, scenario)
@@ -80,16 +80,21 @@ def adapt(
         _best_response(state, rows, market, scenario, rng)
 
 
-def _beats_per_user(state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario) -> np.ndarray:
-    """Per active user: the expected number of this tick's shown exposures that beat the outside
-    option (the logit probability of each, from its realised value, clickbait and price)."""
+def _beats_per_user(
+    state: MarketState, allocation: Allocation, consumption: Consumption, scenario: Scenario, sample: np.ndarray | None = None
+) -> np.ndarray:
+    """Per active user (or only the `sample` of them, indices into the allocation's users): the
+    expected number of this tick's shown exposures that beat the outside option (the logit
+    probability of each, from its realised value, clickbait and price)."""
     users_cfg = scenario.population.users
     goods = state.goods
+    pick = slice(None) if sample is None else sample
     if users_cfg.choice.model == "independent":  # the count only scales choices under a cap
-        return np.zeros(len(allocation.users))
-    shown = allocation.exposures >= 0
-    rows = np.maximum(allocation.exposures, 0)
-    promised = consumption.value * (1.0 + scenario.population.creators.clickbait_boost * goods.clickbait[rows])
+        return np.zeros(len(allocation.users[pick]))
+    exposures = allocation.exposures[pick]
+    shown = exposures >= 0
+    rows = np.maximum(exposures, 0)
+    promised = consumption.value[pick] * (1.0 + scenario.population.creators.clickbait_boost * goods.clickbait[rows])
     surplus = promised - goods.price[rows] / max(users_cfg.willingness_to_pay, 1) - users_cfg.outside_option
     return np.where(shown, expected_beats(surplus, users_cfg.choice_noise), 0.0).sum(axis=1)
 
