@@ -57,11 +57,14 @@ def test_keyed_poisson_counts_have_the_poisson_law():
     assert abs(counts.mean() - 2.5) < 0.05 and abs(counts.var() - 2.5) < 0.08
 
 
-@pytest.mark.parametrize("columns", [40, 3000])
-def test_the_compiled_sampler_adds_the_numpy_keyed_gumbel_noise(columns):
-    """Its shortcut (columns far below the worst kept are dropped without their Gumbel) drops none that belongs."""
+@pytest.mark.parametrize(("columns", "scale", "ties"), [(40, 3, False), (3000, 3, False), (500, 0.01, False), (500, 30, False), (800, 2, True)])
+def test_the_compiled_sampler_adds_the_numpy_keyed_gumbel_noise(columns, scale, ties):
+    """Its shortcuts (columns whose bounded noise cannot beat the worst kept are dropped without
+    their Gumbel) drop none that belongs, at flat and steep scores and with ties."""
     rng = np.random.default_rng(columns)
-    scores = (3 * rng.normal(size=(30, columns))).astype(np.float32)
+    scores = (scale * rng.normal(size=(30, columns))).astype(np.float32)
+    if ties:
+        scores = np.round(scores)
     scores[rng.random(scores.shape) < 0.2] = -np.inf
     users, goods = rng.integers(0, 10**6, 30), rng.integers(0, 2**62, columns)
     counts = rng.integers(0, 8, 30)
@@ -104,6 +107,23 @@ def test_keyed_sampling_does_not_depend_on_threads():
 def test_keyed_sampling_refuses_non_finite_scores():
     with pytest.raises(NonFiniteScores):
         keyed_sample(np.array([[0.0, np.nan]], dtype=np.float32), np.array([1]), EntityDraws(1), np.array([0]), np.arange(2))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_keyed_sampling_names_every_row_with_nan_or_plus_infinity(threads):
+    """Found in the kernel's first pass, rows drawing nothing included; −inf (a mask) is fine."""
+    scores = np.zeros((400, 30), dtype=np.float32)
+    scores[7, 3], scores[300, 1], scores[390, 2] = np.nan, np.inf, -np.inf
+    counts = np.full(400, 3)
+    counts[300] = 0
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(threads)
+        with pytest.raises(NonFiniteScores) as error:
+            keyed_sample(scores, counts, EntityDraws(1), np.arange(400), np.arange(30))
+    finally:
+        numba.set_num_threads(previous)
+    assert error.value.rows.tolist() == [7, 300]
 
 
 def test_removing_a_good_changes_only_the_feeds_that_held_it():
