@@ -194,6 +194,52 @@ def test_defect_8_stratum_representatives_are_drawn_among_eligible_goods():
     assert checked > 0  # some users had remembered goods in their tail
 
 
+def numpy_draw_tail(view, tail, rows, rng, excluded):
+    """The numpy stratified draw the compiled pass replaced (market/candidate_kernels.py), kept as its reference."""
+    size = np.diff(tail.bounds)
+    strata = len(size)
+    eligible = np.broadcast_to(size, (rows, strata)).copy()
+    skips = np.sort(view.tail_indices(tail, excluded), axis=1)
+    skips[:, 1:][skips[:, 1:] == skips[:, :-1]] = -1
+    skips.sort(axis=1)
+    stratum_of = np.clip(((np.maximum(skips, 0) + 1) * strata + tail.size - 1) // tail.size - 1, 0, strata - 1)
+    row, col = np.nonzero(skips >= 0)
+    np.subtract.at(eligible, (row, stratum_of[row, col]), 1)
+    index = (rng.random((rows, strata)) * eligible).astype(np.int64)
+    np.minimum(index, np.maximum(eligible - 1, 0), out=index)
+    index += tail.bounds[:-1][None, :]
+    users = np.arange(rows)
+    for column in range(skips.shape[1]):
+        skip, stratum = skips[:, column], stratum_of[:, column]
+        has = skip >= 0
+        current = index[users, stratum]
+        index[users[has], stratum[has]] += current[has] >= skip[has]
+    drawn = eligible > 0
+    positions = np.where(drawn, view.positions_of(tail.lists)[np.where(drawn, index, 0)], -1)
+    return positions, np.where(drawn, np.log(np.maximum(eligible, 1)), 0.0).astype(np.float32)
+
+
+def test_the_compiled_tail_draws_are_the_numpy_draws():
+    """Same positions and weights as the numpy version, with exclusions that repeat, fall outside
+    the tail, fill whole strata, or are absent."""
+    scenario, model = market(goods=400, creators=40, ticks=2, **{"allocation.candidates.per_user": 60, "allocation.candidates.random": 50})
+    catalogue, view = view_of(scenario, model.market)
+    rng = np.random.default_rng(1)
+    for profile in rng.normal(size=(6, scenario.embedding_dim)):
+        _, tail = view.plan(profile.astype(np.float32))
+        rows = 300
+        excluded = rng.integers(-1, view.goods, size=(rows, 40))
+        excluded[:, 20:] = excluded[:, :20]  # every good remembered twice
+        whole = view.positions_of(tail.lists)[tail.bounds[3] : tail.bounds[4]]
+        excluded[:5, : len(whole)] = whole[: min(len(whole), 40)]  # stratum 3 all excluded for some users
+        excluded[5:10] = -1
+        seed = int(rng.integers(2**32))
+        got = view.draw_tail(tail, rows, np.random.default_rng(seed), excluded)
+        expected = numpy_draw_tail(view, tail, rows, np.random.default_rng(seed), excluded)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
 def test_auto_mode_picks_exact_below_the_threshold_and_ivf_above():
     rule = make_rule(tiny())
     below = tiny({"allocation.candidates.auto_above": 100})

@@ -44,6 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
+from simulator.market.candidate_kernels import draw_tail_positions
 from simulator.market.catalogue import Catalogue, window_counts
 from simulator.market.state import FLOAT, MarketState
 from simulator.scenario.schema import CandidatesConfig, Scenario
@@ -346,34 +347,17 @@ class CandidateView:
         the goods each user may not be shown) are never drawn, and a draw weighs the number of
         eligible goods of its stratum, so a masked good does not take its stratum's weight with it.
         A stratum with no eligible good has no draw (-1)."""
-        size = np.diff(tail.bounds)
-        strata = len(size)
+        strata = len(tail.bounds) - 1
         if strata == 0 or rows == 0:
             return np.full((rows, strata), -1, dtype=np.int64), np.zeros((rows, strata), dtype=FLOAT)
-        eligible = np.broadcast_to(size, (rows, strata)).copy()
-        skips = np.zeros((rows, 0), dtype=np.int64)
         if excluded is not None and excluded.shape[1]:
-            skips = np.sort(self.tail_indices(tail, excluded), axis=1)  # ascending, -1 (none) first
-            skips[:, 1:][skips[:, 1:] == skips[:, :-1]] = -1  # a good remembered twice is one good
-            skips.sort(axis=1)
-            # Stratum of each excluded tail index (bounds[j] = ⌊j·N/r⌋, see `columns_of`).
-            stratum_of = np.clip(((np.maximum(skips, 0) + 1) * strata + tail.size - 1) // tail.size - 1, 0, strata - 1)
-            row, col = np.nonzero(skips >= 0)
-            np.subtract.at(eligible, (row, stratum_of[row, col]), 1)
-        index = (rng.random((rows, strata)) * eligible).astype(np.int64)
-        np.minimum(index, np.maximum(eligible - 1, 0), out=index)
-        index += tail.bounds[:-1][None, :]
-        # The k-th eligible good: step over the excluded indices at or below it, in ascending order.
-        users = np.arange(rows)
-        for column in range(skips.shape[1]):
-            skip = skips[:, column]
-            has = skip >= 0
-            stratum = stratum_of[:, column]
-            current = index[users, stratum]
-            index[users[has], stratum[has]] += current[has] >= skip[has]
-        drawn = eligible > 0
-        positions = np.where(drawn, self.positions_of(tail.lists)[np.where(drawn, index, 0)], -1)  # tail order
-        return positions, np.where(drawn, np.log(np.maximum(eligible, 1)), 0.0).astype(FLOAT)
+            skips = self.tail_indices(tail, excluded)
+        else:
+            skips = np.zeros((rows, 0), dtype=np.int64)
+        # One compiled pass per user (market/candidate_kernels.py): its distinct exclusions sorted,
+        # counted out of their strata and stepped over, and each draw's position looked up.
+        positions, eligible = draw_tail_positions(rng.random((rows, strata)), tail.bounds, skips, self.positions_of(tail.lists))
+        return positions, np.where(eligible > 0, np.log(np.maximum(eligible, 1)), 0.0).astype(FLOAT)
 
     def blocks(
         self, queries: np.ndarray, rng: np.random.Generator, block_elements: int, excluded: np.ndarray | None = None
