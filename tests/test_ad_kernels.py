@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from run_digests import RUNS, run_digests
 
+from simulator.market.ad_settlement import billable_events, cap_charges, click_counts, group_by_advertiser
 from simulator.market.streams import EntityDraws, stable_order
 from simulator.market.values import match
 from simulator.rules.auction import sell_matched, sell_with_throttling
@@ -119,6 +120,77 @@ def test_fused_auctions_refuse_products_of_another_dtype():
     with pytest.raises(ValueError, match="float32"):
         sell_matched(np.array([5]), np.ones(1), np.zeros((1, 1)), 0.1, np.array([0]), np.array([1]), np.ones(1), np.ones(1),
                      "gsp", 0, np.full((1, 1), -1), np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1)))  # fmt: skip
+
+
+def numpy_settlement(ads, prices, rates, clicked, bots, key, budgets, advertisers, per_impression):
+    """The ad settlement's passes before the kernels: billable events, billing order, budget caps,
+    and the per-advertiser counts (bots None: no bots)."""
+    billed = ads >= 0 if per_impression else clicked
+    user_index, slot = np.nonzero(billed)
+    advertiser = ads[user_index, slot]
+    price = prices[user_index, slot]
+    if per_impression:
+        price = np.ceil(price * rates[user_index, slot] - 1e-9).astype(np.int64)
+    events = (user_index, slot, advertiser, price)
+    order = np.lexsort((key(user_index, slot), advertiser))
+    advertiser, price = advertiser[order], price[order]
+    spent_before = np.cumsum(price) - price
+    group_start = np.searchsorted(advertiser, advertiser, side="left")
+    spent_before -= spent_before[group_start]
+    charge = np.clip(budgets[advertiser] - spent_before, 0, price)
+    spent = np.bincount(advertiser, weights=charge, minlength=advertisers).astype(np.int64)
+    free = int(np.count_nonzero(charge < price))
+    shown = ads >= 0
+    # (astype: numpy's bincount of no entries is int64 zeros; the stage reads only `predicted > 0`)
+    predicted = np.bincount(ads[shown], weights=rates[shown], minlength=advertisers).astype(np.float64)
+    realised = np.bincount(ads[clicked], minlength=advertisers)
+    by_humans = realised if bots is None else np.bincount(ads[clicked & ~bots[:, None]], minlength=advertisers)
+    return events, order, charge, spent, free, predicted, realised, by_humans
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    users=st.integers(0, 120),
+    slots=st.integers(0, 4),
+    advertisers=st.integers(1, 8),
+    per_impression=st.booleans(),
+    with_bots=st.booleans(),
+    tied_keys=st.booleans(),
+    budget_scale=st.sampled_from([0, 50, 400, 10**9]),
+)
+def test_ad_settlement_kernels_match_the_numpy_they_replaced(seed, users, slots, advertisers, per_impression, with_bots, tied_keys, budget_scale):
+    rng = np.random.default_rng(seed)
+    ads = np.where(rng.random((users, slots)) < 0.7, rng.integers(0, advertisers, size=(users, slots)), -1)
+    prices = np.where(ads >= 0, rng.integers(0, 300, size=(users, slots)), 0)
+    rates = np.where(ads >= 0, rng.random((users, slots)) * 0.2, 0.0)
+    clicked = (ads >= 0) & (rng.random((users, slots)) < 0.4)
+    bots = rng.random(users) < 0.3 if with_bots else None
+    budgets = rng.integers(0, budget_scale + 1, size=advertisers)
+    draws = EntityDraws(int(rng.integers(0, 2**62)))
+    row_ids = rng.permutation(10 * users + 1)[:users]
+
+    def key(user_index, slot):
+        """The keyed uniform of each event, or a coarse one whose ties only the stable order breaks."""
+        uniform = draws.uniform(row_ids[user_index], slot)
+        return np.floor(uniform * 3) if tied_keys else uniform
+
+    events, order, charge, spent, free, predicted, realised, by_humans = numpy_settlement(
+        ads, prices, rates, clicked, bots, key, budgets, advertisers, per_impression
+    )
+    fused_events = billable_events(ads, prices, rates, clicked, per_impression)
+    for actual, expected in zip(fused_events, events):
+        assert_same_bytes(actual, expected)
+    user_index, slot, advertiser, price = fused_events
+    fused_order = group_by_advertiser(stable_order(key(user_index, slot)), advertiser, advertisers)
+    assert_same_bytes(fused_order, order)
+    fused_charge, fused_spent, fused_free = cap_charges(advertiser[order], price[order], budgets, advertisers)
+    assert_same_bytes(fused_charge, charge)
+    assert_same_bytes(fused_spent, spent)
+    assert fused_free == free
+    humans = np.zeros(users, dtype=bool) if bots is None else bots
+    for actual, expected in zip(click_counts(ads, rates, clicked, humans, advertisers), (predicted, realised, by_humans)):
+        assert_same_bytes(actual, expected)
 
 
 @settings(max_examples=40, deadline=None)
