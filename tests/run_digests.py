@@ -2,8 +2,10 @@
 
 A change that must not move a run's bytes (a compiled kernel replacing numpy, issue 19) is checked
 against digests recorded from the code before it (tests/data/ad_run_digests.json, written by
-`python tests/run_digests.py > tests/data/ad_run_digests.json` from that code's checkout; this
-module uses only the public model API so it runs on either side). The runs cover every auction
+`PYTHONPATH=OLD python OLD/tests/run_digests.py > tests/data/ad_run_digests.json` with this file
+copied into OLD, a checkout of that code: PYTHONPATH, since an editable install would otherwise
+import this worktree's package; the module uses only the public model API, so it runs on either).
+The digests are this machine's: BLAS products on another CPU may round differently. The runs cover every auction
 format, both pricings, bidding strategies, reserve prices, binding budgets and the adversaries.
 """
 
@@ -30,7 +32,10 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 # name: (scenario file, dotted-key overrides); few ticks, each a grid point of the file's sweep.
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("baseline.yaml", {"ticks": 20}),
-    "first_price_shaded": ("auction_formats.yaml", {"ticks": 12, "circulation.auction.format": "first_price", "population.advertisers.bidding": "shaded"}),
+    "first_price_shaded": (
+        "auction_formats.yaml",
+        {"ticks": 12, "circulation.auction.format": "first_price", "population.advertisers.bidding": "shaded"},
+    ),
     "gsp_learning_reserve": (
         "auction_formats.yaml",
         {"ticks": 12, "circulation.auction.format": "gsp", "population.advertisers.bidding": "learning", "circulation.auction.reserve_price": 3},

@@ -240,7 +240,9 @@ def _settle_ads(
     ads = state.advertisers
     bots = consumption.bots if consumption.bots is not None else np.zeros(len(allocation.users), dtype=bool)
     per_impression = scenario.circulation.auction.pricing == "per_impression"
-    user_index, slot, advertiser, price = billable_events(allocation.ads, allocation.ad_prices, allocation.ad_click_rates, consumption.clicked, per_impression)
+    user_index, slot, advertiser, price = billable_events(
+        allocation.ads, allocation.ad_prices, allocation.ad_click_rates, consumption.clicked, per_impression
+    )
     # By advertiser, then the keyed uniform: np.lexsort((uniform, advertiser)) in two cheap passes.
     order = group_by_advertiser(draws.stream("ad_billing_order").order(allocation.users[user_index], slot), advertiser, ads.capacity())
     advertiser, price, by_bot = advertiser[order], price[order], bots[user_index[order]]
