@@ -57,6 +57,15 @@ def bits_to_uniform(bits: np.ndarray) -> np.ndarray:
     return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * UNIT
 
 
+def stable_order(keys: np.ndarray) -> np.ndarray:
+    """`np.argsort(keys, kind="stable")` for keys without NaN, in about a sixth of its time:
+    numpy's vectorised quicksort gives the same, only, sorted order when no two keys are equal,
+    as keyed uniforms almost never are; on a tie it sorts again, stably."""
+    order = np.argsort(keys)
+    ranked = keys[order]
+    return np.argsort(keys, kind="stable") if np.any(ranked[1:] == ranked[:-1]) else order
+
+
 @dataclass(frozen=True)
 class EntityDraws:
     """Draws keyed by entity ids under one 63-bit key; `stream(purpose)` gives a key of its own to
@@ -75,6 +84,11 @@ class EntityDraws:
 
     def uniform(self, *ids: np.ndarray | int) -> np.ndarray:
         return bits_to_uniform(keyed_bits(self.key, *ids))
+
+    def order(self, *ids: np.ndarray | int) -> np.ndarray:
+        """The positions of `ids` in the random order of their uniforms, ties by position:
+        `np.argsort(self.uniform(*ids), kind="stable")`, as `stable_order` computes it."""
+        return stable_order(self.uniform(*ids))
 
     def normal(self, *ids: np.ndarray | int) -> np.ndarray:
         """Standard normals by inversion (monotone in the uniform, so nearby arms stay nearby)."""

@@ -18,7 +18,11 @@ the user would never click (predicted rate 0), and prices are per click, in whol
 `run_auctions` resolves a block of users against fixed bids. `sell_with_throttling` resolves
 users one after another, each over the ad slots that user has, and takes an advertiser out of the auctions as soon as its expected
 spend reaches what it has left for the tick: exact throttling, user by user, with no block
-granularity. Both run the same per-user auction, `_resolve`.
+granularity. `sell_matched` is the same for users taken in a given order straight from their
+dot products with the advertisers' targeting, the predicted click rates computed per user in the
+pass (the allocation stage's auctions). All run the same per-user auction, `_resolve`, inlined
+with its helpers: a call that passes arrays costs numba a reference count per array, which made
+up most of a user's sale.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from simulator.market.values import matched_click_rate
 
 FORMATS = {"first_price": 0, "gsp": 1, "second_price": 2}
 _FIRST_PRICE, _GSP, _SECOND_PRICE = 0, 1, 2
@@ -38,7 +44,7 @@ class AuctionOutcome:
     price_per_click: np.ndarray  # (users, slots) int64 minor units, 0 where unfilled
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _resolve(bids, eligible, ctr, position_ctr, auction_format, reserve, ranked, scores, winners, prices):
     """One user's auction over the bidders with eligible[b]; fills winners[:slots] and prices[:slots].
 
@@ -84,13 +90,13 @@ def _resolve(bids, eligible, ctr, position_ctr, auction_format, reserve, ranked,
         prices[j] = np.int64(min(max(price, float(reserve)), own_bid))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _next_score(scores, j):
     """The score ranked just below position j (0 where nobody is)."""
     return scores[j + 1] if scores[j + 1] > -np.inf else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _threshold_payment(scores, position_ctr, j, reserve_score):
     """What the winner of position j pays per impression in the truthful (VCG / Myerson threshold)
     auction with a reserve: Σ_{k≥j} (θ_k − θ_{k+1}) × max(next score below k, reserve × its own
@@ -114,33 +120,67 @@ def _run_auctions(bids, ctr, position_ctr, auction_format, reserve, winners, pri
         _resolve(bids, eligible, ctr[user], position_ctr, auction_format, reserve, ranked, scores, winners[user], prices[user])
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _sell_to_user(
+    bids, eligible, remaining, ctr, offered, position_ctr, calibration, auction_format, reserve, ranked, scores, winners, paid, ads, prices, rates
+):
+    """One user's auction over its first `offered` slots: fills its rows ads/prices/rates, debits
+    each winner's `remaining` by the sale's expected cost and takes it out once that runs out."""
+    _resolve(bids, eligible, ctr, position_ctr[:offered], auction_format, reserve, ranked, scores, winners[:offered], paid[:offered])
+    for j in range(offered):
+        winner = winners[j]
+        if winner < 0:
+            continue
+        ads[j] = winner
+        prices[j] = paid[j]
+        rates[j] = ctr[winner] * position_ctr[j]
+        remaining[winner] -= paid[j] * rates[j] * calibration[winner]
+        if not remaining[winner] > 0.0:
+            eligible[winner] = False
+
+
 @njit(cache=True, error_model="numpy")
 def _sell_with_throttling(
     bids, remaining, ctr, shown_slots, position_ctr, calibration, auction_format, reserve, ads, prices, rates
 ):
     eligible = (bids > 0) & (bids >= reserve) & (remaining > 0.0)
-    slots = ads.shape[1]
-    depth = slots + 1
+    depth = ads.shape[1] + 1
     ranked = np.empty(depth, dtype=np.int64)
     scores = np.empty(depth, dtype=np.float64)
-    winners = np.empty(slots, dtype=np.int64)
-    paid = np.empty(slots, dtype=np.int64)
+    winners = np.empty(depth - 1, dtype=np.int64)
+    paid = np.empty(depth - 1, dtype=np.int64)
     for user in range(ctr.shape[0]):
         # Each user's auction sells the slots that user has, and prices them over those alone.
-        offered = min(shown_slots[user], slots)
+        offered = min(shown_slots[user], ads.shape[1])
+        if offered > 0:
+            _sell_to_user(
+                bids, eligible, remaining, ctr[user], offered, position_ctr, calibration, auction_format, reserve,
+                ranked, scores, winners, paid, ads[user], prices[user], rates[user],
+            )  # fmt: skip
+
+
+@njit(cache=True, error_model="numpy")
+def _sell_matched(
+    bids, remaining, products, click_rate, rows, shown_slots, position_ctr, calibration, auction_format, reserve, ads, prices, rates
+):
+    eligible = (bids > 0) & (bids >= reserve) & (remaining > 0.0)
+    depth = ads.shape[1] + 1
+    ranked = np.empty(depth, dtype=np.int64)
+    scores = np.empty(depth, dtype=np.float64)
+    winners = np.empty(depth - 1, dtype=np.int64)
+    paid = np.empty(depth - 1, dtype=np.int64)
+    ctr = np.empty(bids.shape[0], dtype=np.float64)
+    for i in range(rows.shape[0]):
+        user = rows[i]
+        offered = min(shown_slots[user], ads.shape[1])
         if offered <= 0:
             continue
-        _resolve(bids, eligible, ctr[user], position_ctr[:offered], auction_format, reserve, ranked, scores, winners[:offered], paid[:offered])
-        for j in range(offered):
-            winner = winners[j]
-            if winner < 0:
-                continue
-            ads[user, j] = winner
-            prices[user, j] = paid[j]
-            rates[user, j] = ctr[user, winner] * position_ctr[j]
-            remaining[winner] -= paid[j] * rates[user, j] * calibration[winner]
-            if not remaining[winner] > 0.0:
-                eligible[winner] = False
+        for bidder in range(ctr.shape[0]):
+            ctr[bidder] = matched_click_rate(products[i, bidder], click_rate)
+        _sell_to_user(
+            bids, eligible, remaining, ctr, offered, position_ctr, calibration, auction_format, reserve,
+            ranked, scores, winners, paid, ads[user], prices[user], rates[user],
+        )  # fmt: skip
 
 
 def _format_code(auction_format: str | int) -> int:
@@ -209,6 +249,49 @@ def sell_with_throttling(
         np.asarray(bids, dtype=np.int64),
         remaining,
         np.ascontiguousarray(predicted_ctr, dtype=np.float64),
+        np.asarray(shown_slots, dtype=np.int64),
+        np.asarray(position_ctr[: ads.shape[1]], dtype=np.float64),
+        np.asarray(calibration, dtype=np.float64),
+        _format_code(auction_format),
+        int(reserve_price),
+        ads,
+        prices,
+        rates,
+    )
+
+
+def sell_matched(
+    bids: np.ndarray,
+    remaining: np.ndarray,
+    products: np.ndarray,
+    click_rate: float,
+    rows: np.ndarray,
+    shown_slots: np.ndarray,
+    position_ctr: np.ndarray,
+    calibration: np.ndarray,
+    auction_format: str | int,
+    reserve_price: int,
+    ads: np.ndarray,
+    prices: np.ndarray,
+    rates: np.ndarray,
+) -> None:
+    """`sell_with_throttling` for the users `rows` (in that order) straight from the dot products
+    of their queries with the advertisers' targeting (`products`, float32, one row per entry of
+    `rows`): each user's predicted click rates, `click_rate × match`, are computed in the pass and
+    its sales written into row `rows[i]` of ads/prices/rates (users × slots) and of `shown_slots`,
+    so no (users, advertisers) rates, gathered rows or scatter back are made. Same bytes as
+    `sell_with_throttling(bids, remaining, click_rate * match(...), shown_slots[rows], ...)` on
+    the gathered rows (tests/test_ad_kernels.py)."""
+    if ads.shape[1] == 0 or products.shape[1] == 0:
+        return
+    if products.dtype != np.float32:
+        raise ValueError(f"products must be float32 (the state's vectors' dtype), not {products.dtype}")
+    _sell_matched(
+        np.asarray(bids, dtype=np.int64),
+        remaining,
+        products,
+        float(click_rate),
+        np.asarray(rows, dtype=np.int64),
         np.asarray(shown_slots, dtype=np.int64),
         np.asarray(position_ctr[: ads.shape[1]], dtype=np.float64),
         np.asarray(calibration, dtype=np.float64),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.market.ad_settlement import billable_events, cap_charges, click_counts, group_by_advertiser
 from simulator.market.ledger import split_exactly
 from simulator.market.outcomes import (
     Allocation,
@@ -237,32 +238,22 @@ def _settle_ads(
     billed and counted in the click calibration (advertisers see them) but are worth nothing.
     """
     ads = state.advertisers
-    billed = consumption.clicked if scenario.circulation.auction.pricing == "per_click" else allocation.ads >= 0
-    user_index, slot = np.nonzero(billed)
-    advertiser = allocation.ads[user_index, slot]
-    price = allocation.ad_prices[user_index, slot]
-    if scenario.circulation.auction.pricing == "per_impression":
-        price = np.ceil(price * allocation.ad_click_rates[user_index, slot] - 1e-9).astype(np.int64)
-    order = np.lexsort((draws.stream("ad_billing_order").uniform(allocation.users[user_index], slot), advertiser))
-    advertiser, price = advertiser[order], price[order]
-    by_bot = consumption.bots[user_index[order]] if consumption.bots is not None else np.zeros(len(order), dtype=bool)
-    spent_before = np.cumsum(price) - price
-    group_start = np.searchsorted(advertiser, advertiser, side="left")
-    spent_before -= spent_before[group_start]
-    charge = np.clip(arrivals.ad_budgets[advertiser] - spent_before, 0, price)
+    bots = consumption.bots if consumption.bots is not None else np.zeros(len(allocation.users), dtype=bool)
+    per_impression = scenario.circulation.auction.pricing == "per_impression"
+    user_index, slot, advertiser, price = billable_events(
+        allocation.ads, allocation.ad_prices, allocation.ad_click_rates, consumption.clicked, per_impression
+    )
+    # By advertiser, then the keyed uniform: np.lexsort((uniform, advertiser)) in two cheap passes.
+    order = group_by_advertiser(draws.stream("ad_billing_order").order(allocation.users[user_index], slot), advertiser, ads.capacity())
+    advertiser, price, by_bot = advertiser[order], price[order], bots[user_index[order]]
+    charge, spent, free = cap_charges(advertiser, price, arrivals.ad_budgets, ads.capacity())
     state.ledger.transfer("ad_spend", "advertisers", advertiser, "platform", np.zeros(len(advertiser), dtype=np.int64), charge)
 
-    clicked_by = allocation.ads[consumption.clicked]
-    shown = allocation.ads >= 0
-    predicted = np.bincount(allocation.ads[shown], weights=allocation.ad_click_rates[shown], minlength=ads.capacity())
-    realised = np.bincount(clicked_by, minlength=ads.capacity())
+    predicted, realised, realised_by_humans = click_counts(allocation.ads, allocation.ad_click_rates, consumption.clicked, bots, ads.capacity())
     observed = predicted > 0
     ads.click_calibration[observed] = 0.5 * ads.click_calibration[observed] + 0.5 * realised[observed] / predicted[observed]
-    ads.spent_last[:] = np.bincount(advertiser, weights=charge, minlength=ads.capacity()).astype(np.int64)
-    if consumption.bots is not None:
-        realised = np.bincount(allocation.ads[consumption.clicked & ~consumption.bots[:, None]], minlength=ads.capacity())
-    ads.value_last[:] = realised * ads.value_per_click
-    free = int(np.count_nonzero(charge < price))
+    ads.spent_last[:] = spent
+    ads.value_last[:] = realised_by_humans * ads.value_per_click
     return int(charge.sum()), int(ads.value_last.sum()), free, (advertiser, charge, by_bot)
 
 
