@@ -62,7 +62,7 @@ def adapt(
     # What one unit of a payout weight paid this tick (the ledger still holds the tick's flows).
     payout_rate = state.ledger.flows.get("creator_payouts", 0) / total_activity if total_activity > 0 else 0.0
     # The audience: the active users with the smallest keyed uniforms, so the same users in every arm that has them active.
-    sample = np.argsort(EntityDraws.of(rng).stream("audience").uniform(allocation.users), kind="stable")[:AUDIENCE_SAMPLE]
+    sample = EntityDraws.of(rng).stream("audience").order(allocation.users)[:AUDIENCE_SAMPLE]
     # The sample's contributions only: for every active user they cost more than the whole market model.
     market = _AudienceModel(
         state, rows, allocation.users[sample], contributions(state, allocation, consumption, sample), len(allocation.users),

@@ -1,12 +1,18 @@
-"""Digests of whole runs of the bundled ad scenarios: metrics, advertiser arrays and every ledger posting.
+"""Digests of whole runs: metrics, advertiser arrays after every tick and every ledger posting.
 
-A change that must not move a run's bytes (a compiled kernel replacing numpy, issue 19) is checked
-against digests recorded from the code before it (tests/data/ad_run_digests.json, written by
-`PYTHONPATH=OLD python OLD/tests/run_digests.py > tests/data/ad_run_digests.json` with this file
-copied into OLD, a checkout of that code: PYTHONPATH, since an editable install would otherwise
-import this worktree's package; the module uses only the public model API, so it runs on either).
-The digests are this machine's: BLAS products on another CPU may round differently. The runs cover every auction
-format, both pricings, bidding strategies, reserve prices, binding budgets and the adversaries.
+For a change that must not move a run's bytes (a compiled kernel replacing numpy): print the
+digests of the code before it and after it on the same machine, and compare.
+
+    git worktree add /tmp/before REV
+    PYTHONPATH=/tmp/before python benchmarks/run_digests.py > before.json
+    python benchmarks/run_digests.py > after.json && diff before.json after.json
+
+(PYTHONPATH, since the editable install would otherwise import this checkout's package; the
+script uses only the public model API, so it runs on either tree.) The digests hold for one
+machine only: BLAS products on another CPU may round differently, which is why they are not
+pinned in a test. The runs cover exact (keyed and successive) and candidate allocation, every
+auction format, both pricings, bidding strategies, reserve prices, binding budgets and the
+adversaries.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+import simulator
 from simulator.market.ledger import Ledger
 from simulator.model import AttentionMarket
 from simulator.scenario.schema import load_scenario
@@ -32,6 +39,9 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 # name: (scenario file, dotted-key overrides); few ticks, each a grid point of the file's sweep.
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("baseline.yaml", {"ticks": 20}),
+    "baseline_successive": ("baseline.yaml", {"ticks": 10, "allocation.sampling": "successive"}),
+    "candidates": ("baseline.yaml", {"ticks": 10, "allocation.candidates.mode": "ivf", "population.goods.initial": 4000}),
+    "shapley_gradient": ("baseline.yaml", {"ticks": 10, "allocation.rule": "shapley", "population.creators.adaptation.rule": "gradient"}),
     "first_price_shaded": (
         "auction_formats.yaml",
         {"ticks": 12, "circulation.auction.format": "first_price", "population.advertisers.bidding": "shaded"},
@@ -107,8 +117,8 @@ def run_digests(name: str) -> dict[str, str]:
 
 
 def main() -> None:
-    """Print every run's digests as JSON, with the commit of the code that made them."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    """Print every run's digests as JSON, with the commit of the package that made them."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(simulator.__file__).parent).stdout.strip()
     json.dump({"commit": commit or "unknown", "runs": {name: run_digests(name) for name in RUNS}}, sys.stdout, indent=1)
     sys.stdout.write("\n")
 
