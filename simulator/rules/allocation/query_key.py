@@ -13,7 +13,6 @@ from pydantic import BaseModel
 
 from simulator.market.catalogue import Catalogue, gathered_products
 from simulator.market.state import FLOAT, MarketState
-from simulator.market.values import expected_value
 from simulator.rules.allocation.base import ALLOCATION_RULES, AllocationRule
 from simulator.scenario.schema import Scenario
 
@@ -93,13 +92,16 @@ class Oracle(AllocationRule):
 
     The score is √d/T · log E[value] / max(sharpness, 1): with E[value] = quality ·
     exp(sharpness·(cos − 1)) this is √d·cos(interest, key)/T plus a quality term, the same
-    scale as `attention_softmax` but with the truth in place of the platform's profiles.
+    scale as `attention_softmax` but with the truth in place of the platform's profiles. It is
+    computed as that sum, a·cos + b per good (a = scale·sharpness, b = scale·log quality − a):
+    one product of the scaled interests with the keys and one add, the cost of
+    `attention_softmax`, instead of an exp and a log over the block (which also underflowed to
+    −inf for goods far from a user's interest at high sharpness).
     """
 
     name = "oracle"
     summary = "softmax over users' true expected value of each good (a perfect recommender)"
     candidate_mode = True
-    block_bytes_per_element = 10  # the exp's temporaries
 
     def __init__(self, temperature: float, sharpness: float):
         self.temperature = temperature
@@ -109,31 +111,34 @@ class Oracle(AllocationRule):
     def from_scenario(cls, scenario: Scenario, params: BaseModel) -> Oracle:
         return cls(scenario.allocation.temperature, scenario.population.users.taste_sharpness)
 
-    def _scale(self, dim: int) -> FLOAT:
-        return FLOAT(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
+    def _scale(self, dim: int) -> float:
+        return float(np.sqrt(dim) / (self.temperature * max(self.sharpness, 1.0)))
+
+    def _interests(self, state: MarketState, users: np.ndarray, dim: int) -> np.ndarray:
+        return state.users.interest[users] * FLOAT(self._scale(dim) * self.sharpness)
+
+    def _offsets(self, quality: np.ndarray, dim: int) -> np.ndarray:
+        """scale·log quality − scale·sharpness per good; quality 0 gives −inf: worthless goods are never shown."""
+        scale = self._scale(dim)
+        with np.errstate(divide="ignore"):
+            return (scale * np.log(quality.astype(np.float64)) - scale * self.sharpness).astype(FLOAT)
 
     def scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        value = expected_value(state.users.interest[users], catalogue.keys, catalogue.quality, self.sharpness, out=out)
-        with np.errstate(divide="ignore"):
-            scores = np.log(value, out=value)  # quality 0 gives -inf: worthless goods are never shown
-        scores *= self._scale(catalogue.keys.shape[1])
+        dim = catalogue.keys.shape[1]
+        scores = np.matmul(self._interests(state, users, dim), catalogue.keys.T, out=out)
+        scores += self._offsets(catalogue.quality, dim)[None, :]
         return scores
 
     def candidate_scores(self, state: MarketState, catalogue: Catalogue, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        value = gathered_products(state.users.interest[users], catalogue.keys, positions)
-        value -= 1.0
-        value *= FLOAT(self.sharpness)
-        np.exp(value, out=value)
-        value *= catalogue.quality[positions] if positions.ndim == 2 else catalogue.quality[positions][None, :]
-        with np.errstate(divide="ignore"):
-            scores = np.log(value)
-        scores *= self._scale(catalogue.keys.shape[1])
+        dim = catalogue.keys.shape[1]
+        scores = gathered_products(self._interests(state, users, dim), catalogue.keys, positions)
+        offsets = self._offsets(catalogue.quality, dim)
+        scores += offsets[positions] if positions.ndim == 2 else offsets[positions][None, :]
         return scores
 
     def audience_scores(self, state: MarketState, users: np.ndarray, keys: np.ndarray, quality: np.ndarray) -> np.ndarray:
-        value = expected_value(state.users.interest[users], keys.astype(FLOAT), quality.astype(FLOAT), self.sharpness)
-        with np.errstate(divide="ignore"):
-            return np.log(value) * self._scale(keys.shape[1])
+        dim = keys.shape[1]
+        return self._interests(state, users, dim) @ keys.T.astype(FLOAT) + self._offsets(quality, dim)[None, :]
 
     def routing_vectors(self, state: MarketState, users: np.ndarray) -> np.ndarray:
         return state.users.interest[users]
