@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from simulator.market.catalogue import Catalogue
-from simulator.market.kernels import mask_remembered
+from simulator.market.kernels import mask_remembered, remembered_positions
 from simulator.market.outcomes import AllocationMode
 from simulator.market.state import FLOAT, MarketState
 from simulator.market.streams import EntityDraws
@@ -198,8 +198,7 @@ def candidate_scores(
     vectors = rule.routing_vectors(state, users)
     consumed = None
     if cfg.mask_consumed:  # remembered goods are not candidates: strata draw among the others
-        remembered = state.uids.rows(state.users.history[users])
-        consumed = np.where(remembered >= 0, catalogue.position_of_row[np.maximum(remembered, 0)], -1)
+        consumed = remembered_positions(users, state.users.history, state.uids.row_of, catalogue.position_of_row)
     for block in view.blocks(vectors, rng, cfg.block_elements, consumed):
         members = users[block.rows]
         scores = np.full((len(members), block.width), -np.inf, dtype=FLOAT)
