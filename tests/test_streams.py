@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from simulator.market.kernels import NonFiniteScores
 from simulator.market.populations import retire_goods
-from simulator.market.streams import EntityDraws, keyed_sample, serials
+from simulator.market.streams import GOLDEN, EntityDraws, bits_to_uniform, keyed_bits, keyed_sample, mix, serials
 from simulator.model import AttentionMarket, advance
 
 
@@ -28,6 +28,31 @@ def test_keyed_draws_depend_on_the_key_and_the_ids_only():
     assert not np.array_equal(draws.stream("taste").uniform(ids), draws.stream("click").uniform(ids))
     # two id dimensions are not interchangeable
     assert draws.uniform(3, 5) != draws.uniform(5, 3)
+
+
+def numpy_keyed_bits(key, *ids):
+    """The keyed bits' definition, in numpy: the key mixed with each id's splitmix64 in turn."""
+    bits = np.asarray(np.uint64(key))
+    for part in ids:
+        with np.errstate(over="ignore"):
+            bits = mix(bits ^ mix(np.asarray(part).astype(np.int64).astype(np.uint64) + GOLDEN))
+    return np.asarray(bits, dtype=np.uint64)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [(), (5,), (np.arange(-500, 500) * 10**9,), (np.arange(777), np.arange(777) * 3 + 2**40),
+     (np.arange(50)[:, None], np.arange(7)[None, :]), (np.arange(10), 3, np.arange(10) * 2),
+     (np.arange(20, dtype=np.int32), np.arange(20, dtype=np.uint8)), (np.zeros(0, dtype=np.int64),), (True,)],
+)
+def test_the_compiled_keyed_draws_are_their_numpy_definition(ids):
+    """Same bits and uniforms, shapes and dtypes, for scalars, broadcasting, negative and narrow ids."""
+    for key in (0, 12345, 2**63 - 1):
+        expected = numpy_keyed_bits(key, *ids)
+        got = keyed_bits(key, *ids)
+        assert got.dtype == np.uint64 and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(EntityDraws(key).uniform(*ids), bits_to_uniform(expected))
 
 
 def test_keyed_uniforms_normals_and_logistics_follow_their_laws():

@@ -45,11 +45,32 @@ def mix(bits: np.ndarray) -> np.ndarray:
 
 def keyed_bits(key: int, *ids: np.ndarray | int) -> np.ndarray:
     """64 random bits per element of the broadcast `ids`, a function of (key, ids) only."""
-    bits = np.asarray(np.uint64(key))
-    for part in ids:
-        with np.errstate(over="ignore"):
-            bits = mix(bits ^ mix(np.asarray(part).astype(np.int64).astype(np.uint64) + GOLDEN))
-    return np.asarray(bits, dtype=np.uint64)
+    shape, flat = _flat_ids(ids)
+    out = np.empty(int(np.prod(shape)), dtype=np.uint64)
+    if flat:
+        _keyed_bits(np.uint64(key), flat, out)
+    else:
+        out[...] = np.uint64(key)
+    return out.reshape(shape)
+
+
+def keyed_uniform(key: int, *ids: np.ndarray | int) -> np.ndarray:
+    """`bits_to_uniform(keyed_bits(key, *ids))` in one compiled pass: no uint64 temporaries of
+    the ids' size (the consumption stage draws one per shown exposure)."""
+    shape, flat = _flat_ids(ids)
+    if not flat:
+        return bits_to_uniform(keyed_bits(key))
+    out = np.empty(int(np.prod(shape)), dtype=np.float64)
+    _keyed_uniform(np.uint64(key), flat, out)
+    return out.reshape(shape)
+
+
+def _flat_ids(ids: tuple[np.ndarray | int, ...]) -> tuple[tuple[int, ...], tuple[np.ndarray, ...]]:
+    """The broadcast shape of `ids` and each as a flat int64 array of that many elements (a copy
+    only where broadcasting repeats it)."""
+    parts = np.broadcast_arrays(*(np.asarray(part).astype(np.int64, copy=False) for part in ids)) if ids else []
+    shape = parts[0].shape if parts else ()
+    return shape, tuple(np.ascontiguousarray(part).reshape(-1) for part in parts)
 
 
 def bits_to_uniform(bits: np.ndarray) -> np.ndarray:
@@ -83,7 +104,7 @@ class EntityDraws:
         return EntityDraws(int(keyed_bits(self.key, zlib.crc32(purpose.encode())) >> np.uint64(1)))
 
     def uniform(self, *ids: np.ndarray | int) -> np.ndarray:
-        return bits_to_uniform(keyed_bits(self.key, *ids))
+        return keyed_uniform(self.key, *ids)
 
     def order(self, *ids: np.ndarray | int) -> np.ndarray:
         """The positions of `ids` in the random order of their uniforms, ties by position:
@@ -125,6 +146,27 @@ def _mix_scalar(bits):
     bits = (bits ^ (bits >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     bits = (bits ^ (bits >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return bits ^ (bits >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _keyed_element(key, ids, i):
+    """`keyed_bits` of element i: the key mixed with each id's mix in turn, as `mix` does in numpy."""
+    bits = key
+    for part in range(len(ids)):
+        bits = _mix_scalar(bits ^ _mix_scalar(np.uint64(ids[part][i]) + np.uint64(0x9E3779B97F4A7C15)))
+    return bits
+
+
+@njit(cache=True)
+def _keyed_bits(key, ids, out):
+    for i in range(out.shape[0]):
+        out[i] = _keyed_element(key, ids, i)
+
+
+@njit(cache=True)
+def _keyed_uniform(key, ids, out):
+    for i in range(out.shape[0]):
+        out[i] = (np.float64(_keyed_element(key, ids, i) >> np.uint64(11)) + 0.5) * 1.1102230246251565e-16
 
 
 LN2 = 0.6931471805599453
