@@ -240,6 +240,47 @@ def test_the_compiled_tail_draws_are_the_numpy_draws():
         np.testing.assert_array_equal(got[1], expected[1])
 
 
+def numpy_columns_of(view, block, positions):
+    """The numpy `columns_of` the compiled pass replaced (market/candidate_kernels.py), kept as its reference."""
+    columns = np.full(positions.shape, -1, dtype=np.int64)
+    safe = np.maximum(positions, 0)
+    column_of = np.full(view.goods, -1, dtype=np.int64)
+    for (low, high, shared), tail in zip(block.runs(), block.tails):
+        part, valid = safe[low:high], positions[low:high] >= 0
+        if len(shared):
+            column_of[shared] = np.arange(len(shared))
+            columns[low:high] = np.where(valid, column_of[part], -1)
+            column_of[shared] = -1
+        strata = len(tail.bounds) - 1
+        if strata:
+            lists = view.list_of_position[part]
+            rank = tail.rank_of_list[lists]
+            index = tail.start[np.maximum(rank, 0)] + view.place_of_position[part] - view.indptr[lists]
+            stratum = np.clip(((np.maximum(index, 0) + 1) * strata + tail.size - 1) // tail.size - 1, 0, strata - 1)
+            drawn = np.take_along_axis(block.own[low:high], stratum, axis=1)
+            hit = valid & (rank >= 0) & (drawn == part)
+            columns[low:high] = np.where(hit, block.shared_width + stratum, columns[low:high])
+    return columns
+
+
+def test_the_compiled_candidate_columns_are_the_numpy_columns():
+    """Shared candidates, drawn representatives (hits), undrawn tail goods, padding and -1, over
+    blocks of several groups."""
+    scenario, model = market(goods=400, creators=40, ticks=2, **{"allocation.candidates.per_user": 60, "allocation.candidates.random": 30, "allocation.block_elements": 20_000})
+    state = model.market
+    _, view = view_of(scenario, state)
+    users = np.flatnonzero(state.users.alive)
+    rng = np.random.default_rng(4)
+    checked = hits = 0
+    for block in view.blocks(state.users.query[users], np.random.default_rng(2), scenario.allocation.block_elements):
+        positions = np.concatenate([rng.integers(-1, view.goods, size=(len(block.rows), 20)), block.own[:, :10]], axis=1)
+        expected = numpy_columns_of(view, block, positions)
+        np.testing.assert_array_equal(view.columns_of(block, positions), expected)
+        checked += len(block.shared) > 1
+        hits += int((expected >= block.shared_width).sum())
+    assert checked and hits  # blocks of several groups, and stratum columns found
+
+
 def test_auto_mode_picks_exact_below_the_threshold_and_ivf_above():
     rule = make_rule(tiny())
     below = tiny({"allocation.candidates.auto_above": 100})

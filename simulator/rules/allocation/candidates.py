@@ -44,7 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
-from simulator.market.candidate_kernels import draw_tail_positions
+from simulator.market.candidate_kernels import block_columns, draw_tail_positions
 from simulator.market.catalogue import Catalogue, window_counts
 from simulator.market.state import FLOAT, MarketState
 from simulator.scenario.schema import CandidatesConfig, Scenario
@@ -350,14 +350,14 @@ class CandidateView:
         strata = len(tail.bounds) - 1
         if strata == 0 or rows == 0:
             return np.full((rows, strata), -1, dtype=np.int64), np.zeros((rows, strata), dtype=FLOAT)
-        if excluded is not None and excluded.shape[1]:
-            skips = self.tail_indices(tail, excluded)
-        else:
-            skips = np.zeros((rows, 0), dtype=np.int64)
-        # One compiled pass per user (market/candidate_kernels.py): its distinct exclusions sorted,
-        # counted out of their strata and stepped over, and each draw's position looked up.
-        positions, eligible = draw_tail_positions(rng.random((rows, strata)), tail.bounds, skips, self.positions_of(tail.lists))
-        return positions, np.where(eligible > 0, np.log(np.maximum(eligible, 1)), 0.0).astype(FLOAT)
+        if excluded is None:
+            excluded = np.zeros((rows, 0), dtype=np.int64)
+        # One compiled pass per user (market/candidate_kernels.py): its distinct exclusions found in
+        # the tail, sorted, counted out of their strata and stepped over, and each draw's weight.
+        sizes = np.diff(tail.bounds)
+        log_counts = np.log(np.maximum(np.arange(int(sizes.max()) + 1), 1)).astype(FLOAT)
+        lookup = (self.list_of_position, self.place_of_position, self.indptr, tail.rank_of_list, tail.start)
+        return draw_tail_positions(rng.random((rows, strata)), tail.bounds, excluded, lookup, self.positions_of(tail.lists), log_counts)
 
     def blocks(
         self, queries: np.ndarray, rng: np.random.Generator, block_elements: int, excluded: np.ndarray | None = None
@@ -416,27 +416,14 @@ class CandidateView:
 
     def columns_of(self, block: CandidateBlock, positions: np.ndarray) -> np.ndarray:
         """Where catalogue `positions` ((b, k), one row per user of `block`, -1 for none) sit among
-        the block's candidate columns; -1 where they are not candidates."""
-        columns = np.full(positions.shape, -1, dtype=np.int64)
-        safe = np.maximum(positions, 0)
-        column_of = np.full(self.goods, -1, dtype=np.int64)  # shared column of each position, per run
-        for (low, high, shared), tail in zip(block.runs(), block.tails):
-            part, valid = safe[low:high], positions[low:high] >= 0
-            if len(shared):
-                column_of[shared] = np.arange(len(shared))
-                columns[low:high] = np.where(valid, column_of[part], -1)
-                column_of[shared] = -1
-            strata = len(tail.bounds) - 1
-            if strata:
-                lists = self.list_of_position[part]
-                rank = tail.rank_of_list[lists]
-                index = tail.start[np.maximum(rank, 0)] + self.place_of_position[part] - self.indptr[lists]
-                # bounds[j] = ⌊j·N/r⌋, so the stratum holding tail index i is ⌈(i + 1)·r/N⌉ − 1.
-                stratum = np.clip(((np.maximum(index, 0) + 1) * strata + tail.size - 1) // tail.size - 1, 0, strata - 1)
-                drawn = np.take_along_axis(block.own[low:high], stratum, axis=1)
-                hit = valid & (rank >= 0) & (drawn == part)
-                columns[low:high] = np.where(hit, block.shared_width + stratum, columns[low:high])
-        return columns
+        the block's candidate columns; -1 where they are not candidates. One compiled pass
+        (market/candidate_kernels.py): a shared candidate's column, or the stratum's column where
+        the user's draw from that stratum is the good."""
+        return block_columns(
+            positions, block.bounds, list(block.shared), [tail.rank_of_list for tail in block.tails],
+            [tail.start for tail in block.tails], [len(tail.bounds) - 1 for tail in block.tails],
+            block.own, block.shared_width, (self.list_of_position, self.place_of_position, self.indptr),
+        )  # fmt: skip
 
     def candidates(self, queries: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(positions, log_weights), both (b, C): each user's candidates as catalogue positions,
