@@ -23,7 +23,7 @@ def _stratum_of(index, strata, total):
 
 @njit(cache=True, inline="always")
 def _tail_index(position, list_of_position, place_of_position, indptr, rank_of_list, start):
-    """The tail index of a catalogue position (`CandidateView.tail_indices`); -1 for none or outside the tail."""
+    """The tail index of a catalogue position (its place among the tail's lists, nearest first); -1 for none or outside the tail."""
     if position < 0:
         return -1
     lists = list_of_position[position]

@@ -149,6 +149,12 @@ def _mix_scalar(bits):
 
 
 @njit(cache=True, inline="always")
+def _uniform_of(bits):
+    """`bits_to_uniform` of one element: the top 53 bits, centred in their interval."""
+    return (np.float64(np.int64(bits >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
+
+
+@njit(cache=True, inline="always")
 def _keyed_element(key, ids, i):
     """`keyed_bits` of element i: the key mixed with each id's mix in turn, as `mix` does in numpy."""
     bits = key
@@ -166,15 +172,10 @@ def _keyed_bits(key, ids, out):
 @njit(cache=True)
 def _keyed_uniform(key, ids, out):
     for i in range(out.shape[0]):
-        out[i] = (np.float64(_keyed_element(key, ids, i) >> np.uint64(11)) + 0.5) * 1.1102230246251565e-16
+        out[i] = _uniform_of(_keyed_element(key, ids, i))
 
 
 LN2 = 0.6931471805599453
-
-
-@njit(cache=True, inline="always")
-def _uniform_of(bits):
-    return (np.float64(np.int64(bits >> np.uint64(11))) + 0.5) * 1.1102230246251565e-16
 
 
 @njit(cache=True, inline="always")

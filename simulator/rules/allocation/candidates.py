@@ -331,14 +331,6 @@ class CandidateView:
         flat = np.repeat(starts - np.concatenate([[0], np.cumsum(length)[:-1]]), length) + np.arange(int(length.sum()))
         return self.members[flat]
 
-    def tail_indices(self, tail: Tail, positions: np.ndarray) -> np.ndarray:
-        """Tail index of each catalogue position (any shape, -1 for none); -1 outside the tail."""
-        safe = np.maximum(positions, 0)
-        lists = self.list_of_position[safe]
-        rank = tail.rank_of_list[lists]
-        index = tail.start[np.maximum(rank, 0)] + self.place_of_position[safe] - self.indptr[lists]
-        return np.where((positions >= 0) & (rank >= 0), index, -1)
-
     def draw_tail(
         self, tail: Tail, rows: int, rng: np.random.Generator, excluded: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
